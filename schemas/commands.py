@@ -1,0 +1,107 @@
+"""Commands in on `<p>/cmd`: one tagged union on `action` (API.md, "Fields of each action")."""
+
+from typing import Annotated, Literal
+
+import msgspec
+
+# Incus object names: no slashes, no leading dot or dash, so `../x` never passes.
+IncusName = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", max_length=63)
+]
+RequestId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+# A topic to answer on: no wildcards, no empty levels at the ends, bounded length.
+ReplyTopic = Annotated[str, msgspec.Meta(pattern=r"^[^#+\x00]{1,512}$")]
+# `<set>/<volume>`: a backup set (date folder) and a volume name.
+BackupRef = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}/[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"),
+]
+# A path inside the backup directory; containment is checked again when resolved.
+BackupPath = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+Volumes = list[IncusName] | Literal["all"]
+Compression = Literal["zstd", "gzip", "none"]
+ExportMode = Literal["stop", "snapshot"]
+
+
+class Command(msgspec.Struct, tag_field="action", forbid_unknown_fields=True, kw_only=True):
+    """Fields common to every command."""
+
+    id: RequestId | None = None
+    reply_to: ReplyTopic | None = None
+    dry_run: bool = False
+    confirm: str | None = None
+
+
+class ListCommand(Command, tag="list"):
+    volumes: Volumes = "all"
+
+
+class SnapshotCommand(Command, tag="snapshot"):
+    volumes: Volumes
+    name: IncusName | None = None
+    quiesce: bool | None = None
+
+
+class RestoreCommand(Command, tag="restore"):
+    volume: IncusName
+    snapshot: IncusName
+
+
+class ExportCommand(Command, tag="export"):
+    volumes: Volumes
+    mode: ExportMode | None = None
+    compression: Compression = "zstd"
+    encrypt: bool | None = None
+
+
+class ImportCommand(Command, tag="import"):
+    backup: BackupRef | None = None
+    file: BackupPath | None = None
+    as_: IncusName | None = msgspec.field(default=None, name="as")
+    replace: bool = False
+
+
+class VerifyCommand(Command, tag="verify"):
+    backup: BackupRef | None = None
+    volumes: Volumes | None = None
+    restore_test: bool = False
+
+
+class PruneCommand(Command, tag="prune"):
+    volumes: Volumes = "all"
+
+
+class DrillCommand(Command, tag="drill"):
+    service: IncusName
+    scenario: Literal["snapshot", "tarball"] = "snapshot"
+
+
+class RebuildCommand(Command, tag="rebuild"):
+    set: IncusName
+
+
+class CancelCommand(Command, tag="cancel"):
+    job: RequestId
+
+
+class StatusCommand(Command, tag="status"):
+    pass
+
+
+AnyCommand = (
+    ListCommand
+    | SnapshotCommand
+    | RestoreCommand
+    | ExportCommand
+    | ImportCommand
+    | VerifyCommand
+    | PruneCommand
+    | DrillCommand
+    | RebuildCommand
+    | CancelCommand
+    | StatusCommand
+)
+
+COMMAND_TYPES: tuple[type[Command], ...] = AnyCommand.__args__  # type: ignore[attr-defined]
+ACTIONS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in COMMAND_TYPES)

@@ -1,0 +1,73 @@
+"""The project's error tree. Each class carries the stable `code` sent on the wire."""
+
+
+class AtlasError(Exception):
+    """Root of every error the agent reports; `code` goes on the wire, `str()` is the message."""
+
+    code = "internal_error"
+
+
+class InvalidCommand(AtlasError):
+    """A command that failed decoding or validation; the message names the field."""
+
+    code = "invalid_command"
+
+
+class NotAllowed(AtlasError):
+    """An action the configuration does not accept remotely."""
+
+    code = "not_allowed"
+
+
+class QueueFull(AtlasError):
+    """The job queue is at its bound; the command was not recorded."""
+
+    code = "queue_full"
+
+
+class NotFound(AtlasError):
+    """A volume, snapshot, instance, job or backup that does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(AtlasError):
+    """The target is in a state that forbids the action (e.g. a name already taken)."""
+
+    code = "conflict"
+
+
+class IncusFailure(AtlasError):
+    """Incus refused or failed a call, or did not answer in time."""
+
+    code = "incus_error"
+
+
+class StorageFailure(AtlasError):
+    """A file in the backup directory could not be written, read or verified."""
+
+    code = "storage_error"
+
+
+class IntegrityFailure(AtlasError):
+    """A backup does not match its manifest or its archive is damaged."""
+
+    code = "integrity_error"
+
+
+class CryptoFailure(AtlasError):
+    """Encryption or decryption failed (wrong passphrase, missing key)."""
+
+    code = "crypto_error"
+
+
+class JobCancelled(AtlasError):
+    """The job was cancelled by a `cancel` command; raised at a safe point."""
+
+    code = "cancelled"
+
+
+class ConfigError(AtlasError):
+    """The configuration file is invalid; the message names the file and the key."""
+
+    code = "config_error"
