@@ -103,5 +103,5 @@ AnyCommand = (
     | StatusCommand
 )
 
-COMMAND_TYPES: tuple[type[Command], ...] = AnyCommand.__args__  # type: ignore[attr-defined]
+COMMAND_TYPES: tuple[type[Command], ...] = AnyCommand.__args__
 ACTIONS: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in COMMAND_TYPES)

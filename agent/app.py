@@ -1,0 +1,227 @@
+"""Wires the agent together and runs it: recovery first, then commands and status."""
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from agent import __version__
+from agent.clock import Clock, utc_now
+from agent.dispatch import Dispatcher, Incoming
+from agent.incus import AsyncIncus
+from agent.jobs import Job, from_ms, state_from_row
+from agent.mqtt import MqttSession
+from agent.publisher import OFFLINE_PAYLOAD, Publisher
+from agent.recovery import recover
+from agent.runner import JobRunner, RunnerDeps
+from agent.store import JobRow, Store
+from agent.topics import Topics
+from agent.volume_status import build_volume_state
+from commands.inventory import Inventory
+from commands.ports import Incus, ServerInfo, VolumeInfo
+from commands.registry import action_for
+from schemas.commands import AnyCommand
+from schemas.config import Config
+from schemas.errors import AtlasError
+from schemas.messages import AgentState, IncusInfo
+from schemas.timefmt import epoch_ms, iso
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_S = 3600.0
+
+
+class Agent:
+    """The long-running agent. `run` returns when cancelled, leaving nothing stopped."""
+
+    def __init__(self, config: Config, *, incus: Incus | None = None,
+                 clock: Clock = utc_now) -> None:
+        self.config = config
+        self.clock = clock
+        self.topics = Topics(config.mqtt.topic_prefix)
+        self.inventory = Inventory(tuple(config.services))
+        self.incus: Incus = incus or AsyncIncus(config.incus)
+        self.store = Store(Path(config.storage.state_dir) / "atlas-backup.db")
+        self.session = MqttSession(
+            config.mqtt,
+            will_topic=self.topics.agent,
+            will_payload=OFFLINE_PAYLOAD,
+            on_connect=self._on_connect,
+        )
+        self.publisher = Publisher(self.session, self.topics, config.jobs.retention_s)
+        self.runner = JobRunner(
+            RunnerDeps(
+                store=self.store,
+                publisher=self.publisher,
+                incus=self.incus,
+                inventory=self.inventory,
+                control=self,
+                clock=clock,
+                on_finished=self.job_finished,
+            ),
+            max_queue=config.jobs.max_queue,
+            max_concurrent=config.jobs.max_concurrent,
+        )
+        self.dispatcher = Dispatcher(
+            store=self.store,
+            runner=self.runner,
+            publisher=self.publisher,
+            inventory=self.inventory,
+            allow_actions=frozenset(config.agent.allow_actions),
+            clock=clock,
+        )
+        self.started = clock()
+        self.server = ServerInfo(server="", version="")
+
+    # The Control port, for `status` and `cancel`
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self.runner.cancel(job_id)
+
+    async def republish(self) -> dict[str, Any]:
+        await self.publish_agent_state()
+        volumes = await self.publish_volume_states()
+        return {
+            "queue": self.runner.queued,
+            "running": self.runner.running_ids,
+            "volumes": volumes,
+        }
+
+    # Running
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            self.server = await self.incus.server_info()
+        except AtlasError as exc:
+            log.error("Incus does not answer yet: %s", exc)
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.session.run)
+            await self.session.subscribe(self.topics.command, qos=1)
+            await tg.start(self.runner.run)
+            await self._recover()
+            tg.start_soon(self._take_commands)
+            tg.start_soon(self._status_loop)
+            tg.start_soon(self._purge_loop)
+            log.info("atlas-backup %s serving on %s", __version__, self.topics.command)
+            task_status.started()
+
+    async def shutdown(self) -> None:
+        """Say offline and disconnect; the caller cancels `run` first."""
+        with anyio.move_on_after(10, shield=True):
+            await self.session.close(OFFLINE_PAYLOAD)
+        self.store.close()
+
+    async def _recover(self) -> None:
+        report = await recover(self.store, self.incus, self.clock)
+        now = self.clock()
+        for row in report.interrupted:
+            log.warning("job %s was interrupted: %s", row.id, row.error.get("message"))
+            await self.publisher.job(state_from_row(row, now))
+        for row in report.requeue:
+            await self._requeue(row)
+
+    async def _requeue(self, row: JobRow) -> None:
+        """Run again a job that was queued when the agent stopped."""
+        try:
+            command = msgspec.json.decode(row.command, type=AnyCommand)
+            action = action_for(command)
+            if action is None:
+                raise AtlasError(f"action {row.action!r} is not available")
+            plan = action.plan(command, self.inventory, self.clock())
+        except (AtlasError, msgspec.ValidationError) as exc:
+            row.state, row.finished_ms = "failed", epoch_ms(self.clock())
+            row.error = {"code": "invalid_command", "message": f"cannot run again: {exc}"}
+            self.store.update_job(row)
+            await self.publisher.job(state_from_row(row, self.clock()))
+            return
+        created = from_ms(row.created_ms) or self.clock()
+        job = Job(id=row.id, action=row.action, command=command, plan=plan, created=created)
+        await self.runner.submit(job)
+
+    async def _take_commands(self) -> None:
+        async for message in self.session.messages():
+            incoming = Incoming(
+                payload=message.payload,
+                response_topic=message.response_topic,
+                correlation_data=message.correlation_data,
+            )
+
+            async def ack(message: Any = message) -> None:
+                await self.session.ack(message)
+
+            try:
+                await self.dispatcher.handle(incoming, ack)
+            except Exception:
+                log.exception("command handling failed; the agent keeps serving")
+
+    async def _on_connect(self) -> None:
+        await self.publisher.republish_all()
+        await self.publish_agent_state()
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                await self.publish_agent_state()
+                await self.publish_volume_states()
+            except Exception:
+                log.exception("status publishing failed")
+            await anyio.sleep(self.config.agent.status_interval_s)
+
+    async def _purge_loop(self) -> None:
+        retention = timedelta(seconds=self.config.jobs.retention_s)
+        while True:
+            cutoff = epoch_ms(self.clock() - retention)
+            for job_id in self.store.purge_jobs(cutoff):
+                await self.publisher.forget_job(job_id)
+            await anyio.sleep(PURGE_INTERVAL_S)
+
+    async def publish_agent_state(self) -> None:
+        await self.publisher.agent(
+            AgentState(
+                version=__version__,
+                started=iso(self.started),
+                started_ts=epoch_ms(self.started),
+                queue=self.runner.queued,
+                running=self.runner.running_ids,
+                incus=IncusInfo(server=self.server.server, version=self.server.version),
+            )
+        )
+
+    async def publish_volume_states(self, only: list[str] | None = None) -> int:
+        try:
+            known: dict[str, VolumeInfo] = {v.name: v for v in await self.incus.list_volumes()}
+        except AtlasError as exc:
+            log.warning("cannot list volumes for status: %s", exc)
+            return 0
+        now = self.clock()
+        count = 0
+        for service in self.inventory.services:
+            if only is not None and service.volume not in only:
+                continue
+            facts = self.store.volume_facts(service.volume)
+            info = known.get(service.volume)
+            await self.publisher.volume(build_volume_state(service, info, facts, now))
+            count += 1
+        return count
+
+    async def job_finished(self, job: Job) -> None:
+        """Remember the outcome per volume and republish the volumes it touched."""
+        if job.command.dry_run or not job.targets:
+            return
+        failed = job.result.get("failed", {})
+        for volume in job.targets:
+            state = job.state
+            error = job.error.get("message", "")
+            if job.state == "partial":
+                state = "failed" if volume in failed else "succeeded"
+                error = failed.get(volume, {}).get("message", "")
+            self.store.set_volume_facts(
+                volume,
+                {"last_job_id": job.id, "last_job_state": state, "last_error": error},
+            )
+        await self.publish_volume_states(only=job.targets)
+

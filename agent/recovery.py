@@ -1,0 +1,80 @@
+"""Start-up recovery: undo what a killed agent left half-done, before taking commands.
+
+Each journalled side effect that was never resolved is undone, newest first. Jobs that
+were running become `interrupted`, with what was undone; queued jobs run again.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from agent.clock import Clock
+from agent.store import Effect, JobRow, Store
+from commands.ports import Incus
+from schemas.errors import AtlasError, NotFound
+from schemas.timefmt import epoch_ms
+
+log = logging.getLogger(__name__)
+
+Undo = Callable[[Incus, Effect], Awaitable[str]]
+
+
+async def _start_instance(incus: Incus, effect: Effect) -> str:
+    await incus.start_instance(effect.target)
+    return f"started instance {effect.target}"
+
+
+async def _restore_safety(incus: Incus, effect: Effect) -> str:
+    safety = str(effect.data["safety_snapshot"])
+    await incus.restore_snapshot(effect.target, safety)
+    return f"restored {effect.target} to its safety snapshot {safety}"
+
+
+UNDO: dict[str, Undo] = {
+    "instance_stopped": _start_instance,
+    "restoring": _restore_safety,
+}
+
+
+@dataclass
+class RecoveryReport:
+    undone: dict[str, list[str]] = field(default_factory=dict)  # job id -> what was undone
+    failed: list[str] = field(default_factory=list)
+    interrupted: list[JobRow] = field(default_factory=list)
+    requeue: list[JobRow] = field(default_factory=list)
+
+
+async def recover(store: Store, incus: Incus, clock: Clock) -> RecoveryReport:
+    report = RecoveryReport()
+    for effect in store.open_effects():
+        undo = UNDO.get(effect.kind)
+        if undo is None:
+            log.error("journal entry %s of unknown kind %r left as is", effect.seq, effect.kind)
+            continue
+        try:
+            what = await undo(incus, effect)
+        except NotFound as exc:
+            what = f"nothing to undo for {effect.kind} {effect.target}: {exc}"
+        except AtlasError as exc:
+            message = f"could not undo {effect.kind} {effect.target}: {exc}"
+            log.error("recovery: %s", message)
+            report.failed.append(message)
+            continue
+        log.warning("recovery: %s (job %s)", what, effect.job_id)
+        store.resolve_effect(effect.seq, epoch_ms(clock()))
+        report.undone.setdefault(effect.job_id, []).append(what)
+    now_ms = epoch_ms(clock())
+    for row in store.jobs_in_state("running"):
+        undone = report.undone.get(row.id, [])
+        row.state = "interrupted"
+        row.finished_ms = now_ms
+        row.result = {**row.result, "undone": undone}
+        row.error = {
+            "code": "interrupted",
+            "message": "the agent stopped while the job ran"
+            + (f"; undone: {'; '.join(undone)}" if undone else ""),
+        }
+        store.update_job(row)
+        report.interrupted.append(row)
+    report.requeue = store.jobs_in_state("queued")
+    return report

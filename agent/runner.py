@@ -1,0 +1,241 @@
+"""The job runner: a bounded FIFO queue, a concurrency limit, one holder per volume.
+
+Jobs move queued -> running -> a final state; every transition is stored, then
+published (retained job state and an event). The final state is recorded inside a
+shielded scope, so a job cancelled by shutdown still ends `interrupted` on the broker.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from agent.clock import Clock
+from agent.context import RunningJob, StoreJournal
+from agent.jobs import Job
+from agent.publisher import Publisher
+from agent.scheduling import Waiting, runnable
+from agent.store import Store
+from commands.base import Control, Outcome
+from commands.inventory import Inventory
+from commands.ports import Incus
+from commands.registry import action_for
+from commands.steps import error_info
+from schemas.errors import AtlasError, JobCancelled, NotFound, QueueFull
+from schemas.messages import Event
+from schemas.timefmt import epoch_ms, iso
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 1.0
+# How long the final state of a job may take to record and publish when cancelled.
+FINALIZE_BOUND_S = 10.0
+
+
+@dataclass
+class RunnerDeps:
+    store: Store
+    publisher: Publisher
+    incus: Incus
+    inventory: Inventory
+    control: Control
+    clock: Clock
+    # Called with the targets of every finished job, to republish their volume states.
+    on_finished: Callable[[Job], Awaitable[None]]
+
+
+class JobRunner:
+    def __init__(self, deps: RunnerDeps, max_queue: int, max_concurrent: int) -> None:
+        self._deps = deps
+        self._max_queue = max_queue
+        self._max_concurrent = max_concurrent
+        self._queue: list[Job] = []
+        self._running: dict[str, RunningJob] = {}
+        self._wake = anyio.Event()
+        self._task_group: TaskGroup | None = None
+
+    # What the dispatcher and the status publisher ask
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
+    def has_room(self) -> bool:
+        return len(self._queue) < self._max_queue
+
+    def can_take(self, job: Job) -> bool:
+        """Immediate actions never queue; the others need room in the queue."""
+        action = action_for(job.command)
+        return (action is not None and action.immediate) or self.has_room()
+
+    def busy_volumes(self) -> set[str]:
+        return {v for r in self._running.values() for v in r.job.targets}
+
+    # Submitting and cancelling
+
+    async def submit(self, job: Job) -> None:
+        """Take a recorded job: immediate actions start now, others wait their turn."""
+        if self._task_group is None:
+            raise RuntimeError("the runner is not running")
+        action = action_for(job.command)
+        immediate = action is not None and action.immediate
+        if not immediate and not self.has_room():
+            raise QueueFull(f"the job queue is full ({self._max_queue} jobs)")
+        await self._announce(job)
+        if immediate:
+            self._task_group.start_soon(self._run_job, job)
+            return
+        self._queue.append(job)
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        for job in self._queue:
+            if job.id == job_id:
+                self._queue.remove(job)
+                assert self._task_group is not None
+                self._task_group.start_soon(self._finish_cancelled_queued, job)
+                return {"job": job_id, "was": "queued", "state": "cancelled"}
+        running = self._running.get(job_id)
+        if running is not None:
+            running.cancel_requested = True
+            return {"job": job_id, "was": "running", "state": "cancelling"}
+        row = self._deps.store.get_job(job_id)
+        if row is None:
+            raise NotFound(f"no job {job_id!r} is known")
+        return {"job": job_id, "was": row.state, "state": row.state}
+
+    # The scheduling loop
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            task_status.started()
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                self._start_runnable(tg)
+
+    def _start_runnable(self, tg: TaskGroup) -> None:
+        waiting = [Waiting(j.id, frozenset(j.targets)) for j in self._queue]
+        free = self._max_concurrent - len(self._running)
+        for job_id in runnable(waiting, self.busy_volumes(), free):
+            job = next(j for j in self._queue if j.id == job_id)
+            self._queue.remove(job)
+            self._running[job.id] = self._context(job)
+            tg.start_soon(self._run_job, job)
+
+    def _context(self, job: Job) -> RunningJob:
+        deps = self._deps
+        return RunningJob(
+            job=job,
+            incus=deps.incus,
+            inventory=deps.inventory,
+            journal=StoreJournal(deps.store, job.id, deps.clock),
+            control=deps.control,
+            clock=deps.clock,
+        )
+
+    # Running one job
+
+    async def _run_job(self, job: Job) -> None:
+        running = self._running.setdefault(job.id, self._context(job))
+        try:
+            job.state = "running"
+            job.started = self._deps.clock()
+            await self._transition(job)
+            async with anyio.create_task_group() as pump:
+                pump.start_soon(self._pump_progress, running)
+                try:
+                    outcome = await self._execute(running)
+                finally:
+                    pump.cancel_scope.cancel()
+            self._settle(job, outcome)
+        except JobCancelled as exc:
+            job.state, job.error = "cancelled", error_info(exc)
+        except AtlasError as exc:
+            job.state, job.error = "failed", error_info(exc)
+            log.warning("job %s failed: %s", job.id, exc)
+        except anyio.get_cancelled_exc_class():
+            job.state = "interrupted"
+            job.error = {"code": "interrupted", "message": "the agent stopped while the job ran"}
+            with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
+                await self._finish(job)
+            raise
+        except Exception as exc:
+            log.exception("job %s crashed", job.id)
+            job.state = "failed"
+            job.error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
+            await self._finish(job)
+
+    async def _execute(self, running: RunningJob) -> Outcome:
+        job = running.job
+        action = action_for(job.command)
+        if action is None:
+            raise AtlasError(f"no handler for action {job.action!r}")
+        if job.command.dry_run:
+            return Outcome(
+                result={"dry_run": True, "plan": job.plan.as_list()},
+                succeeded=job.targets,
+            )
+        return await action.execute(job.command, job.plan, running)
+
+    @staticmethod
+    def _settle(job: Job, outcome: Outcome) -> None:
+        job.result = dict(outcome.result)
+        if not outcome.failed:
+            job.state = "succeeded"
+            return
+        job.result["failed"] = outcome.failed
+        job.result["succeeded"] = outcome.succeeded
+        job.state = "partial" if outcome.succeeded else "failed"
+        first, info = next(iter(outcome.failed.items()))
+        job.error = {
+            "code": info["code"],
+            "message": f"{len(outcome.failed)} of {len(outcome.failed) + len(outcome.succeeded)}"
+            f" targets failed; {first}: {info['message']}",
+        }
+
+    async def _pump_progress(self, running: RunningJob) -> None:
+        seen = running.revision
+        while True:
+            await anyio.sleep(PROGRESS_INTERVAL_S)
+            if running.revision != seen:
+                seen = running.revision
+                await self._publish(running.job)
+
+    async def _finish(self, job: Job) -> None:
+        job.finished = self._deps.clock()
+        self._running.pop(job.id, None)
+        self._wake.set()
+        try:
+            await self._transition(job)
+            await self._deps.on_finished(job)
+        except Exception:
+            log.exception("could not record the final state of job %s", job.id)
+
+    async def _finish_cancelled_queued(self, job: Job) -> None:
+        job.state = "cancelled"
+        job.error = {"code": "cancelled", "message": "cancelled before it started"}
+        await self._finish(job)
+
+    async def _transition(self, job: Job) -> None:
+        self._deps.store.update_job(job.to_row())
+        await self._announce(job)
+
+    async def _announce(self, job: Job) -> None:
+        await self._publish(job)
+        now = self._deps.clock()
+        event = Event(job=job.id, action=job.action, state=job.state, at=iso(now),
+                      at_ts=epoch_ms(now))
+        await self._deps.publisher.event(event)
+
+    async def _publish(self, job: Job) -> None:
+        await self._deps.publisher.job(job.to_state(self._deps.clock()))

@@ -1,0 +1,226 @@
+"""The durable record: jobs, the side-effect journal and per-volume facts, in SQLite (WAL).
+
+A command is acknowledged to the broker only after its job row is committed here, and
+every side effect (an instance stopped, a temporary volume made) is journalled before it
+is made, so a restarted agent knows what to finish or undo. Calls are short and run on
+the event loop's thread; `synchronous=FULL` makes each commit survive a power cut.
+"""
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    action TEXT NOT NULL,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL,
+    phase TEXT NOT NULL DEFAULT '',
+    targets TEXT NOT NULL DEFAULT '[]',
+    dry_run INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL DEFAULT 0,
+    finished_ms INTEGER NOT NULL DEFAULT 0,
+    result TEXT NOT NULL DEFAULT '{}',
+    error TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS effects (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}',
+    created_ms INTEGER NOT NULL,
+    resolved_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS open_effects ON effects(resolved_ms);
+CREATE TABLE IF NOT EXISTS volume_facts (
+    volume TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (volume, key)
+);
+"""
+
+
+@dataclass
+class JobRow:
+    id: str
+    action: str
+    command: bytes
+    state: str
+    phase: str
+    targets: list[str]
+    dry_run: bool
+    created_ms: int
+    started_ms: int
+    finished_ms: int
+    result: dict[str, Any]
+    error: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A side effect journalled before it was made, not yet undone or completed."""
+
+    seq: int
+    job_id: str
+    kind: str
+    target: str
+    data: dict[str, Any]
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # Jobs
+
+    def insert_job(self, row: JobRow) -> bool:
+        """Record a new job; False when the id is already known (idempotent commands)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO jobs (id, action, command, state, phase, targets,"
+                " dry_run, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    row.action,
+                    row.command.decode(),
+                    row.state,
+                    row.phase,
+                    json.dumps(row.targets),
+                    int(row.dry_run),
+                    row.created_ms,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def update_job(self, row: JobRow) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, phase=?, started_ms=?, finished_ms=?, result=?,"
+                " error=? WHERE id=?",
+                (
+                    row.state,
+                    row.phase,
+                    row.started_ms,
+                    row.finished_ms,
+                    json.dumps(row.result, default=str),
+                    json.dumps(row.error, default=str),
+                    row.id,
+                ),
+            )
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        found = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job_row(found) if found else None
+
+    def jobs_in_state(self, *states: str) -> list[JobRow]:
+        marks = ",".join("?" * len(states))
+        rows = self._db.execute(
+            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_ms, rowid", states
+        ).fetchall()
+        return [_job_row(r) for r in rows]
+
+    def purge_jobs(self, finished_before_ms: int) -> list[str]:
+        """Forget finished jobs older than the retention window; returns their ids."""
+        with self._transaction() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM jobs WHERE finished_ms > 0 AND finished_ms < ?",
+                    (finished_before_ms,),
+                )
+            ]
+            db.execute(
+                "DELETE FROM jobs WHERE finished_ms > 0 AND finished_ms < ?",
+                (finished_before_ms,),
+            )
+            db.execute(
+                "DELETE FROM effects WHERE resolved_ms > 0 AND resolved_ms < ?",
+                (finished_before_ms,),
+            )
+        return ids
+
+    # The side-effect journal
+
+    def record_effect(
+        self, job_id: str, kind: str, target: str, data: dict[str, Any], now_ms: int
+    ) -> int:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO effects (job_id, kind, target, data, created_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (job_id, kind, target, json.dumps(data), now_ms),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def resolve_effect(self, seq: int, now_ms: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE effects SET resolved_ms=? WHERE seq=?", (now_ms, seq))
+
+    def open_effects(self) -> list[Effect]:
+        """Unresolved effects, newest first: undo runs in reverse order of doing."""
+        rows = self._db.execute(
+            "SELECT seq, job_id, kind, target, data FROM effects WHERE resolved_ms = 0"
+            " ORDER BY seq DESC"
+        ).fetchall()
+        return [Effect(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    # Per-volume facts (last job outcome, last export, last verify)
+
+    def set_volume_facts(self, volume: str, facts: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO volume_facts (volume, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT(volume, key) DO UPDATE SET value=excluded.value",
+                [(volume, key, json.dumps(value)) for key, value in facts.items()],
+            )
+
+    def volume_facts(self, volume: str) -> dict[str, Any]:
+        rows = self._db.execute(
+            "SELECT key, value FROM volume_facts WHERE volume=?", (volume,)
+        ).fetchall()
+        return {key: json.loads(value) for key, value in rows}
+
+
+def _job_row(r: tuple[Any, ...]) -> JobRow:
+    return JobRow(
+        id=r[0],
+        action=r[1],
+        command=r[2].encode(),
+        state=r[3],
+        phase=r[4],
+        targets=json.loads(r[5]),
+        dry_run=bool(r[6]),
+        created_ms=r[7],
+        started_ms=r[8],
+        finished_ms=r[9],
+        result=json.loads(r[10]),
+        error=json.loads(r[11]),
+    )

@@ -1,0 +1,74 @@
+"""The flat per-volume state of `<p>/volumes/<volume>`, built from facts: pure."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from commands.ports import VolumeInfo
+from schemas.config import ServiceConfig
+from schemas.messages import VolumeState
+from schemas.timefmt import epoch_ms, iso
+
+FAILED_STATES = frozenset({"failed", "partial", "interrupted"})
+
+
+def build_volume_state(
+    service: ServiceConfig,
+    info: VolumeInfo | None,
+    facts: dict[str, Any],
+    now: datetime,
+) -> VolumeState:
+    """`facts` are what the store remembers: last job on the volume, exports, verifies."""
+    state = VolumeState(
+        volume=service.volume,
+        service=service.name,
+        instance=service.instance,
+        criticality=service.criticality,
+    )
+    newest_ms = 0
+    if info is not None and info.snapshots:
+        newest = max(info.snapshots, key=lambda s: s.created)
+        state.last_snapshot = iso(newest.created)
+        state.last_snapshot_ts = epoch_ms(newest.created)
+        state.snapshots = len(info.snapshots)
+        newest_ms = state.last_snapshot_ts
+    export_ms = int(facts.get("last_export_ts", 0))
+    if export_ms:
+        state.last_export = str(facts.get("last_export", ""))
+        state.last_export_ts = export_ms
+        state.last_export_file = str(facts.get("last_export_file", ""))
+        state.last_export_size_bytes = int(facts.get("last_export_size_bytes", 0))
+        state.last_export_encrypted = bool(facts.get("last_export_encrypted", False))
+        newest_ms = max(newest_ms, export_ms)
+    state.exports = int(facts.get("exports", 0))
+    if facts.get("last_verify_ts"):
+        state.last_verify = str(facts.get("last_verify", ""))
+        state.last_verify_ts = int(facts["last_verify_ts"])
+        state.last_verify_ok = bool(facts.get("last_verify_ok", False))
+    if newest_ms:
+        state.last_success_age_s = max(0, (epoch_ms(now) - newest_ms) // 1000)
+    state.problem_reason = _problem(service, info, facts, state, now)
+    state.problem = int(bool(state.problem_reason))
+    return state
+
+
+def _problem(
+    service: ServiceConfig,
+    info: VolumeInfo | None,
+    facts: dict[str, Any],
+    state: VolumeState,
+    now: datetime,
+) -> str:
+    if info is None:
+        return f"volume {service.volume} does not exist in Incus"
+    if facts.get("last_job_state") in FAILED_STATES:
+        return (
+            f"last job {facts.get('last_job_id', '')} {facts['last_job_state']}:"
+            f" {facts.get('last_error', '')}"
+        ).rstrip(": ")
+    if state.last_success_age_s < 0:
+        return "no backup yet"
+    allowed = timedelta(hours=service.max_age_h)
+    if timedelta(seconds=state.last_success_age_s) > allowed:
+        hours = state.last_success_age_s / 3600
+        return f"newest backup is {hours:.1f} h old; the schedule allows {service.max_age_h:g} h"
+    return ""

@@ -1,0 +1,98 @@
+"""What every command is made of: a pure plan, and an execute step that walks it.
+
+`plan` validates against the inventory and returns data only; it is also what `dry_run`
+answers. `execute` makes the side effects through the ports of `JobContext`.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from commands.inventory import Inventory
+from commands.ports import Incus
+from schemas.commands import Command
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing the job will do, e.g. `stop_instance grafana01`."""
+
+    op: str
+    target: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "target": self.target, **self.detail}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The volumes a job locks, and its steps in order."""
+
+    targets: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [step.as_dict() for step in self.steps]
+
+
+@dataclass
+class Outcome:
+    """What a job produced. `failed` maps a target to its error; some failed is `partial`."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    succeeded: list[str] = field(default_factory=list)
+
+
+class Journal(Protocol):
+    """Records a side effect before it is made, so a restarted agent can undo it."""
+
+    def record(self, kind: str, target: str, data: dict[str, Any] | None = None) -> int: ...
+
+    def resolve(self, seq: int) -> None: ...
+
+
+class Control(Protocol):
+    """The agent's own controls, for `cancel` and `status`."""
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]: ...
+
+    async def republish(self) -> dict[str, Any]: ...
+
+
+class JobContext(Protocol):
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def incus(self) -> Incus: ...
+
+    @property
+    def inventory(self) -> Inventory: ...
+
+    @property
+    def journal(self) -> Journal: ...
+
+    @property
+    def control(self) -> Control: ...
+
+    def now(self) -> datetime: ...
+
+    def checkpoint(self) -> None:
+        """A safe point: raises `JobCancelled` when a cancel was requested."""
+
+    def progress(self, phase: str, done: int = 0, total: int = 0) -> None: ...
+
+
+C = TypeVar("C", bound=Command)
+
+
+@dataclass(frozen=True)
+class Action(Generic[C]):
+    """One command type's handler. `immediate` ones run at once, outside the job queue."""
+
+    plan: Callable[[C, Inventory, datetime], Plan]
+    execute: Callable[[C, Plan, JobContext], Awaitable[Outcome]]
+    immediate: bool = False

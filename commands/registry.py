@@ -1,0 +1,33 @@
+"""The one table that maps each command type to its handler."""
+
+from typing import Any
+
+from commands import cancel, list_volumes, restore, snapshot, status
+from commands.base import Action
+from schemas.commands import (
+    CancelCommand,
+    Command,
+    ListCommand,
+    RestoreCommand,
+    SnapshotCommand,
+    StatusCommand,
+)
+
+ACTIONS: dict[type[Command], Action[Any]] = {
+    ListCommand: Action(list_volumes.plan, list_volumes.execute, immediate=True),
+    SnapshotCommand: Action(snapshot.plan, snapshot.execute),
+    RestoreCommand: Action(restore.plan, restore.execute),
+    StatusCommand: Action(status.plan, status.execute, immediate=True),
+    CancelCommand: Action(cancel.plan, cancel.execute, immediate=True),
+}
+
+
+# Actions of the contract that later issues add; the dispatcher rejects them by name.
+NOT_YET_AVAILABLE: frozenset[str] = frozenset(
+    {"export", "import", "verify", "prune", "drill", "rebuild"}
+)
+
+
+def action_for(command: Command) -> Action[Any] | None:
+    """The handler, or None for an action of the contract this version does not run yet."""
+    return ACTIONS.get(type(command))

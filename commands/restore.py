@@ -1,0 +1,86 @@
+"""`restore`: roll a volume back to a snapshot, keeping a safety snapshot of what it held."""
+
+from contextlib import AsyncExitStack
+from datetime import datetime
+
+import anyio
+
+from commands.base import JobContext, Outcome, Plan, Step
+from commands.faults import fault_point
+from commands.inventory import Inventory
+from commands.steps import instance_stopped
+from schemas.commands import RestoreCommand
+from schemas.errors import AtlasError, InvalidCommand, NotFound
+from schemas.timefmt import compact
+
+
+def safety_name(now: datetime) -> str:
+    return f"pre-restore-{compact(now)}"
+
+
+def plan(command: RestoreCommand, inventory: Inventory, now: datetime) -> Plan:
+    service = inventory.require_volume(command.volume, "$.volume")
+    if command.confirm != command.volume:
+        raise InvalidCommand(
+            f"restore replaces the content of {command.volume!r}: `confirm` must equal"
+            " the volume name - at `$.confirm`"
+        )
+    safety = safety_name(now)
+    return Plan(
+        targets=(service.volume,),
+        steps=(
+            Step("stop_instance", service.instance, {"if": "running"}),
+            Step("create_snapshot", service.volume, {"name": safety, "why": "safety"}),
+            Step("restore_snapshot", service.volume, {"snapshot": command.snapshot}),
+            Step("start_instance", service.instance, {"if": "was running", "always": True}),
+        ),
+    )
+
+
+async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outcome:
+    volume, snapshot = command.volume, command.snapshot
+    safety = next(s.detail["name"] for s in plan.steps if s.op == "create_snapshot")
+    info = await ctx.incus.get_volume(volume)
+    if snapshot not in {s.name for s in info.snapshots}:
+        raise NotFound(f"volume {volume!r} has no snapshot {snapshot!r}")
+    service = ctx.inventory.require_volume(volume, "$.volume")
+    instances = sorted({service.instance, *info.used_by})
+    stopped: list[str] = []
+    async with AsyncExitStack() as stack:
+        for instance in instances:
+            if await stack.enter_async_context(instance_stopped(ctx, instance)):
+                stopped.append(instance)
+        ctx.checkpoint()
+        ctx.progress(f"safety snapshot {safety}")
+        await ctx.incus.create_snapshot(volume, safety)
+        ctx.progress(f"restoring {volume} to {snapshot}")
+        seq = ctx.journal.record("restoring", volume, {"safety_snapshot": safety})
+        fault_point("restoring")
+        try:
+            await ctx.incus.restore_snapshot(volume, snapshot)
+        except AtlasError as exc:
+            if await _roll_back(ctx, volume, safety, exc):
+                ctx.journal.resolve(seq)
+            raise
+        ctx.journal.resolve(seq)
+    return Outcome(
+        result={
+            "volume": volume,
+            "snapshot": snapshot,
+            "safety_snapshot": safety,
+            "instances_restarted": stopped,
+        },
+        succeeded=[volume],
+    )
+
+
+async def _roll_back(ctx: JobContext, volume: str, safety: str, cause: AtlasError) -> bool:
+    """Put the safety snapshot back; the original error is what the job reports."""
+    with anyio.CancelScope(shield=True):
+        ctx.progress(f"rolling {volume} back to {safety}")
+        try:
+            await ctx.incus.restore_snapshot(volume, safety)
+        except AtlasError as exc:
+            cause.add_note(f"rollback to {safety} failed too: {exc}")
+            return False
+    return True

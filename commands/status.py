@@ -1,0 +1,15 @@
+"""`status`: republish the agent's and every volume's retained state."""
+
+from datetime import datetime
+
+from commands.base import JobContext, Outcome, Plan, Step
+from commands.inventory import Inventory
+from schemas.commands import StatusCommand
+
+
+def plan(command: StatusCommand, inventory: Inventory, now: datetime) -> Plan:
+    return Plan(targets=(), steps=(Step("republish", "status"),))
+
+
+async def execute(command: StatusCommand, plan: Plan, ctx: JobContext) -> Outcome:
+    return Outcome(result=await ctx.control.republish())

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Creates the project's virtual environment in .venv and installs it with its test tools.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -x "$repo/.venv/bin/python" ]; then
+    python3 -m venv "$repo/.venv"
+fi
+"$repo/.venv/bin/pip" install -q --disable-pip-version-check -e "$repo[dev]"

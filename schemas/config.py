@@ -1,0 +1,118 @@
+"""The agent's configuration file format (TOML), as msgspec Structs.
+
+Loading and the checks msgspec cannot express live in `agent.config`.
+"""
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from schemas.commands import ACTIONS, ExportMode, IncusName
+
+Criticality = Literal["critical", "medium", "low"]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "atlas-backup"
+    topic_prefix: Annotated[str, msgspec.Meta(pattern=r"^[^#+\x00]+[^/#+\x00]$")] = (
+        "atlas/backup"
+    )
+    username: str = ""
+    password_file: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
+    # How long the broker keeps our subscription and queued commands while we are away.
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0)] = 7 * 24 * 3600
+
+
+class IncusConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    socket: str = "/var/lib/incus/unix.socket"
+    url: str = ""
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    server_cert_file: str = ""
+    project: IncusName = "default"
+    pool: IncusName = "local"
+    # Every Incus call gives up after this long; a stop waits stop_timeout_s first.
+    timeout_s: Positive = 120.0
+    stop_timeout_s: Annotated[int, msgspec.Meta(ge=1)] = 60
+
+
+class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    backup_dir: str = "/backup/atlas"
+    state_dir: str = "/var/lib/atlas-backup"
+
+
+class JobsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    max_queue: Count = 100
+    max_concurrent: Count = 2
+    # Finished jobs (and their ids, for idempotency) are kept this long.
+    retention_s: Annotated[int, msgspec.Meta(ge=60)] = 7 * 24 * 3600
+
+
+class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    allow_actions: list[str] = msgspec.field(default_factory=lambda: list(ACTIONS))
+    status_interval_s: Positive = 60.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: IncusName
+    instance: IncusName
+    volume: IncusName
+    criticality: Criticality = "medium"
+    # Stop the instance around a snapshot (the runbook does it for Loki and Mosquitto).
+    quiesce: bool = False
+    export_mode: ExportMode = "stop"
+    # The newest good backup may be this old before the volume reports a problem.
+    max_age_h: Positive = 26.0
+
+
+def _atlas(
+    name: str, criticality: Criticality, quiesce: bool, max_age_h: float
+) -> ServiceConfig:
+    return ServiceConfig(
+        name=name,
+        instance=f"{name}01",
+        volume=f"{name}01-data",
+        criticality=criticality,
+        quiesce=quiesce,
+        max_age_h=max_age_h,
+    )
+
+
+DAILY_H = 26.0
+WEEKLY_H = 7 * 24 + 2.0
+
+# The runbook's volume table and schedule: criticality, quiesce, and how stale is too stale.
+ATLAS_SERVICES: tuple[ServiceConfig, ...] = (
+    _atlas("grafana", "medium", False, DAILY_H),
+    _atlas("prometheus", "low", False, WEEKLY_H),
+    _atlas("loki", "low", True, WEEKLY_H),
+    _atlas("step-ca", "critical", False, WEEKLY_H),
+    _atlas("alertmanager", "low", False, DAILY_H),
+    _atlas("mosquitto", "medium", True, DAILY_H),
+)
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
+    agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
+    services: list[ServiceConfig] = msgspec.field(default_factory=lambda: list(ATLAS_SERVICES))
+
+    def service_for_volume(self, volume: str) -> ServiceConfig | None:
+        return next((s for s in self.services if s.volume == volume), None)
+
+    @property
+    def volumes(self) -> list[str]:
+        return [s.volume for s in self.services]

@@ -1,0 +1,59 @@
+"""Writes the JSON Schema files beside these modules: `python -m schemas.export`.
+
+The files are generated from the Structs, and a test fails when they drift apart.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from schemas.commands import AnyCommand
+from schemas.config import Config
+from schemas.messages import (
+    AgentOffline,
+    AgentState,
+    DrillState,
+    Event,
+    JobState,
+    Response,
+    VolumeState,
+)
+
+HERE = Path(__file__).resolve().parent
+
+SCHEMAS: dict[str, Any] = {
+    "command": AnyCommand,
+    "response": Response,
+    "job-state": JobState,
+    "volume-state": VolumeState,
+    "agent-state": AgentState,
+    "agent-offline": AgentOffline,
+    "event": Event,
+    "drill-state": DrillState,
+    "config": Config,
+}
+
+
+def render(name: str) -> str:
+    schema = msgspec.json.schema(SCHEMAS[name])
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"atlas-backup {name} (API v1)"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def path_for(name: str) -> Path:
+    return HERE / f"{name}.schema.json"
+
+
+def main() -> int:
+    for name in SCHEMAS:
+        path_for(name).write_text(render(name))
+        print(path_for(name).relative_to(HERE.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

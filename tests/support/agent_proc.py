@@ -1,0 +1,77 @@
+"""The agent as a real process, with a config written for one test's broker and project."""
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(path: Path, *, port: int, prefix: str, project: str, workdir: Path,
+                 services: str = "", extra: str = "") -> None:
+    path.write_text(
+        f"""
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "agent-{prefix.replace('/', '-')}"
+topic_prefix = "{prefix}"
+
+[incus]
+project = "{project}"
+pool = "local"
+timeout_s = 60
+stop_timeout_s = 10
+
+[storage]
+backup_dir = "{workdir}/backup"
+state_dir = "{workdir}/state"
+
+[agent]
+status_interval_s = 60
+log_level = "debug"
+{extra}
+{services}
+"""
+    )
+
+
+@dataclass
+class AgentProcess:
+    config: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _log: TextIO | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._log = self.log_path.open("a")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "agent", "--config", str(self.config)],
+            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""

@@ -1,0 +1,135 @@
+"""A test-side MQTT 5 client: publishes commands and waits for what the agent says."""
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted", "partial"})
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    properties: Any
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class TestClient:
+    """Subscribes to `<prefix>/#` and keeps every message, for waiting on conditions."""
+
+    __test__ = False
+
+    def __init__(self, port: int, prefix: str, extra_topics: tuple[str, ...] = ()) -> None:
+        self.prefix = prefix
+        self._received: list[Received] = []
+        self._cond = threading.Condition()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"test-{uuid.uuid4().hex[:10]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self._client.on_message = self._on_message
+        self._client.on_socket_open = lambda c, u, sock: sock.setsockopt(6, 1, 1)
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *a: subscribed.set()
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        self._client.subscribe([(f"{prefix}/#", 1), *((t, 1) for t in extra_topics)])
+        if not subscribed.wait(10):
+            raise RuntimeError("test client could not subscribe")
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        item = Received(message.topic, message.payload, bool(message.retain),
+                        message.properties, time.monotonic())
+        with self._cond:
+            self._received.append(item)
+            self._cond.notify_all()
+
+    def publish(self, payload: bytes | dict[str, Any], topic: str | None = None,
+                properties: Properties | None = None, qos: int = 1) -> float:
+        data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+        sent = time.monotonic()
+        info = self._client.publish(topic or f"{self.prefix}/cmd", data, qos=qos,
+                                    properties=properties)
+        info.wait_for_publish(10)
+        return sent
+
+    def wait_for(self, match: Callable[[Received], bool], timeout: float = 30.0,
+                 since: int = 0) -> Received:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for item in self._received[since:]:
+                    if match(item):
+                        return item
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no matching message within {timeout} s")
+                self._cond.wait(left)
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self._received)
+
+    def all(self, topic: str, since: int = 0) -> list[Received]:
+        with self._cond:
+            return [r for r in self._received[since:] if r.topic == topic]
+
+    def command(self, payload: dict[str, Any] | bytes, timeout: float = 15.0,
+                request_id: str | None = None) -> dict[str, Any]:
+        """Publish a command and return the response on `<prefix>/response` for its id."""
+        if isinstance(payload, dict):
+            payload = {"id": f"t-{uuid.uuid4().hex[:12]}", **payload}
+            request_id = payload["id"]
+        start = self.mark()
+        self.publish(payload)
+        response = self.wait_for(
+            lambda r: r.topic == f"{self.prefix}/response"
+            and (request_id is None or r.json().get("id") == request_id),
+            timeout,
+            since=start,
+        )
+        return dict(response.json())
+
+    def wait_job(self, job_id: str, timeout: float = 60.0,
+                 states: frozenset[str] = FINAL) -> dict[str, Any]:
+        topic = f"{self.prefix}/jobs/{job_id}"
+        found = self.wait_for(
+            lambda r: r.topic == topic and bool(r.payload) and r.json()["state"] in states,
+            timeout,
+        )
+        return dict(found.json())
+
+    def run(self, payload: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+        """A command that must be accepted; returns its job's final state."""
+        response = self.command(payload)
+        assert response["status"] == "accepted", response
+        return self.wait_job(response["job"], timeout)
+
+    def latest(self, topic: str) -> dict[str, Any]:
+        return dict(self.all(topic)[-1].json())
+
+
+def response_properties(response_topic: str, correlation: bytes) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = response_topic
+    props.CorrelationData = correlation
+    return props

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config, parse_config
+from schemas.errors import ConfigError
+
+
+def test_an_empty_file_gives_the_six_atlas_services() -> None:
+    config = parse_config("")
+    assert [s.volume for s in config.services] == [
+        "grafana01-data", "prometheus01-data", "loki01-data",
+        "step-ca01-data", "alertmanager01-data", "mosquitto01-data",
+    ]
+    assert config.mqtt.topic_prefix == "atlas/backup"
+    assert config.incus.pool == "local"
+    assert config.storage.backup_dir == "/backup/atlas"
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('[mqtt]\nport = "x"', "`$.mqtt.port`"),
+        ("[mqtt]\nbogus = 1", "`$.mqtt`"),
+        ("[incus]\nproject = '../p'", "`$.incus.project`"),
+        ("[[services]]\nname='a'\ninstance='b'\nvolume='../c'", "`$.services[0].volume`"),
+        ("[agent]\nallow_actions = ['nuke']", "`$.agent.allow_actions[0]`"),
+        (
+            "[[services]]\nname='a'\ninstance='i'\nvolume='v'\n"
+            "[[services]]\nname='b'\ninstance='j'\nvolume='v'",
+            "`$.services[1].volume`",
+        ),
+        ("[mqtt\n", "line 1, column 6"),
+    ],
+)
+def test_an_invalid_config_names_the_file_and_the_key(text: str, names: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "/etc/atlas-backup/config.toml")
+    assert str(caught.value).startswith("/etc/atlas-backup/config.toml: ")
+    assert names in str(caught.value)
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")

@@ -1,0 +1,9 @@
+from commands.registry import ACTIONS, NOT_YET_AVAILABLE
+from schemas.commands import COMMAND_TYPES
+
+
+def test_every_command_type_has_a_handler_or_is_named_as_not_yet_available() -> None:
+    handled = {str(t.__struct_config__.tag) for t in ACTIONS}
+    every = {str(t.__struct_config__.tag) for t in COMMAND_TYPES}
+    assert handled | NOT_YET_AVAILABLE == every
+    assert not handled & NOT_YET_AVAILABLE

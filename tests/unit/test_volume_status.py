@@ -1,0 +1,58 @@
+"""The flat per-volume state: ages, counts and the problem flag."""
+
+from datetime import UTC, datetime, timedelta
+
+from agent.volume_status import build_volume_state
+from commands.ports import SnapshotInfo, VolumeInfo
+from schemas.config import ATLAS_SERVICES
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+GRAFANA = ATLAS_SERVICES[0]  # daily: 26 h allowed
+
+
+def volume(*ages_h: float) -> VolumeInfo:
+    snaps = tuple(
+        SnapshotInfo(name=f"s{i}", created=NOW - timedelta(hours=age))
+        for i, age in enumerate(sorted(ages_h, reverse=True))
+    )
+    return VolumeInfo(name=GRAFANA.volume, pool="local", used_by=("grafana01",), snapshots=snaps)
+
+
+def test_a_fresh_snapshot_is_no_problem_and_ages_are_numbers() -> None:
+    state = build_volume_state(GRAFANA, volume(30, 2), {}, NOW)
+    assert state.snapshots == 2
+    assert state.last_success_age_s == 2 * 3600
+    assert state.last_snapshot_ts == int((NOW - timedelta(hours=2)).timestamp() * 1000)
+    assert (state.problem, state.problem_reason) == (0, "")
+
+
+def test_a_backup_older_than_the_schedule_allows_is_a_problem() -> None:
+    state = build_volume_state(GRAFANA, volume(30), {}, NOW)
+    assert state.problem == 1
+    assert "30.0 h old; the schedule allows 26 h" in state.problem_reason
+
+
+def test_a_volume_never_backed_up_is_a_problem_with_age_minus_one() -> None:
+    state = build_volume_state(GRAFANA, volume(), {}, NOW)
+    assert (state.problem, state.problem_reason, state.last_success_age_s) == (
+        1, "no backup yet", -1,
+    )
+
+
+def test_the_last_job_failing_is_a_problem_even_with_a_fresh_snapshot() -> None:
+    facts = {"last_job_id": "j1", "last_job_state": "failed", "last_error": "boom"}
+    state = build_volume_state(GRAFANA, volume(1), facts, NOW)
+    assert state.problem == 1
+    assert state.problem_reason == "last job j1 failed: boom"
+
+
+def test_a_missing_volume_is_a_problem() -> None:
+    state = build_volume_state(GRAFANA, None, {}, NOW)
+    assert state.problem_reason == "volume grafana01-data does not exist in Incus"
+
+
+def test_a_recent_export_counts_as_the_newest_backup() -> None:
+    export_ms = int((NOW - timedelta(hours=1)).timestamp() * 1000)
+    facts = {"last_export_ts": export_ms, "last_export": "x", "exports": 3}
+    state = build_volume_state(GRAFANA, volume(40), facts, NOW)
+    assert (state.last_success_age_s, state.exports, state.problem) == (3600, 3, 0)
