@@ -12,7 +12,7 @@ from anyio.abc import TaskStatus
 from agent import __version__
 from agent.clock import Clock, utc_now
 from agent.dispatch import Dispatcher, Incoming
-from agent.incus import AsyncIncus
+from agent.incus import AsyncIncus, IncusClient
 from agent.jobs import Job, from_ms, state_from_row
 from agent.mqtt import MqttSession
 from agent.publisher import OFFLINE_PAYLOAD, Publisher
@@ -44,7 +44,7 @@ class Agent:
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_prefix)
         self.inventory = Inventory(tuple(config.services))
-        self.incus: Incus = incus or AsyncIncus(config.incus)
+        self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
         self.store = Store(Path(config.storage.state_dir) / "atlas-backup.db")
         self.session = MqttSession(
             config.mqtt,
@@ -76,6 +76,7 @@ class Agent:
         )
         self.started = clock()
         self.server = ServerInfo(server="", version="")
+        self._serving: anyio.CancelScope | None = None
 
     # The Control port, for `status` and `cancel`
 
@@ -94,26 +95,37 @@ class Agent:
     # Running
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until `stop()`; then say offline and disconnect.
+
+        The session lives outside the group that `stop()` cancels, so the final states of
+        interrupted jobs still reach the broker before the agent disconnects.
+        """
         try:
             self.server = await self.incus.server_info()
         except AtlasError as exc:
             log.error("Incus does not answer yet: %s", exc)
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.session.run)
-            await self.session.subscribe(self.topics.command, qos=1)
-            await tg.start(self.runner.run)
-            await self._recover()
-            tg.start_soon(self._take_commands)
-            tg.start_soon(self._status_loop)
-            tg.start_soon(self._purge_loop)
-            log.info("atlas-backup %s serving on %s", __version__, self.topics.command)
-            task_status.started()
+        async with anyio.create_task_group() as outer:
+            await outer.start(self.session.run)
+            try:
+                async with anyio.create_task_group() as serving:
+                    self._serving = serving.cancel_scope
+                    await self.session.subscribe(self.topics.command, qos=1)
+                    await serving.start(self.runner.run)
+                    await self._recover()
+                    serving.start_soon(self._take_commands)
+                    serving.start_soon(self._status_loop)
+                    serving.start_soon(self._purge_loop)
+                    log.info("atlas-backup %s serving on %s", __version__, self.topics.command)
+                    task_status.started()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.session.close(OFFLINE_PAYLOAD)
+                    self.store.close()
 
-    async def shutdown(self) -> None:
-        """Say offline and disconnect; the caller cancels `run` first."""
-        with anyio.move_on_after(10, shield=True):
-            await self.session.close(OFFLINE_PAYLOAD)
-        self.store.close()
+    def stop(self) -> None:
+        """Stop taking commands and interrupt running jobs; `run` then returns."""
+        if self._serving is not None:
+            self._serving.cancel()
 
     async def _recover(self) -> None:
         report = await recover(self.store, self.incus, self.clock)

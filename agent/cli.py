@@ -28,8 +28,7 @@ async def run_agent(config_path: Path) -> None:
                 log.info("%s received: finishing the running step and stopping",
                          signal.Signals(signum).name)
                 break
-        tg.cancel_scope.cancel()
-    await agent.shutdown()
+        agent.stop()
     log.info("stopped")
 
 

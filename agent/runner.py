@@ -146,16 +146,17 @@ class JobRunner:
 
     async def _run_job(self, job: Job) -> None:
         running = self._running.setdefault(job.id, self._context(job))
+        pump = anyio.CancelScope()
         try:
             job.state = "running"
             job.started = self._deps.clock()
             await self._transition(job)
-            async with anyio.create_task_group() as pump:
-                pump.start_soon(self._pump_progress, running)
-                try:
-                    outcome = await self._execute(running)
-                finally:
-                    pump.cancel_scope.cancel()
+            assert self._task_group is not None
+            self._task_group.start_soon(self._pump_progress, running, pump)
+            try:
+                outcome = await self._execute(running)
+            finally:
+                pump.cancel()
             self._settle(job, outcome)
         except JobCancelled as exc:
             job.state, job.error = "cancelled", error_info(exc)
@@ -203,13 +204,15 @@ class JobRunner:
             f" targets failed; {first}: {info['message']}",
         }
 
-    async def _pump_progress(self, running: RunningJob) -> None:
+    async def _pump_progress(self, running: RunningJob, scope: anyio.CancelScope) -> None:
+        """Publish the job's progress at most every PROGRESS_INTERVAL_S while it moves."""
         seen = running.revision
-        while True:
-            await anyio.sleep(PROGRESS_INTERVAL_S)
-            if running.revision != seen:
-                seen = running.revision
-                await self._publish(running.job)
+        with scope:
+            while True:
+                await anyio.sleep(PROGRESS_INTERVAL_S)
+                if running.revision != seen:
+                    seen = running.revision
+                    await self._publish(running.job)
 
     async def _finish(self, job: Job) -> None:
         job.finished = self._deps.clock()

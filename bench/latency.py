@@ -11,11 +11,12 @@ import argparse
 import statistics
 import tempfile
 import uuid
+from functools import partial
 from pathlib import Path
 
 from tests.support.agent_proc import AgentProcess, write_config
 from tests.support.broker import running_broker
-from tests.support.client import TestClient
+from tests.support.client import Received, TestClient
 from tests.support.incus_env import incus_project
 
 SERVICES = """
@@ -32,6 +33,10 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
+def _answers(request_id: bytes, received: Received) -> bool:
+    return received.topic.endswith("/response") and request_id in received.payload
+
+
 def measure(client: TestClient, count: int) -> list[float]:
     latencies: list[float] = []
     for i in range(count):
@@ -44,11 +49,7 @@ def measure(client: TestClient, count: int) -> list[float]:
         )
         mark = client.mark()
         sent = client.publish(command)
-        answer = client.wait_for(
-            lambda r, rid=request_id: r.topic.endswith("/response") and rid.encode() in r.payload,
-            timeout=10,
-            since=mark,
-        )
+        answer = client.wait_for(partial(_answers, request_id.encode()), timeout=10, since=mark)
         assert answer.json()["status"] == "accepted", answer.json()
         latencies.append((answer.at - sent) * 1000)
     return latencies

@@ -3,10 +3,11 @@
 Commands import these, never pylxd or paho: dependencies point schemas <- commands <- agent.
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,40 @@ class ServerInfo:
 # Called with (bytes_done, bytes_total); bytes_total is 0 when unknown.
 ProgressCallback = Callable[[int, int], None]
 
+# What Incus compresses with on its side; its gzip costs ~45 s per GiB, so it is not offered.
+BackupCompression = Literal["zstd", "none"]
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """A volume backup Incus keeps server-side until it is deleted or `expires`."""
+
+    name: str
+    created: datetime
+    expires: datetime | None
+
+
+@runtime_checkable
+class BinaryReader(Protocol):
+    """An open binary file, or anything read like one."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+# What an import streams to Incus: a binary file, or its bytes in chunks; never read whole.
+ImportSource = BinaryReader | Iterable[bytes]
+
+
+class BackupStream(Protocol):
+    """A backup tarball being downloaded from Incus, chunk by chunk."""
+
+    @property
+    def size(self) -> int | None:
+        """The tarball's length from Content-Length; None when Incus did not send one."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
 
 class Incus(Protocol):
     """The Incus operations commands use. Every call is bounded by the configured timeout
@@ -57,6 +92,49 @@ class Incus(Protocol):
     async def delete_snapshot(self, volume: str, name: str) -> None: ...
 
     async def restore_snapshot(self, volume: str, snapshot: str) -> None: ...
+
+    async def volume_exists(self, name: str) -> bool: ...
+
+    async def copy_volume(self, source: str, snapshot: str | None, target: str) -> None:
+        """A new volume `target` with the content of `source`, or of its `snapshot`."""
+        ...
+
+    async def rename_volume(self, old: str, new: str) -> None: ...
+
+    async def delete_volume(self, name: str) -> None:
+        """Delete the volume and its snapshots; refused while an instance uses it."""
+        ...
+
+    async def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
+        """Rename `volume` to `keep_as` and `replacement` to `volume`; the instances that
+        used `volume` (all stopped, else `Conflict`) then use the replacement."""
+        ...
+
+    async def create_backup(
+        self,
+        volume: str,
+        name: str,
+        compression: BackupCompression,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        """A server-side tarball of the volume without its snapshots; it expires in a day."""
+        ...
+
+    def export_backup(self, volume: str, name: str) -> AbstractAsyncContextManager[BackupStream]:
+        """Download a backup made by `create_backup`: `async with ... as stream`."""
+        ...
+
+    async def delete_backup(self, volume: str, name: str) -> None: ...
+
+    async def list_backups(self, volume: str) -> list[BackupInfo]:
+        """The volume's server-side backups, oldest first (leftovers of an interrupted export)."""
+        ...
+
+    async def import_backup(
+        self, name: str, source: ImportSource, on_progress: ProgressCallback | None = None
+    ) -> None:
+        """Create the volume `name` from a backup tarball (`Conflict` if it exists)."""
+        ...
 
 
 class ByteStream(Protocol):

@@ -70,4 +70,4 @@ def agent(broker: Broker, atlas: IncusProject, tmp_path: Path) -> Iterator[Agent
     finally:
         harness.process.stop()
         client.close()
-        print(harness.process.log()[-4000:])
+        print(harness.process.log()[-20000:])

@@ -56,15 +56,17 @@ class Broker:
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"
-            f"{self.extra_config}"
+            # As root, Mosquitto drops to its own user and cannot write our 0700 folder.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + self.extra_config
         )
 
     def start(self) -> None:
         self.write_config()
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.config_path)], stdout=log, stderr=log
-        )
+        with (self.workdir / "mosquitto.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config_path)], stdout=log, stderr=log
+            )
         try:
             wait_listening(self.port)
         except RuntimeError:

@@ -1,6 +1,7 @@
 """A test-side MQTT 5 client: publishes commands and waits for what the agent says."""
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -28,6 +29,11 @@ class Received:
         return json.loads(self.payload)
 
 
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Nagle off, as the agent does: otherwise every round trip waits for it."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class TestClient:
     """Subscribes to `<prefix>/#` and keeps every message, for waiting on conditions."""
 
@@ -43,7 +49,7 @@ class TestClient:
             protocol=mqtt.MQTTv5,
         )
         self._client.on_message = self._on_message
-        self._client.on_socket_open = lambda c, u, sock: sock.setsockopt(6, 1, 1)
+        self._client.on_socket_open = _no_delay
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *a: subscribed.set()
         self._client.connect("127.0.0.1", port)
@@ -57,7 +63,7 @@ class TestClient:
         self._client.disconnect()
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        item = Received(message.topic, message.payload, bool(message.retain),
+        item = Received(message.topic, bytes(message.payload), bool(message.retain),
                         message.properties, time.monotonic())
         with self._cond:
             self._received.append(item)
@@ -129,7 +135,7 @@ class TestClient:
 
 
 def response_properties(response_topic: str, correlation: bytes) -> Properties:
-    props = Properties(PacketTypes.PUBLISH)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.ResponseTopic = response_topic
     props.CorrelationData = correlation
     return props

@@ -1,0 +1,482 @@
+"""GnuPG for backup files: an isolated home, and streamed encryption and decryption.
+
+Streaming: python-gnupg feeds gpg's stdin from a thread and reads its stdout in another;
+its `on_data` hook sees every output chunk, and returning False keeps the chunk out of
+its in-memory buffer. We write each chunk to the destination there (an `AtomicFile`
+hashes it on the way), so memory stays at a few pipe buffers whatever the size. The
+public `encrypt_file`/`decrypt_file` are not used because, when gpg stops reading early
+(wrong passphrase, unknown recipient), they raise a bare `BrokenPipeError` and drop the
+status that says why; `_handle_io` with our own result object keeps it.
+
+Isolation: every gpg runs with `--homedir <state_dir>/gnupg` (mode 0700), `--no-options`,
+`--disable-dirmngr` and, unless the home is made with `use_agent=True`, `--no-autostart`:
+encryption and passphrase decryption need no gpg-agent (the S2K count is given, so gpg
+does not ask an agent to calibrate it). Secret-key decryption needs the agent; such a home
+is meant for a disaster-recovery drill and `close()` stops its agent.
+
+The passphrase goes to gpg on its stdin (`--passphrase-fd 0`, ahead of the data), never in
+argv, a log line, an exception message or a file.
+"""
+
+import io
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import gnupg
+
+from agent.backup_paths import ensure_private_dir, open_backup_file
+from agent.gpg_status import (
+    GpgStatus,
+    KeyRecord,
+    cipher_used,
+    decryption_failure,
+    decryption_succeeded,
+    encryption_failure,
+    encryption_succeeded,
+    parse_key_listing,
+    parse_status,
+    recipient_key_ids,
+)
+from agent.streams import CHUNK_SIZE, ChunkChannel, Readable, Source, Writable, as_reader
+from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure
+
+log = logging.getLogger(__name__)
+
+GPG_BINARY = shutil.which("gpg") or "/usr/bin/gpg"
+CIPHER = "AES256"
+# The largest S2K iteration count gpg encodes (~0.1 s per use); giving it explicitly also
+# keeps gpg from asking a gpg-agent to calibrate one.
+S2K_COUNT = 65011712
+_FINGERPRINT_LENGTHS = (40, 64)  # OpenPGP v4 and v5
+
+KeyMethod = Literal["symmetric", "public-key"]
+
+
+@dataclass(frozen=True)
+class PassphraseFile:
+    """A symmetric key: the first line of a file, read as `gpg --passphrase-file` reads it."""
+
+    path: Path
+
+    def read(self) -> str:
+        """The passphrase bytes, carried in a latin-1 `str` so python-gnupg (which encodes
+        with latin-1) hands gpg exactly the file's bytes, UTF-8 or not."""
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raise CryptoFailure(
+                f"{self.path}: cannot read the passphrase file: {exc.strerror}"
+            ) from None
+        line = raw.split(b"\n", 1)[0]
+        if not line:
+            raise CryptoFailure(f"{self.path}: the passphrase file's first line is empty")
+        if b"\r" in line or b"\0" in line:
+            raise CryptoFailure(
+                f"{self.path}: the passphrase line holds a CR or NUL byte "
+                "(gpg would read a different passphrase); save it with plain LF line ends"
+            )
+        return line.decode("latin-1")
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """Public-key encryption to primary key fingerprints pinned in the configuration."""
+
+    fingerprints: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.fingerprints:
+            raise CryptoFailure("public-key encryption needs at least one recipient fingerprint")
+        for fingerprint in self.fingerprints:
+            if not is_fingerprint(fingerprint):
+                raise CryptoFailure(
+                    f"recipient {fingerprint!r} is not a full key fingerprint "
+                    "(40 or 64 hex digits, upper case); short key ids can collide"
+                )
+
+
+EncryptionKey = PassphraseFile | Recipients
+
+
+def is_fingerprint(text: str) -> bool:
+    return len(text) in _FINGERPRINT_LENGTHS and all(c in "0123456789ABCDEF" for c in text)
+
+
+def normalize_fingerprint(text: str) -> str:
+    """`32B4 01B7 ...` or lower case, as people paste them, to gpg's form."""
+    return "".join(text.split()).upper()
+
+
+@dataclass(frozen=True)
+class EncryptionInfo:
+    """How a file was encrypted, for its manifest entry."""
+
+    method: KeyMethod
+    cipher: str  # as gpg reports it: "AES256"
+    key_ids: tuple[str, ...]  # recipient fingerprints; empty for a passphrase
+    plaintext_size: int
+    ciphertext_size: int
+
+
+@dataclass(frozen=True)
+class DecryptionInfo:
+    method: KeyMethod
+    key_ids: tuple[str, ...]  # the (sub)key ids the file names, from gpg's ENC_TO
+    plaintext_size: int
+
+
+@dataclass(frozen=True)
+class DecryptCheck:
+    """The outcome of a test decryption that keeps no plaintext."""
+
+    ok: bool
+    plaintext_size: int = 0
+    error_code: str = ""
+    error: str = ""
+
+
+def symmetric_args() -> list[str]:
+    """The runbook's `gpg --symmetric --cipher-algo AES256`, with a fixed strong S2K.
+
+    `--compress-algo none`: the tarball is already compressed (or deliberately not);
+    gpg's zlib would cut throughput about six-fold for nothing.
+    """
+    return [
+        "--symmetric",
+        "--cipher-algo", CIPHER,
+        "--s2k-mode", "3",
+        "--s2k-digest-algo", "SHA512",
+        "--s2k-count", str(S2K_COUNT),
+        "--compress-algo", "none",
+    ]  # fmt: skip
+
+
+def public_key_args(fingerprints: tuple[str, ...]) -> list[str]:
+    """Encrypt to pinned fingerprints: `--trust-model always` because the configuration,
+    not the web of trust, says these keys are the right ones."""
+    args = [
+        "--encrypt",
+        "--trust-model", "always",
+        "--personal-cipher-preferences", "AES256 AES192 AES",
+        "--compress-algo", "none",
+    ]  # fmt: skip
+    for fingerprint in fingerprints:
+        args += ["--recipient", fingerprint]
+    return args
+
+
+DECRYPT_ARGS = ["--decrypt"]
+
+
+@dataclass(frozen=True)
+class _Run:
+    status: GpgStatus
+    returncode: int | None
+    input_size: int
+    output_size: int
+
+
+class _GuardedReader:
+    """gpg's stdin feed: counts bytes and can be stopped. Once stopped, or once the
+    source fails (its error is kept for the caller), it reports end of file, so gpg
+    finishes and exits; the data gpg wrote for that partial input is then discarded."""
+
+    def __init__(self, inner: Readable) -> None:
+        self._inner = inner
+        self._stopped = threading.Event()
+        self.error: BaseException | None = None
+        self.size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._stopped.is_set():
+            return b""
+        try:
+            data = self._inner.read(size)
+        except BaseException as exc:
+            self.error = exc
+            self.stop()
+            return b""
+        self.size += len(data)
+        return data
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _labelled(error: AtlasError, label: str) -> AtlasError:
+    return type(error)(f"{label}: {error}") if label else error
+
+
+class GpgHome:
+    """A GnuPG home of the agent's own, never the user's keyring."""
+
+    def __init__(
+        self, path: Path, *, use_agent: bool = False, gpg_binary: str = GPG_BINARY
+    ) -> None:
+        self.path = path
+        self.use_agent = use_agent
+        self.gpg_binary = gpg_binary
+        ensure_private_dir(path)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> "GpgHome":
+        return cls(state_dir / "gnupg")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the gpg-agent of a `use_agent` home; other homes never start one."""
+        if not self.use_agent:
+            return
+        gpgconf = Path(self.gpg_binary).with_name("gpgconf")
+        try:
+            subprocess.run(
+                [str(gpgconf), "--homedir", str(self.path), "--kill", "all"],
+                env=self._env(),
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("could not stop the gpg-agent of %s: %s", self.path, exc)
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def import_public_keys(self, armored_file: Path) -> tuple[str, ...]:
+        """Import the public keys of `armored_file`; refuses a file holding a secret key,
+        so the agent host never holds a key that can decrypt. Returns the fingerprints."""
+        return self._import(armored_file, allow_secret=False)
+
+    def import_secret_keys(self, armored_file: Path) -> tuple[str, ...]:
+        """For a disaster-recovery home (`use_agent=True`) only: import secret keys."""
+        if not self.use_agent:
+            raise CryptoFailure(
+                "secret keys are refused in the agent's GnuPG home; "
+                "use a separate recovery home (use_agent=True)"
+            )
+        return self._import(armored_file, allow_secret=True)
+
+    def _import(self, armored_file: Path, *, allow_secret: bool) -> tuple[str, ...]:
+        keys = self._scan(armored_file)
+        if not keys:
+            raise CryptoFailure(f"{armored_file}: no OpenPGP keys found")
+        if not allow_secret and any(key.secret for key in keys):
+            raise CryptoFailure(
+                f"{armored_file}: holds a secret key; give the agent public keys only"
+            )
+        with open_backup_file(armored_file) as source:
+            run = self._run(["--import"], source, _discard, kind="import")
+        if run.returncode != 0 or not run.status.has("IMPORT_OK"):
+            raise CryptoFailure(
+                f"{armored_file}: key import failed: {run.status.last_message or 'no detail'}"
+            )
+        return tuple(key.fingerprint for key in keys)
+
+    def _scan(self, armored_file: Path) -> list[KeyRecord]:
+        with open_backup_file(armored_file) as source:
+            return parse_key_listing(self._capture(["--show-keys"], source))
+
+    def list_public_keys(self) -> list[KeyRecord]:
+        return parse_key_listing(self._capture(["--list-keys"], io.BytesIO()))
+
+    def check_recipients(self, recipients: Recipients) -> None:
+        """Raise `CryptoFailure` unless every recipient has a usable encryption key here."""
+        usable = {key.fingerprint for key in self.list_public_keys() if key.can_encrypt}
+        missing = [f for f in recipients.fingerprints if f not in usable]
+        if missing:
+            raise CryptoFailure(
+                f"no usable public key for recipient {', '.join(missing)} in {self.path} "
+                "(not imported, expired, revoked or without an encryption subkey)"
+            )
+
+    # -- data ---------------------------------------------------------------------------
+
+    def encrypt_stream(
+        self, source: Source, destination: Writable, key: EncryptionKey
+    ) -> EncryptionInfo:
+        """Encrypt `source` (chunks or a binary file) into `destination`, streamed.
+
+        Every ciphertext byte goes through `destination.write`, in order, so a hashing
+        destination (`AtomicFile`, `HashingWriter`) sees exactly the bytes on disk. An
+        error raised by the source or the destination is re-raised as it is.
+        """
+        if isinstance(key, Recipients):
+            run = self._run(public_key_args(key.fingerprints), source, destination.write)
+            method: KeyMethod = "public-key"
+            key_ids = key.fingerprints
+        else:
+            run = self._run(symmetric_args(), source, destination.write, passphrase=key.read())
+            method = "symmetric"
+            key_ids = ()
+        if not encryption_succeeded(run.status, run.returncode):
+            raise encryption_failure(run.status, run.returncode)
+        cipher = cipher_used(run.status)
+        return EncryptionInfo(method, cipher, key_ids, run.input_size, run.output_size)
+
+    def decrypt_to(
+        self,
+        source: Source,
+        sink: Callable[[bytes], object],
+        passphrase: PassphraseFile | None = None,
+        *,
+        label: str = "",
+    ) -> DecryptionInfo:
+        """Decrypt `source` chunk by chunk into `sink`.
+
+        gpg checks integrity only at the end, so `sink` may already have had (damaged)
+        plaintext when this raises: treat the data as good only once this returns.
+        """
+        secret = passphrase.read() if passphrase is not None else None
+        return self._decrypt(source, sink, secret, label)
+
+    @contextmanager
+    def open_decrypted(
+        self, source: Source, passphrase: PassphraseFile | None = None, *, label: str = ""
+    ) -> Iterator[io.BufferedReader]:
+        """A readable plaintext file over `source`, decrypted on the fly in a thread.
+
+        Reading past the last byte raises `CryptoFailure`/`IntegrityFailure` instead of
+        returning end of file when gpg reports a failure, so a consumer (an Incus
+        upload, a tar listing) never mistakes damaged data for a complete archive.
+        Leaving the block early stops gpg.
+        """
+        secret = passphrase.read() if passphrase is not None else None
+        channel = ChunkChannel()
+
+        def produce() -> None:
+            try:
+                self._decrypt(source, channel.put, secret, label)
+            except BaseException as exc:
+                channel.finish(exc)
+            else:
+                channel.finish()
+
+        worker = threading.Thread(target=produce, name="gpg-decrypt", daemon=True)
+        worker.start()
+        try:
+            yield channel.reader()
+        finally:
+            channel.close()
+            worker.join()
+
+    def decrypt_test(self, path: Path, passphrase: PassphraseFile | None = None) -> DecryptCheck:
+        """Decrypt `path` to nowhere: proves the key opens it and its data is intact.
+
+        Key and integrity failures come back as `ok=False`; a file that cannot be read
+        at all raises `NotFound` / `StorageFailure`.
+        """
+        try:
+            with open_backup_file(path) as source:
+                info = self.decrypt_to(source, _discard, passphrase, label=path.name)
+        except (CryptoFailure, IntegrityFailure) as exc:
+            return DecryptCheck(ok=False, error_code=exc.code, error=str(exc))
+        return DecryptCheck(ok=True, plaintext_size=info.plaintext_size)
+
+    # -- running gpg ------------------------------------------------------------------
+
+    def _decrypt(
+        self, source: Source, sink: Callable[[bytes], object], secret: str | None, label: str
+    ) -> DecryptionInfo:
+        run = self._run(DECRYPT_ARGS, source, sink, passphrase=secret)
+        if not decryption_succeeded(run.status, run.returncode):
+            failure = decryption_failure(run.status, run.returncode, secret is not None)
+            raise _labelled(failure, label)
+        key_ids = recipient_key_ids(run.status)
+        method: KeyMethod = "public-key" if key_ids else "symmetric"
+        return DecryptionInfo(method, key_ids, run.output_size)
+
+    def _capture(self, args: list[str], source: Source) -> str:
+        output = io.BytesIO()
+        self._run(args, source, output.write)
+        return output.getvalue().decode("utf-8", "replace")
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "GPG_AGENT_INFO"}
+        # English diagnostics for our messages; GNUPGHOME in case gpg spawns a helper.
+        env.update(GNUPGHOME=str(self.path), LC_ALL="C", LANGUAGE="C")
+        return env
+
+    def _client(self) -> Any:
+        """A python-gnupg client for one run (its `on_data` hook is per instance)."""
+        options = ["--no-options", "--disable-dirmngr", "--no-symkey-cache"]
+        if not self.use_agent:
+            options.append("--no-autostart")
+        try:
+            client = gnupg.GPG(
+                gpgbinary=self.gpg_binary,
+                gnupghome=str(self.path),
+                options=options,
+                env=self._env(),
+                encoding="latin-1",
+            )
+        except (OSError, ValueError) as exc:
+            raise CryptoFailure(f"cannot run {self.gpg_binary}: {exc}") from None
+        client.buffer_size = CHUNK_SIZE
+        return client
+
+    def _run(
+        self,
+        args: list[str],
+        source: Source,
+        sink: Callable[[bytes], object],
+        *,
+        passphrase: str | None = None,
+        kind: str = "crypt",
+    ) -> _Run:
+        """Run gpg over `source`, handing its stdout to `sink` chunk by chunk.
+
+        The sink runs on python-gnupg's reader thread; its first error stops the feed
+        (gpg then sees end of input and exits) and is re-raised here, as is an error of
+        the source. gpg's own failures are left to the caller, in the returned status.
+        """
+        client = self._client()
+        feed = _GuardedReader(as_reader(source))
+        sink_errors: list[BaseException] = []
+        output_size = 0
+
+        def on_data(chunk: bytes) -> bool:
+            nonlocal output_size
+            if chunk and not sink_errors:
+                try:
+                    sink(chunk)
+                    output_size += len(chunk)
+                except BaseException as exc:
+                    sink_errors.append(exc)
+                    feed.stop()
+            return False  # never buffer in python-gnupg
+
+        client.on_data = on_data
+        result = client.result_map[kind](client)
+        try:
+            client._handle_io(args, feed, result, passphrase=passphrase, binary=True)
+        except Exception as exc:
+            # Writing to gpg's stdin failed: gpg exited early and its status says why.
+            log.debug("gpg stopped reading its input: %s", type(exc).__name__)
+        if sink_errors:
+            raise sink_errors[0]
+        if feed.error is not None:
+            raise feed.error
+        status = parse_status(getattr(result, "stderr", ""))
+        return _Run(status, getattr(result, "returncode", None), feed.size, output_size)
+
+
+def _discard(chunk: bytes) -> None:
+    """A sink that keeps nothing."""

@@ -1,0 +1,731 @@
+"""The Incus adapter: the `Incus` port over pylxd, every call bounded by the configured timeout.
+
+`IncusClient` does the work synchronously through pylxd's raw `api` tree (its model objects
+list snapshots as volumes and force-stop by default); `AsyncIncus` runs it in worker threads
+for the event loop. Nothing from pylxd or requests leaves this module: callers get the
+dataclasses of `commands.ports` and the errors of `schemas.errors`.
+"""
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, Self, TypeVar, TypeVarTuple
+from urllib.parse import unquote, urlparse
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import requests
+import urllib3.exceptions
+from pylxd import Client
+from pylxd import exceptions as lxd
+
+from agent.config import IncusConfig
+from commands.ports import (
+    BackupCompression,
+    BackupInfo,
+    BackupStream,
+    BinaryReader,
+    ImportSource,
+    ProgressCallback,
+    ServerInfo,
+    SnapshotInfo,
+    VolumeInfo,
+)
+from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand, NotFound
+from schemas.timefmt import iso
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+CHUNK_SIZE = 1 << 20
+# Server-side backups expire on their own, so a crashed agent never leaves them forever.
+BACKUP_LIFETIME = timedelta(days=1)
+# The longest single wait on an operation, so its progress is read between waits.
+OPERATION_POLL_S = 2
+COMPRESSIONS: tuple[BackupCompression, ...] = ("zstd", "none")
+# The fields of an instance a PUT replaces.
+INSTANCE_WRITABLE = (
+    "architecture",
+    "config",
+    "devices",
+    "ephemeral",
+    "profiles",
+    "stateful",
+    "description",
+)
+
+
+# -- Incus answers into the project's types
+
+
+def _timestamp(value: str) -> datetime:
+    """An Incus timestamp (nanoseconds, `Z`), to the microsecond."""
+    return datetime.fromisoformat(value)
+
+
+def _optional_timestamp(value: str | None) -> datetime | None:
+    """None for a missing timestamp or Go's zero time."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    return _timestamp(value)
+
+
+def _leaf(name: str) -> str:
+    """`volume/snapshot` -> `snapshot`: Incus prefixes snapshots with their volume's name."""
+    return name.rsplit("/", 1)[-1]
+
+
+def _instance_names(used_by: list[str]) -> tuple[str, ...]:
+    """Instance names from `used_by` URLs like `/1.0/instances/web?project=p`; others dropped."""
+    names = []
+    for url in used_by:
+        parts = urlparse(url).path.split("/")
+        if len(parts) == 4 and parts[2] == "instances":
+            names.append(unquote(parts[3]))
+    return tuple(dict.fromkeys(names))
+
+
+def _snapshot_infos(entries: list[Json]) -> tuple[SnapshotInfo, ...]:
+    snapshots = (SnapshotInfo(_leaf(e["name"]), _timestamp(e["created_at"])) for e in entries)
+    return tuple(sorted(snapshots, key=lambda snapshot: snapshot.created))
+
+
+def _volume_info(entry: Json, snapshot_entries: list[Json], pool: str) -> VolumeInfo:
+    return VolumeInfo(
+        name=entry["name"],
+        pool=pool,
+        used_by=_instance_names(entry.get("used_by") or []),
+        snapshots=_snapshot_infos(snapshot_entries),
+        content_type=entry.get("content_type") or "filesystem",
+    )
+
+
+def _volume_infos(entries: list[Json], pool: str) -> list[VolumeInfo]:
+    """Group a recursive listing of custom volumes, where snapshots appear as `volume/snap`."""
+    snapshots: dict[str, list[Json]] = {}
+    for entry in entries:
+        volume, slash, _ = entry["name"].partition("/")
+        if slash:
+            snapshots.setdefault(volume, []).append(entry)
+    volumes = [e for e in entries if "/" not in e["name"]]
+    return sorted(
+        (_volume_info(e, snapshots.get(e["name"], []), pool) for e in volumes),
+        key=lambda volume: volume.name,
+    )
+
+
+def _backup_info(entry: Json) -> BackupInfo:
+    return BackupInfo(
+        name=_leaf(entry["name"]),
+        created=_timestamp(entry["created_at"]),
+        expires=_optional_timestamp(entry.get("expires_at")),
+    )
+
+
+_UNIT_POWERS = {"": 0, "k": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
+_BACKUP_PROGRESS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kMGTPE]?)B\b")
+
+
+def _backup_progress_bytes(metadata: Json | None) -> int | None:
+    """Bytes written so far, from Incus's `create_backup_progress` ("12.34MB (5.00MB/s)").
+
+    Incus 6.0.4 only sends it for instance backups; volume backups report nothing."""
+    match = _BACKUP_PROGRESS.match(str((metadata or {}).get("create_backup_progress", "")))
+    if match is None:
+        return None
+    return int(float(match[1]) * 1000 ** _UNIT_POWERS[match[2]])
+
+
+def _timed_out(exc: requests.RequestException) -> bool:
+    """Whether Incus went silent. requests raises a silence after the headers (Incus sends
+    them early on a wait, and before a tarball's body) as a ConnectionError."""
+    cause = exc.args[0] if exc.args else None
+    cause = getattr(cause, "reason", cause)
+    return isinstance(exc, requests.Timeout) or isinstance(cause, urllib3.exceptions.TimeoutError)
+
+
+def _read_chunks(source: BinaryReader) -> Iterator[bytes]:
+    while chunk := source.read(CHUNK_SIZE):
+        yield chunk
+
+
+def _remaining_bytes(source: BinaryReader) -> int:
+    """What an open regular file has left to read; 0 when unknown (a pipe, a stream)."""
+    fileno, tell = getattr(source, "fileno", None), getattr(source, "tell", None)
+    if fileno is None or tell is None:
+        return 0
+    try:
+        return max(0, os.fstat(fileno()).st_size - int(tell()))
+    except (OSError, ValueError):
+        return 0
+
+
+def _upload_chunks(source: ImportSource, on_progress: ProgressCallback | None) -> Iterator[bytes]:
+    """The source as chunks for a streamed upload, reporting the bytes handed over."""
+    if isinstance(source, BinaryReader):
+        total, chunks = _remaining_bytes(source), _read_chunks(source)
+    else:
+        total, chunks = 0, iter(source)
+    done = 0
+    for chunk in chunks:
+        if not chunk:
+            continue  # an empty chunk would end a chunked upload early
+        yield chunk
+        done += len(chunk)
+        if on_progress is not None:
+            on_progress(done, total)
+
+
+# -- the synchronous client
+
+
+class BackupDownload:
+    """A backup tarball read from Incus chunk by chunk; close it (or use `with`) when done."""
+
+    def __init__(
+        self, response: Any, translating: Callable[[], AbstractContextManager[None]]
+    ) -> None:
+        self._response = response
+        self._chunks: Iterator[bytes] = response.iter_content(CHUNK_SIZE)
+        self._translating = translating
+        length = response.headers.get("Content-Length")
+        self.size: int | None = int(length) if length is not None else None
+
+    def read_chunk(self) -> bytes:
+        """The next chunk (at most CHUNK_SIZE bytes); b"" once the tarball is read."""
+        with self._translating():
+            return next(self._chunks, b"")
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read_chunk():
+            yield chunk
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class IncusClient:
+    """Incus calls, synchronous and safe to share between threads.
+
+    Each thread gets its own pylxd client (requests sessions are not thread-safe, and
+    pylxd's unix-socket pool holds one connection), made on first use: the agent starts,
+    and recovers, while Incus is down.
+    """
+
+    def __init__(self, config: IncusConfig) -> None:
+        self._config = config
+        self._local = threading.local()
+
+    # -- connection, errors, operations
+
+    @property
+    def _where(self) -> str:
+        return self._config.url or self._config.socket
+
+    def _api(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._connect()
+            self._local.client = client
+        return client.api
+
+    def _connect(self) -> Any:
+        config = self._config
+        if not config.url and not os.path.exists(config.socket):
+            raise IncusFailure(f"cannot reach Incus: there is no socket at {config.socket}")
+        try:
+            if config.url:
+                return Client(
+                    endpoint=config.url,
+                    cert=self._client_cert(),
+                    verify=config.server_cert_file or True,
+                    project=config.project,
+                    timeout=config.timeout_s,
+                )
+            return Client(endpoint=config.socket, project=config.project, timeout=config.timeout_s)
+        except (lxd.ClientConnectionFailed, lxd.LXDAPIException, requests.RequestException) as exc:
+            raise IncusFailure(f"cannot connect to Incus at {self._where}: {exc}") from None
+
+    def _client_cert(self) -> tuple[str, str] | None:
+        config = self._config
+        if config.client_cert_file and config.client_key_file:
+            return (config.client_cert_file, config.client_key_file)
+        return None
+
+    @contextmanager
+    def _calling(self, call: str, missing: str) -> Iterator[None]:
+        """Turn pylxd and requests errors into the project's: `cannot <call>: <why>`, or
+        `<missing> not found` for a 404."""
+        try:
+            yield
+        except lxd.NotFound:
+            raise NotFound(
+                f"{missing} not found in Incus project {self._config.project!r}"
+            ) from None
+        except lxd.Conflict as exc:
+            raise Conflict(f"cannot {call}: {exc}") from None
+        except lxd.LXDAPIException as exc:
+            raise IncusFailure(f"cannot {call}: {exc}") from None
+        except requests.RequestException as exc:
+            if _timed_out(exc):
+                raise IncusFailure(
+                    f"cannot {call}: Incus did not answer within {self._config.timeout_s:g} s"
+                ) from None
+            self._local.client = None  # reconnect on the next call
+            raise IncusFailure(
+                f"cannot {call}: lost the connection to Incus at {self._where} ({exc})"
+            ) from None
+
+    def _complete(
+        self,
+        response: Any,
+        call: str,
+        *,
+        budget_s: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        """Wait for the operation an async answer started, within `budget_s` (the timeout
+        by default); a failed, cancelled or late operation is an `IncusFailure`."""
+        body = response.json()
+        if body.get("type") != "async":
+            return
+        budget = budget_s or self._config.timeout_s
+        deadline = time.monotonic() + budget
+        operation_id = _leaf(body["operation"])
+        while True:
+            try:
+                operation = self._poll_operation(operation_id, deadline)
+            except lxd.NotFound:
+                raise IncusFailure(
+                    f"cannot {call}: Incus lost track of the operation (did it restart?)"
+                ) from None
+            if operation is None:
+                raise IncusFailure(f"cannot {call}: Incus did not finish within {budget:g} s")
+            status = operation["status"]
+            if status == "Success":
+                return
+            if status in ("Failure", "Cancelled"):
+                raise IncusFailure(f"cannot {call}: {operation.get('err') or status.lower()}")
+            done = _backup_progress_bytes(operation.get("metadata"))
+            if on_progress is not None and done is not None:
+                on_progress(done, 0)
+
+    def _poll_operation(self, operation_id: str, deadline: float) -> Json | None:
+        """The operation after waiting on it a little; None once the deadline has passed."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        wait_s = max(1, min(OPERATION_POLL_S, math.ceil(remaining)))  # Incus wants whole seconds
+        node = self._api().operations[operation_id]
+        try:
+            answer = node.wait.get(params={"timeout": wait_s}, timeout=min(wait_s + 5, remaining))
+        except requests.RequestException as exc:
+            if _timed_out(exc):
+                return None
+            raise
+        except lxd.LXDAPIException:
+            # Incus answers a wait that expired, or during which the operation failed, with
+            # an error (HTTP 500); the operation itself says which.
+            answer = node.get()
+        operation: Json = answer.json()["metadata"]
+        return operation
+
+    # -- nodes
+
+    def _volumes(self) -> Any:
+        return self._api().storage_pools[self._config.pool].volumes.custom
+
+    def _volume(self, name: str) -> Any:
+        return self._volumes()[name]
+
+    def _instance(self, name: str) -> Any:
+        return self._api().instances[name]
+
+    # -- server and instances
+
+    def server_info(self) -> ServerInfo:
+        with self._calling("read the server information", missing="the Incus API"):
+            environment = self._api().get().json()["metadata"]["environment"]
+        return ServerInfo(
+            server=str(environment.get("server", "")),
+            version=str(environment.get("server_version", "")),
+        )
+
+    def instance_status(self, name: str) -> str:
+        """The status Incus reports: Running, Stopped, Frozen or Error."""
+        with self._calling(f"read instance {name!r}", missing=f"instance {name!r}"):
+            return str(self._instance(name).get().json()["metadata"]["status"])
+
+    def stop_instance(self, name: str) -> None:
+        """Shut down cleanly within `stop_timeout_s`, else force; a stopped one is left alone."""
+        if self.instance_status(name) == "Stopped":
+            return
+        grace = self._config.stop_timeout_s
+        try:
+            self._change_state(
+                name,
+                {"action": "stop", "timeout": grace, "force": False},
+                budget_s=grace + self._config.timeout_s,
+            )
+        except IncusFailure as exc:
+            if self.instance_status(name) == "Stopped":
+                return
+            log.warning("instance %s did not shut down within %d s (%s); forcing", name, grace, exc)
+            self._change_state(name, {"action": "stop", "force": True})
+
+    def start_instance(self, name: str) -> None:
+        """Start the instance; a running one is left alone."""
+        if self.instance_status(name) == "Running":
+            return
+        self._change_state(name, {"action": "start"})
+
+    def _change_state(self, name: str, request: Json, budget_s: float | None = None) -> None:
+        forced = " (forced)" if request.get("force") else ""
+        call = f"{request['action']} instance {name!r}{forced}"
+        with self._calling(call, missing=f"instance {name!r}"):
+            response = self._instance(name).state.put(json=request)
+            self._complete(response, call, budget_s=budget_s)
+
+    # -- volumes
+
+    def list_volumes(self) -> list[VolumeInfo]:
+        """The custom volumes of the pool in the project, by name, without snapshots."""
+        pool = self._config.pool
+        with self._calling(f"list the volumes of pool {pool!r}", missing=f"pool {pool!r}"):
+            entries = self._volumes().get(params={"recursion": 1}).json()["metadata"]
+        return _volume_infos(entries, pool)
+
+    def get_volume(self, name: str) -> VolumeInfo:
+        node = self._volume(name)
+        with self._calling(f"read volume {name!r}", missing=f"volume {name!r}"):
+            entry = node.get().json()["metadata"]
+            snapshots = node.snapshots.get(params={"recursion": 1}).json()["metadata"]
+        return _volume_info(entry, snapshots, self._config.pool)
+
+    def volume_exists(self, name: str) -> bool:
+        try:
+            with self._calling(f"read volume {name!r}", missing=f"volume {name!r}"):
+                self._volume(name).get()
+        except NotFound:
+            return False
+        return True
+
+    def copy_volume(self, source: str, snapshot: str | None, target: str) -> None:
+        """A new volume `target` with the content of `source`, or of its `snapshot`."""
+        # A missing source would only show as the operation's failure: look first.
+        if snapshot is None:
+            origin, described = source, f"volume {source!r}"
+            self.get_volume(source)
+        else:
+            origin = f"{source}/{snapshot}"
+            described = f"snapshot {snapshot!r} of volume {source!r}"
+            self._require_snapshot(source, snapshot)
+        copy = {"type": "copy", "pool": self._config.pool, "name": origin, "volume_only": True}
+        request = {"name": target, "type": "custom", "source": copy}
+        call = f"copy {described} to volume {target!r}"
+        with self._calling(call, missing=described):
+            self._complete(self._volumes().post(json=request), call)
+
+    def rename_volume(self, old: str, new: str) -> None:
+        """Rename; refused while a running instance uses the volume. Incus 6.0.4 takes ~30 s
+        for an attached volume, as it rewrites the devices of its (stopped) instances to
+        follow: `swap_volume` detaches first."""
+        call = f"rename volume {old!r} to {new!r}"
+        with self._calling(call, missing=f"volume {old!r}"):
+            self._complete(self._volume(old).post(json={"name": new}), call)
+
+    def delete_volume(self, name: str) -> None:
+        """Delete the volume; Incus deletes its snapshots with it, and refuses while in use."""
+        call = f"delete volume {name!r}"
+        with self._calling(call, missing=f"volume {name!r}"):
+            self._complete(self._volume(name).delete(), call)
+
+    def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
+        """Rename `volume` to `keep_as` and `replacement` to `volume`, so the instances that
+        used `volume` (all stopped, else `Conflict`) use the replacement.
+
+        Their disks are detached around the renames and attached again as they were: naming
+        `volume`, they then mount the replacement, or the original if a rename failed."""
+        users = self.get_volume(volume).used_by
+        self._refuse_running_users(volume, users)
+        self.get_volume(replacement)
+        disks = {instance: self._disks_using(instance, volume) for instance in users}
+        for instance, devices in disks.items():
+            self._detach_disks(instance, devices)
+        try:
+            self._rename_pair(volume, replacement, keep_as)
+        finally:
+            for instance, devices in disks.items():
+                self._attach_disks(instance, devices)
+
+    def _rename_pair(self, volume: str, replacement: str, keep_as: str) -> None:
+        """`volume` -> `keep_as`, then `replacement` -> `volume`; undone if the second fails."""
+        self.rename_volume(volume, keep_as)
+        try:
+            self.rename_volume(replacement, volume)
+        except AtlasError:
+            self.rename_volume(keep_as, volume)
+            raise
+
+    def _refuse_running_users(self, volume: str, users: tuple[str, ...]) -> None:
+        running = [name for name in users if self.instance_status(name) != "Stopped"]
+        if running:
+            raise Conflict(
+                f"volume {volume!r} is used by running instance(s) {', '.join(running)}:"
+                " stop them first"
+            )
+
+    def _disks_using(self, instance: str, volume: str) -> dict[str, Json]:
+        """The instance's own disk devices (not its profiles') that mount `volume`, by name."""
+        with self._calling(f"read instance {instance!r}", missing=f"instance {instance!r}"):
+            devices: Json = self._instance(instance).get().json()["metadata"]["devices"]
+        return {
+            name: device
+            for name, device in devices.items()
+            if device.get("type") == "disk"
+            and device.get("pool") == self._config.pool
+            and device.get("source") == volume
+        }
+
+    def _detach_disks(self, instance: str, devices: dict[str, Json]) -> None:
+        call = f"detach the disks {', '.join(devices)} of instance {instance!r}"
+        node = self._instance(instance)
+        with self._calling(call, missing=f"instance {instance!r}"):
+            answer = node.get()
+            current = answer.json()["metadata"]
+            writable = {key: current[key] for key in INSTANCE_WRITABLE if key in current}
+            writable["devices"] = {
+                name: device for name, device in current["devices"].items() if name not in devices
+            }
+            # A device can only be removed by a PUT of the whole instance: If-Match guards
+            # against overwriting a concurrent change.
+            headers = {"If-Match": answer.headers["ETag"]} if "ETag" in answer.headers else {}
+            self._complete(node.put(json=writable, headers=headers), call)
+
+    def _attach_disks(self, instance: str, devices: dict[str, Json]) -> None:
+        call = f"attach the disks {', '.join(devices)} to instance {instance!r}"
+        with self._calling(call, missing=f"instance {instance!r}"):
+            self._complete(self._instance(instance).patch(json={"devices": devices}), call)
+
+    # -- snapshots
+
+    def create_snapshot(self, volume: str, name: str) -> None:
+        call = f"create snapshot {name!r} of volume {volume!r}"
+        with self._calling(call, missing=f"volume {volume!r}"):
+            self._complete(self._volume(volume).snapshots.post(json={"name": name}), call)
+
+    def delete_snapshot(self, volume: str, name: str) -> None:
+        call = f"delete snapshot {name!r} of volume {volume!r}"
+        with self._calling(call, missing=f"snapshot {name!r} of volume {volume!r}"):
+            self._complete(self._volume(volume).snapshots[name].delete(), call)
+
+    def restore_snapshot(self, volume: str, snapshot: str) -> None:
+        """Roll the volume back to `snapshot`; Incus refuses while a running instance uses it."""
+        self._require_snapshot(volume, snapshot)  # Incus reports a missing one as a plain 500
+        call = f"restore volume {volume!r} to snapshot {snapshot!r}"
+        with self._calling(call, missing=f"volume {volume!r}"):
+            # PUT: a PATCH with "restore" succeeds without restoring anything.
+            self._complete(self._volume(volume).put(json={"restore": snapshot}), call)
+
+    def _require_snapshot(self, volume: str, snapshot: str) -> None:
+        described = f"snapshot {snapshot!r} of volume {volume!r}"
+        with self._calling(f"read {described}", missing=described):
+            self._volume(volume).snapshots[snapshot].get()
+
+    # -- backups
+
+    def create_backup(
+        self,
+        volume: str,
+        name: str,
+        compression: BackupCompression,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        """A server-side tarball of the volume without its snapshots, expiring in a day."""
+        if compression not in COMPRESSIONS:
+            raise InvalidCommand(
+                f"compression {compression!r} is not offered for Incus exports"
+                f" (one of {', '.join(COMPRESSIONS)}) - at `compression`"
+            )
+        request = {
+            "name": name,
+            "volume_only": True,
+            "optimized_storage": False,
+            "compression_algorithm": compression,
+            "expires_at": iso(datetime.now(UTC) + BACKUP_LIFETIME),
+        }
+        call = f"create backup {name!r} of volume {volume!r}"
+        with self._calling(call, missing=f"volume {volume!r}"):
+            response = self._volume(volume).backups.post(json=request)
+            self._complete(response, call, on_progress=on_progress)
+
+    def export_backup(self, volume: str, name: str) -> BackupDownload:
+        """Open a backup's tarball for reading; nothing is read until its chunks are asked."""
+        call = f"export backup {name!r} of volume {volume!r}"
+        missing = f"backup {name!r} of volume {volume!r}"
+        with self._calling(call, missing=missing):
+            # stream=True: the tarball can be many GiB; each chunk read is bounded by the timeout.
+            response = self._volume(volume).backups[name].export.get(stream=True, is_api=False)
+        return BackupDownload(response, partial(self._calling, call, missing))
+
+    def delete_backup(self, volume: str, name: str) -> None:
+        call = f"delete backup {name!r} of volume {volume!r}"
+        with self._calling(call, missing=f"backup {name!r} of volume {volume!r}"):
+            self._complete(self._volume(volume).backups[name].delete(), call)
+
+    def list_backups(self, volume: str) -> list[BackupInfo]:
+        """The volume's server-side backups, oldest first."""
+        with self._calling(f"list the backups of volume {volume!r}", missing=f"volume {volume!r}"):
+            entries = self._volume(volume).backups.get(params={"recursion": 1}).json()["metadata"]
+        return sorted((_backup_info(e) for e in entries), key=lambda backup: backup.created)
+
+    def import_backup(
+        self, name: str, source: ImportSource, on_progress: ProgressCallback | None = None
+    ) -> None:
+        """Create the volume `name` from a backup tarball, streamed (never read whole)."""
+        pool = self._config.pool
+        if self.volume_exists(name):
+            raise Conflict(f"cannot import a backup as volume {name!r}: it exists in pool {pool!r}")
+        call = f"import a backup as volume {name!r}"
+        headers = {"Content-Type": "application/octet-stream", "X-Incus-name": name}
+        with self._calling(call, missing=f"pool {pool!r}"):
+            response = self._volumes().post(
+                data=_upload_chunks(source, on_progress), headers=headers
+            )
+            self._complete(response, call)
+
+
+# -- the asynchronous facade
+
+
+class _ThreadedBackupStream:
+    """A `BackupDownload` read one chunk at a time in a worker thread: flat memory."""
+
+    def __init__(self, download: BackupDownload, limiter: anyio.CapacityLimiter) -> None:
+        self._download = download
+        self._limiter = limiter
+
+    @property
+    def size(self) -> int | None:
+        return self._download.size
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        read = self._download.read_chunk
+        while chunk := await anyio.to_thread.run_sync(read, limiter=self._limiter):
+            yield chunk
+
+
+def _in_event_loop(on_progress: ProgressCallback | None) -> ProgressCallback | None:
+    """A callback a worker thread can call that runs `on_progress` in the event loop."""
+    if on_progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        anyio.from_thread.run_sync(on_progress, done, total)
+
+    return report
+
+
+class AsyncIncus:
+    """The `Incus` port: each call runs `IncusClient` in a worker thread, at most
+    `max_threads` at once. Cancelling a call waits for its thread, whose Incus requests are
+    all bounded, so no request is abandoned half-way."""
+
+    def __init__(self, client: IncusClient, max_threads: int = 4) -> None:
+        self._client = client
+        self._limiter = anyio.CapacityLimiter(max_threads)
+
+    async def _run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+
+    async def server_info(self) -> ServerInfo:
+        return await self._run(self._client.server_info)
+
+    async def list_volumes(self) -> list[VolumeInfo]:
+        return await self._run(self._client.list_volumes)
+
+    async def get_volume(self, name: str) -> VolumeInfo:
+        return await self._run(self._client.get_volume, name)
+
+    async def volume_exists(self, name: str) -> bool:
+        return await self._run(self._client.volume_exists, name)
+
+    async def instance_status(self, name: str) -> str:
+        return await self._run(self._client.instance_status, name)
+
+    async def stop_instance(self, name: str) -> None:
+        await self._run(self._client.stop_instance, name)
+
+    async def start_instance(self, name: str) -> None:
+        await self._run(self._client.start_instance, name)
+
+    async def create_snapshot(self, volume: str, name: str) -> None:
+        await self._run(self._client.create_snapshot, volume, name)
+
+    async def delete_snapshot(self, volume: str, name: str) -> None:
+        await self._run(self._client.delete_snapshot, volume, name)
+
+    async def restore_snapshot(self, volume: str, snapshot: str) -> None:
+        await self._run(self._client.restore_snapshot, volume, snapshot)
+
+    async def copy_volume(self, source: str, snapshot: str | None, target: str) -> None:
+        await self._run(self._client.copy_volume, source, snapshot, target)
+
+    async def rename_volume(self, old: str, new: str) -> None:
+        await self._run(self._client.rename_volume, old, new)
+
+    async def delete_volume(self, name: str) -> None:
+        await self._run(self._client.delete_volume, name)
+
+    async def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
+        await self._run(self._client.swap_volume, volume, replacement, keep_as)
+
+    async def create_backup(
+        self,
+        volume: str,
+        name: str,
+        compression: BackupCompression,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        create = partial(self._client.create_backup, on_progress=_in_event_loop(on_progress))
+        await self._run(create, volume, name, compression)
+
+    @asynccontextmanager
+    async def export_backup(self, volume: str, name: str) -> AsyncIterator[BackupStream]:
+        download = await self._run(self._client.export_backup, volume, name)
+        try:
+            yield _ThreadedBackupStream(download, self._limiter)
+        finally:
+            download.close()  # drops the connection if unread: no blocking I/O
+
+    async def delete_backup(self, volume: str, name: str) -> None:
+        await self._run(self._client.delete_backup, volume, name)
+
+    async def list_backups(self, volume: str) -> list[BackupInfo]:
+        return await self._run(self._client.list_backups, volume)
+
+    async def import_backup(
+        self, name: str, source: ImportSource, on_progress: ProgressCallback | None = None
+    ) -> None:
+        import_ = partial(self._client.import_backup, on_progress=_in_event_loop(on_progress))
+        await self._run(import_, name, source)
