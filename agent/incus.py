@@ -293,6 +293,11 @@ class IncusClient:
                 f"cannot {call}: lost the connection to Incus at {self._where} ({exc})"
             ) from None
 
+    @property
+    def _transfer_s(self) -> float:
+        """The bound on calls that move a whole volume: backup, import, copy."""
+        return self._config.transfer_timeout_s
+
     def _complete(
         self,
         response: Any,
@@ -441,7 +446,7 @@ class IncusClient:
         request = {"name": target, "type": "custom", "source": copy}
         call = f"copy {described} to volume {target!r}"
         with self._calling(call, missing=described):
-            self._complete(self._volumes().post(json=request), call)
+            self._complete(self._volumes().post(json=request), call, budget_s=self._transfer_s)
 
     def rename_volume(self, old: str, new: str) -> None:
         """Rename; refused while a running instance uses the volume. Incus 6.0.4 takes ~30 s
@@ -574,7 +579,7 @@ class IncusClient:
         call = f"create backup {name!r} of volume {volume!r}"
         with self._calling(call, missing=f"volume {volume!r}"):
             response = self._volume(volume).backups.post(json=request)
-            self._complete(response, call, on_progress=on_progress)
+            self._complete(response, call, on_progress=on_progress, budget_s=self._transfer_s)
 
     def export_backup(self, volume: str, name: str) -> BackupDownload:
         """Open a backup's tarball for reading; nothing is read until its chunks are asked."""
@@ -609,7 +614,7 @@ class IncusClient:
             response = self._volumes().post(
                 data=_upload_chunks(source, on_progress), headers=headers
             )
-            self._complete(response, call)
+            self._complete(response, call, budget_s=self._transfer_s)
 
 
 # -- the asynchronous facade

@@ -42,12 +42,27 @@ class IncusConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pool: IncusName = "local"
     # Every Incus call gives up after this long; a stop waits stop_timeout_s first.
     timeout_s: Positive = 120.0
+    # Calls that move a whole volume (backup creation, import, copy) get this long.
+    transfer_timeout_s: Positive = 3600.0
     stop_timeout_s: Annotated[int, msgspec.Meta(ge=1)] = 60
 
 
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     backup_dir: str = "/backup/atlas"
     state_dir: str = "/var/lib/atlas-backup"
+
+
+class EncryptionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How exports are encrypted. Recipients win over a passphrase when both are set:
+    public-key encryption leaves no key on the agent host that can decrypt."""
+
+    # The runbook's way: `gpg --symmetric --cipher-algo AES256 --passphrase-file`.
+    passphrase_file: str = ""
+    # Full fingerprints of the public keys to encrypt to, imported from public_keys_file.
+    recipients: list[str] = msgspec.field(default_factory=list)
+    public_keys_file: str = ""
+    # Encrypt every export unless the command says otherwise; critical ones always are.
+    encrypt_by_default: bool = False
 
 
 class JobsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -71,6 +86,9 @@ class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Stop the instance around a snapshot (the runbook does it for Loki and Mosquitto).
     quiesce: bool = False
     export_mode: ExportMode = "stop"
+    # Encrypt this service's exports; None follows [encryption].encrypt_by_default.
+    # A critical service is always encrypted, whatever this says.
+    encrypt: bool | None = None
     # The newest good backup may be this old before the volume reports a problem.
     max_age_h: Positive = 26.0
 
@@ -106,6 +124,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    encryption: EncryptionConfig = msgspec.field(default_factory=EncryptionConfig)
     jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     services: list[ServiceConfig] = msgspec.field(default_factory=lambda: list(ATLAS_SERVICES))
