@@ -10,8 +10,10 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from agent import __version__
+from agent.backup_reader import LocalBackupFiles
 from agent.clock import Clock, utc_now
 from agent.dispatch import Dispatcher, Incoming
+from agent.gpg import GpgHome
 from agent.incus import AsyncIncus, IncusClient
 from agent.jobs import Job, from_ms, state_from_row
 from agent.mqtt import MqttSession
@@ -45,7 +47,12 @@ class Agent:
         self.topics = Topics(config.mqtt.topic_prefix)
         self.inventory = Inventory(tuple(config.services))
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
-        self.store = Store(Path(config.storage.state_dir) / "atlas-backup.db")
+        state_dir = Path(config.storage.state_dir)
+        self.store = Store(state_dir / "atlas-backup.db")
+        self.gpg = GpgHome.in_state_dir(state_dir)
+        self.backups = LocalBackupFiles(
+            Path(config.storage.backup_dir), self.gpg, config.encryption.passphrase_file
+        )
         self.session = MqttSession(
             config.mqtt,
             will_topic=self.topics.agent,
@@ -58,6 +65,7 @@ class Agent:
                 store=self.store,
                 publisher=self.publisher,
                 incus=self.incus,
+                backups=self.backups,
                 inventory=self.inventory,
                 control=self,
                 clock=clock,

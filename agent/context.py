@@ -10,7 +10,7 @@ from agent.jobs import Job
 from agent.store import Store
 from commands.base import Control
 from commands.inventory import Inventory
-from commands.ports import Incus
+from commands.ports import BackupFiles, Incus
 from schemas.errors import JobCancelled
 from schemas.timefmt import epoch_ms
 
@@ -38,6 +38,7 @@ class StoreJournal:
 class RunningJob:
     job: Job
     incus: Incus
+    backups: BackupFiles
     inventory: Inventory
     journal: StoreJournal
     control: Control

@@ -489,6 +489,15 @@ class IncusClient:
             self.rename_volume(keep_as, volume)
             raise
 
+    def volume_disks(self, volume: str) -> dict[str, dict[str, Json]]:
+        """The disk devices mounting `volume`, by instance: what a swap detaches."""
+        users = self.get_volume(volume).used_by
+        return {instance: self._disks_using(instance, volume) for instance in users}
+
+    def attach_disks(self, instance: str, devices: dict[str, Json]) -> None:
+        if devices:
+            self._attach_disks(instance, devices)
+
     def _refuse_running_users(self, volume: str, users: tuple[str, ...]) -> None:
         running = [name for name in users if self.instance_status(name) != "Stopped"]
         if running:
@@ -704,6 +713,12 @@ class AsyncIncus:
 
     async def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
         await self._run(self._client.swap_volume, volume, replacement, keep_as)
+
+    async def volume_disks(self, volume: str) -> dict[str, dict[str, Json]]:
+        return await self._run(self._client.volume_disks, volume)
+
+    async def attach_disks(self, instance: str, devices: dict[str, Json]) -> None:
+        await self._run(self._client.attach_disks, instance, devices)
 
     async def create_backup(
         self,

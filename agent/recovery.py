@@ -30,9 +30,45 @@ async def _restore_safety(incus: Incus, effect: Effect) -> str:
     return f"restored {effect.target} to its safety snapshot {safety}"
 
 
+async def _delete_volume(incus: Incus, effect: Effect) -> str:
+    if not await incus.volume_exists(effect.target):
+        return f"volume {effect.target} was already gone"
+    await incus.delete_volume(effect.target)
+    return f"removed volume {effect.target}"
+
+
+async def _swap_back(incus: Incus, effect: Effect) -> str:
+    """Undo a half-done or unproven replace: the original data goes back under its name,
+    the instances get their disks as they were, and those we stopped start again."""
+    volume, keep = effect.target, str(effect.data["keep_as"])
+    replacement = str(effect.data["replacement"])
+    disks: dict[str, dict[str, dict[str, object]]] = effect.data.get("disks", {})
+    if not await incus.volume_exists(keep):
+        what = f"{volume} was never swapped"
+    else:
+        running = [i for i in disks if await incus.instance_status(i) == "Running"]
+        for instance in running:
+            await incus.stop_instance(instance)
+        if await incus.volume_exists(volume):
+            await incus.swap_volume(volume, keep, replacement)
+        else:
+            await incus.rename_volume(keep, volume)
+        for instance, devices in disks.items():
+            await incus.attach_disks(instance, devices)
+        for instance in running:
+            await incus.start_instance(instance)
+        return f"swapped the original {volume} back in"
+    for instance, devices in disks.items():
+        await incus.attach_disks(instance, devices)
+    return what
+
+
 UNDO: dict[str, Undo] = {
     "instance_stopped": _start_instance,
     "restoring": _restore_safety,
+    "temp_volume": _delete_volume,
+    "old_volume": _delete_volume,
+    "volume_swap": _swap_back,
 }
 
 

@@ -21,7 +21,7 @@ from agent.scheduling import Waiting, runnable
 from agent.store import Store
 from commands.base import Control, Outcome
 from commands.inventory import Inventory
-from commands.ports import Incus
+from commands.ports import BackupFiles, Incus
 from commands.registry import action_for
 from commands.steps import error_info
 from schemas.errors import AtlasError, JobCancelled, NotFound, QueueFull
@@ -40,6 +40,7 @@ class RunnerDeps:
     store: Store
     publisher: Publisher
     incus: Incus
+    backups: BackupFiles
     inventory: Inventory
     control: Control
     clock: Clock
@@ -136,6 +137,7 @@ class JobRunner:
         return RunningJob(
             job=job,
             incus=deps.incus,
+            backups=deps.backups,
             inventory=deps.inventory,
             journal=StoreJournal(deps.store, job.id, deps.clock),
             control=deps.control,

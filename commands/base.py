@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from commands.inventory import Inventory
-from commands.ports import Incus
+from commands.ports import BackupFiles, Incus
 from schemas.commands import Command
 
 
@@ -71,6 +71,9 @@ class JobContext(Protocol):
 
     @property
     def inventory(self) -> Inventory: ...
+
+    @property
+    def backups(self) -> BackupFiles: ...
 
     @property
     def journal(self) -> Journal: ...

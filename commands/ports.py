@@ -4,10 +4,10 @@ Commands import these, never pylxd or paho: dependencies point schemas <- comman
 """
 
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -137,5 +137,49 @@ class Incus(Protocol):
         ...
 
 
+    async def volume_disks(self, volume: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """The disk devices that mount `volume`, by instance and device name: what a
+        swap detaches, kept in the journal so recovery can attach them again."""
+        ...
+
+    async def attach_disks(self, instance: str, devices: dict[str, dict[str, Any]]) -> None:
+        """Add (or redefine) the instance's disk devices; idempotent."""
+        ...
+
+
 class ByteStream(Protocol):
     def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    """A backup file in the backup directory, with what its manifest says of it."""
+
+    path: str
+    set_name: str
+    file_name: str
+    volume: str
+    size: int
+    plaintext_size: int
+    sha256: str  # "" for a tarball with no manifest (e.g. made by `incus storage volume export`)
+    encrypted: bool
+    compression: str
+    in_manifest: bool
+
+
+class BackupFiles(Protocol):
+    """Reading backups from the backup directory: locating, checking, decrypting."""
+
+    async def locate(self, backup: str | None, file: str | None) -> BackupFile:
+        """The file a catalog reference `<set>/<volume>` or a path names; refuses paths
+        outside the backup directory and a missing or altered manifest."""
+        ...
+
+    async def verify_checksum(self, backup: BackupFile, on_progress: ProgressCallback) -> None:
+        """`IntegrityFailure` unless size and sha256 match the manifest."""
+        ...
+
+    def open_plaintext(self, backup: BackupFile) -> AbstractContextManager[BinaryReader]:
+        """The tarball's bytes, decrypted on the fly when encrypted (no plaintext on disk).
+        Reading past the end raises instead of ending when decryption failed."""
+        ...

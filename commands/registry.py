@@ -2,11 +2,12 @@
 
 from typing import Any
 
-from commands import cancel, list_volumes, restore, snapshot, status
+from commands import cancel, import_volume, list_volumes, restore, snapshot, status
 from commands.base import Action
 from schemas.commands import (
     CancelCommand,
     Command,
+    ImportCommand,
     ListCommand,
     RestoreCommand,
     SnapshotCommand,
@@ -19,12 +20,13 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     RestoreCommand: Action(restore.plan, restore.execute),
     StatusCommand: Action(status.plan, status.execute, immediate=True),
     CancelCommand: Action(cancel.plan, cancel.execute, immediate=True),
+    ImportCommand: Action(import_volume.plan, import_volume.execute),
 }
 
 
 # Actions of the contract that later issues add; the dispatcher rejects them by name.
 NOT_YET_AVAILABLE: frozenset[str] = frozenset(
-    {"export", "import", "verify", "prune", "drill", "rebuild"}
+    {"export", "verify", "prune", "drill", "rebuild"}
 )
 
 

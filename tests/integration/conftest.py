@@ -13,6 +13,8 @@ from tests.support.broker import Broker, running_broker
 from tests.support.client import TestClient
 from tests.support.incus_env import IncusProject, incus_project
 
+# A secret the suite can look for in everything logged and published: it must never show.
+TEST_PASSPHRASE = "correct horse battery staple 7f3a"
 ATLAS = ["grafana", "prometheus", "loki", "step-ca", "alertmanager", "mosquitto"]
 
 
@@ -44,6 +46,11 @@ class AgentHarness:
     client: TestClient
     prefix: str
     port: int
+    workdir: Path
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.workdir / "backup"
 
     def start(self) -> None:
         mark = self.client.mark()
@@ -59,10 +66,16 @@ class AgentHarness:
 def agent(broker: Broker, atlas: IncusProject, tmp_path: Path) -> Iterator[AgentHarness]:
     prefix = f"atlas-test/{uuid.uuid4().hex[:8]}"
     config = tmp_path / "config.toml"
-    write_config(config, port=broker.port, prefix=prefix, project=atlas.name, workdir=tmp_path)
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text(TEST_PASSPHRASE + "\n")
+    passphrase.chmod(0o600)
+    write_config(
+        config, port=broker.port, prefix=prefix, project=atlas.name, workdir=tmp_path,
+        extra=f'[encryption]\npassphrase_file = "{passphrase}"\n',
+    )
     client = TestClient(broker.port, prefix)
     harness = AgentHarness(
-        AgentProcess(config, tmp_path / "agent.log"), client, prefix, broker.port
+        AgentProcess(config, tmp_path / "agent.log"), client, prefix, broker.port, tmp_path
     )
     harness.start()
     try:

@@ -47,9 +47,10 @@ class AgentProcess:
     process: subprocess.Popen[bytes] | None = None
     _log: TextIO | None = field(default=None, repr=False)
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start the agent; `env` adds variables, e.g. ATLAS_BACKUP_FAULT=<point>."""
         self._log = self.log_path.open("a")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "agent", "--config", str(self.config)],
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env,

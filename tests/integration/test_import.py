@@ -1,0 +1,225 @@
+"""`import`: backups become volumes again, and the original is never lost first."""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import AgentHarness
+from tests.support.backups import (
+    SET,
+    catalog_backup,
+    cli_export,
+    flip_byte,
+    leftovers,
+    truncate,
+)
+from tests.support.incus_env import IncusProject
+
+
+def test_a_tarball_made_by_the_incus_cli_imports_beside_the_original(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("grafana01", "/data/state", "cli-exported")
+    folder = agent.backup_dir / "manual"
+    folder.mkdir(parents=True)
+    cli_export(atlas, "grafana01-data", folder / "grafana01-data.tar.zst")
+    job = agent.client.run(
+        {"action": "import", "file": "manual/grafana01-data.tar.zst", "as": "grafana-copy"}
+    )
+    assert job["state"] == "succeeded", job
+    assert job["result"]["checksum_verified"] is False
+    assert "grafana-copy" in atlas.volumes()
+    atlas.run("storage", "volume", "attach", atlas.pool, "grafana-copy", "grafana01", "/copy")
+    try:
+        assert atlas.read("grafana01", "/copy/state") == "cli-exported"
+    finally:
+        atlas.run("storage", "volume", "detach", atlas.pool, "grafana-copy", "grafana01")
+        atlas.run("storage", "volume", "delete", atlas.pool, "grafana-copy")
+    assert not leftovers(atlas)
+
+
+def test_replace_swaps_in_the_backup_and_removes_the_old_volume_once_running(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("loki01", "/data/state", "from the backup")
+    catalog_backup(atlas, "loki01-data", agent.backup_dir)
+    atlas.write("loki01", "/data/state", "lost data")
+    job = agent.client.run(
+        {"action": "import", "backup": f"{SET}/loki01-data", "replace": True,
+         "confirm": "loki01-data"},
+        timeout=120,
+    )
+    assert job["state"] == "succeeded", job
+    assert job["result"]["checksum_verified"] is True
+    assert job["result"]["instances_restarted"] == ["loki01"]
+    assert atlas.state("loki01") == "Running"
+    assert atlas.read("loki01", "/data/state") == "from the backup"
+    assert not leftovers(atlas)
+
+
+def test_an_encrypted_backup_is_decrypted_on_the_fly(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("step-ca01", "/data/state", "ca keys")
+    catalog_backup(atlas, "step-ca01-data", agent.backup_dir,
+                   passphrase=agent.workdir / "passphrase")
+    job = agent.client.run(
+        {"action": "import", "backup": f"{SET}/step-ca01-data", "as": "step-ca-check"}
+    )
+    assert job["state"] == "succeeded", job
+    assert job["result"]["encrypted"] is True
+    atlas.run("storage", "volume", "attach", atlas.pool, "step-ca-check", "step-ca01", "/check")
+    try:
+        assert atlas.read("step-ca01", "/check/state") == "ca keys"
+    finally:
+        atlas.run("storage", "volume", "detach", atlas.pool, "step-ca-check", "step-ca01")
+        atlas.run("storage", "volume", "delete", atlas.pool, "step-ca-check")
+    assert not list(agent.workdir.rglob("*.tar.zst"))  # no plaintext written anywhere
+
+
+def _expect_failure_without_harm(
+    agent: AgentHarness, atlas: IncusProject, command: dict[str, object], code: str
+) -> dict[str, object]:
+    """The job fails with `code`; alertmanager01 runs on its original data, nothing left."""
+    job = agent.client.run(command, timeout=120)
+    assert job["state"] == "failed", job
+    assert job["error"]["code"] == code, job["error"]
+    assert atlas.state("alertmanager01") == "Running"
+    assert atlas.read("alertmanager01", "/data/state") == "original"
+    assert not leftovers(atlas)
+    assert not list(agent.backup_dir.rglob("*.part"))
+    return job
+
+
+REPLACE = {"action": "import", "backup": f"{SET}/alertmanager01-data", "replace": True,
+           "confirm": "alertmanager01-data"}
+
+
+def test_a_corrupted_byte_fails_the_checksum_and_changes_nothing(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    flip_byte(catalog_backup(atlas, "alertmanager01-data", agent.backup_dir))
+    job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
+    assert "sha256" in str(job["error"])
+
+
+def test_a_truncated_file_fails_and_changes_nothing(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    truncate(catalog_backup(atlas, "alertmanager01-data", agent.backup_dir), 100)
+    job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
+    assert "truncated" in str(job["error"])
+
+
+def test_a_missing_manifest_fails_and_changes_nothing(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    catalog_backup(atlas, "alertmanager01-data", agent.backup_dir)
+    (agent.backup_dir / SET / "manifest.json").unlink()
+    job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
+    assert "no manifest" in str(job["error"])
+
+
+def test_an_altered_manifest_fails_and_changes_nothing(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    catalog_backup(atlas, "alertmanager01-data", agent.backup_dir)
+    manifest = agent.backup_dir / SET / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"size":', '"size": 1, "x":', 1))
+    _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
+
+
+def test_a_wrong_passphrase_fails_and_changes_nothing(
+    agent: AgentHarness, atlas: IncusProject, tmp_path: Path
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    other = tmp_path / "other-passphrase"
+    other.write_text("not the agent's passphrase\n")
+    catalog_backup(atlas, "alertmanager01-data", agent.backup_dir, passphrase=other)
+    _expect_failure_without_harm(agent, atlas, REPLACE, "crypto_error")
+
+
+def test_incus_refusing_the_import_changes_nothing(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    folder = agent.backup_dir / "junk"
+    folder.mkdir(parents=True)
+    (folder / "alertmanager01-data.tar").write_bytes(os.urandom(64 * 1024))
+    command = {"action": "import", "file": "junk/alertmanager01-data.tar", "replace": True,
+               "confirm": "alertmanager01-data"}
+    _expect_failure_without_harm(agent, atlas, command, "incus_error")
+
+
+@pytest.mark.parametrize(
+    ("command", "names"),
+    [
+        ({"action": "import", "file": "../etc/passwd", "as": "x"}, "`$.file`"),
+        ({"action": "import", "file": "/etc/passwd", "as": "x"}, "`$.file`"),
+        ({"action": "import", "backup": "../x/grafana01-data", "as": "x"}, "`$.backup`"),
+        ({"action": "import", "backup": f"{SET}/grafana01-data"}, "`$.as`"),
+        ({"action": "import", "backup": f"{SET}/grafana01-data", "replace": True}, "`$.confirm`"),
+        ({"action": "import", "backup": f"{SET}/grafana01-data", "as": "../y"}, "`$.as`"),
+        ({"action": "import", "as": "y"}, "`$.backup`"),
+    ],
+)
+def test_bad_import_commands_are_rejected_naming_the_field(
+    agent: AgentHarness, command: dict[str, object], names: str
+) -> None:
+    response = agent.client.command(command)
+    assert response["status"] == "rejected", response
+    assert names in response["error"]["message"]
+
+
+def test_a_symlink_out_of_the_backup_dir_is_refused(
+    agent: AgentHarness, atlas: IncusProject, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.tar.zst"
+    cli_export(atlas, "grafana01-data", outside)
+    agent.backup_dir.mkdir(parents=True, exist_ok=True)
+    (agent.backup_dir / "grafana01-data.tar.zst").symlink_to(outside)
+    job = agent.client.run({"action": "import", "file": "grafana01-data.tar.zst", "as": "z"})
+    assert job["state"] == "failed"
+    assert "outside the backup directory" in job["error"]["message"]
+    assert "z" not in atlas.volumes()
+
+
+FAULT_POINTS = [
+    "import_uploaded", "instance_stopped", "import_swapping", "import_swapped",
+    "import_removing_old",
+]
+
+
+@pytest.mark.parametrize("point", FAULT_POINTS)
+def test_kill_9_during_a_replace_leaves_old_or_new_data_whole_and_the_instance_running(
+    agent: AgentHarness, atlas: IncusProject, point: str
+) -> None:
+    atlas.write("mosquitto01", "/data/state", "new")
+    catalog_backup(atlas, "mosquitto01-data", agent.backup_dir)
+    atlas.write("mosquitto01", "/data/state", "old")
+    agent.process.stop()
+    agent.process.start(env={"ATLAS_BACKUP_FAULT": point})
+    agent.client.wait_for(lambda r: r.topic == f"{agent.prefix}/agent"
+                          and r.json().get("state") == "online")
+    response = agent.client.command(
+        {"action": "import", "backup": f"{SET}/mosquitto01-data", "replace": True,
+         "confirm": "mosquitto01-data"}
+    )
+    assert agent.process.process is not None
+    assert agent.process.process.wait(120) == -signal.SIGKILL
+    agent.process.process = None
+    agent.start()
+    job = agent.client.wait_job(response["job"], timeout=120)
+    assert job["state"] == "interrupted", job
+    assert atlas.state("mosquitto01") == "Running"
+    content = atlas.read("mosquitto01", "/data/state")
+    assert content in {"old", "new"}
+    if point in {"import_uploaded", "instance_stopped", "import_swapping", "import_swapped"}:
+        assert content == "old"  # an unproven swap is undone
+    assert not leftovers(atlas), atlas.volumes()

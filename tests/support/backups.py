@@ -1,0 +1,80 @@
+"""Backup files made the runbook's way (`incus storage volume export`), for import tests,
+with a manifest written by the agent's own manifest code."""
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.atomic_file import AtomicFile
+from agent.backup_paths import ensure_set_dir
+from agent.gpg import GpgHome, PassphraseFile
+from agent.manifest_store import new_entry, record_backup
+from tests.support.incus_env import IncusProject
+
+SET = "20261128"
+
+
+def cli_export(project: IncusProject, volume: str, path: Path) -> None:
+    """What the runbook does: `incus storage volume export local <volume> <file>`."""
+    project.run("storage", "volume", "export", project.pool, volume, str(path),
+                "--volume-only", "--compression", "zstd")
+
+
+def catalog_backup(
+    project: IncusProject,
+    volume: str,
+    backup_dir: Path,
+    *,
+    passphrase: Path | None = None,
+    gpg_home: Path | None = None,
+) -> Path:
+    """A backup in `<backup_dir>/<SET>/` with its manifest entry, optionally encrypted."""
+    folder = ensure_set_dir(backup_dir, SET)
+    plain = folder / f"{volume}.tar.zst.src"
+    cli_export(project, volume, plain)
+    now = datetime.now(UTC)
+    encryption = None
+    if passphrase is None:
+        target = folder / f"{volume}.tar.zst"
+        with AtomicFile(target, overwrite=True) as out, plain.open("rb") as source:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+            written = out.commit()
+    else:
+        target = folder / f"{volume}.tar.zst.gpg"
+        home = GpgHome(gpg_home or backup_dir.parent / "test-gnupg")
+        with AtomicFile(target, overwrite=True) as out, plain.open("rb") as source:
+            encryption = home.encrypt_stream(source, out, PassphraseFile(passphrase))
+            written = out.commit()
+    plain.unlink()
+    entry = new_entry(
+        written, volume=volume, service=volume.split("01-", maxsplit=1)[0], instance=volume[:-5],
+        source_snapshot="", compression="zstd", encryption=encryption, created=now,
+        agent_version="test", incus_version="6.0.4",
+    )
+    record_backup(folder, entry, now=now, agent_version="test")
+    return target
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    """Corrupt one byte in the middle of a file."""
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.seek(offset if offset is not None else size // 2)
+        byte = file.read(1)
+        file.seek(-1, 1)
+        file.write(bytes([byte[0] ^ 0xFF]))
+
+
+def truncate(path: Path, keep: int) -> None:
+    with path.open("r+b") as file:
+        file.truncate(keep)
+
+
+def leftovers(project: IncusProject) -> list[str]:
+    """Volumes the agent makes on the way (temporary, pre-import) that must not stay."""
+    return [v for v in project.volumes() if "-import-" in v or "-pre-import-" in v]
+
+
+def run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
