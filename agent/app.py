@@ -10,15 +10,18 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from agent import __version__
+from agent.archive_tree import LocalArchives
 from agent.backup_reader import LocalBackupFiles
+from agent.catalog import BackupCatalog
 from agent.clock import Clock, utc_now
 from agent.dispatch import Dispatcher, Incoming
+from agent.export_writer import LocalExportFiles
 from agent.gpg import GpgHome
 from agent.incus import AsyncIncus, IncusClient
 from agent.jobs import Job, from_ms, state_from_row
 from agent.mqtt import MqttSession
 from agent.publisher import OFFLINE_PAYLOAD, Publisher
-from agent.recovery import recover
+from agent.recovery import recover, retry_undo
 from agent.runner import JobRunner, RunnerDeps
 from agent.store import JobRow, Store
 from agent.topics import Topics
@@ -45,14 +48,17 @@ class Agent:
         self.config = config
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.inventory = Inventory(tuple(config.services))
+        self.inventory = Inventory(tuple(config.services), config.encryption)
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
         state_dir = Path(config.storage.state_dir)
         self.store = Store(state_dir / "atlas-backup.db")
         self.gpg = GpgHome.in_state_dir(state_dir)
-        self.backups = LocalBackupFiles(
-            Path(config.storage.backup_dir), self.gpg, config.encryption.passphrase_file
+        backup_dir = Path(config.storage.backup_dir)
+        self.backups = LocalBackupFiles(backup_dir, self.gpg, config.encryption.passphrase_file)
+        self.exports = LocalExportFiles(
+            backup_dir, self.gpg, config.encryption, clock=clock, agent_version=__version__
         )
+        self.catalog = BackupCatalog(backup_dir, self.store)
         self.session = MqttSession(
             config.mqtt,
             will_topic=self.topics.agent,
@@ -66,6 +72,9 @@ class Agent:
                 publisher=self.publisher,
                 incus=self.incus,
                 backups=self.backups,
+                exports=self.exports,
+                archives=LocalArchives(),
+                catalog=self.catalog,
                 inventory=self.inventory,
                 control=self,
                 clock=clock,
@@ -80,6 +89,7 @@ class Agent:
             publisher=self.publisher,
             inventory=self.inventory,
             allow_actions=frozenset(config.agent.allow_actions),
+            admin_actions=frozenset(config.agent.admin_actions),
             clock=clock,
         )
         self.started = clock()
@@ -118,11 +128,13 @@ class Agent:
                 async with anyio.create_task_group() as serving:
                     self._serving = serving.cancel_scope
                     await self.session.subscribe(self.topics.command, qos=1)
+                    await self.session.subscribe(self.topics.admin_command, qos=1)
                     await serving.start(self.runner.run)
                     await self._recover()
                     serving.start_soon(self._take_commands)
                     serving.start_soon(self._status_loop)
                     serving.start_soon(self._purge_loop)
+                    serving.start_soon(self._retry_undo_loop)
                     log.info("atlas-backup %s serving on %s", __version__, self.topics.command)
                     task_status.started()
             finally:
@@ -168,6 +180,7 @@ class Agent:
                 payload=message.payload,
                 response_topic=message.response_topic,
                 correlation_data=message.correlation_data,
+                admin=message.topic == self.topics.admin_command,
             )
 
             async def ack(message: Any = message) -> None:
@@ -176,7 +189,11 @@ class Agent:
             try:
                 await self.dispatcher.handle(incoming, ack)
             except Exception:
-                log.exception("command handling failed; the agent keeps serving")
+                # Acked all the same: a message that breaks the dispatcher would otherwise
+                # come back after every reconnect, and hold one of the broker's in-flight slots.
+                log.exception("command handling failed; the message is dropped, the agent"
+                              " keeps serving")
+                await ack()
 
     async def _on_connect(self) -> None:
         await self.publisher.republish_all()
@@ -190,6 +207,19 @@ class Agent:
             except Exception:
                 log.exception("status publishing failed")
             await anyio.sleep(self.config.agent.status_interval_s)
+
+    async def _retry_undo_loop(self) -> None:
+        """Retry the undo of what failed to undo (Incus down at start, or gone mid-job)."""
+        while True:
+            await anyio.sleep(self.config.agent.recovery_retry_s)
+            try:
+                changed = await retry_undo(
+                    self.store, self.incus, self.clock, self.runner.running_ids
+                )
+                for row in changed:
+                    await self.publisher.job(state_from_row(row, self.clock()))
+            except Exception:
+                log.exception("retrying the undo of journalled effects failed")
 
     async def _purge_loop(self) -> None:
         retention = timedelta(seconds=self.config.jobs.retention_s)

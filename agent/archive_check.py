@@ -97,7 +97,7 @@ def check_archive(stream: Readable, compression: Compression, *, label: str) -> 
     Errors of the stream itself (a failed decryption) pass through unchanged.
     """
     try:
-        with _decompressed(stream, compression, label) as tar_stream:
+        with decompressed(stream, compression, label) as tar_stream:
             counter = _CountingReader(tar_stream)
             members = _scan_tar(counter, label)
             for _ in iter_chunks(counter):  # the end padding, and the CRC / frame checks
@@ -132,7 +132,8 @@ class _CountingReader:
 
 
 @contextmanager
-def _decompressed(stream: Readable, compression: Compression, label: str) -> Iterator[Readable]:
+def decompressed(stream: Readable, compression: Compression, label: str) -> Iterator[Readable]:
+    """The tar inside `stream`, decompressed as it is read."""
     if compression == "none":
         yield stream
     elif compression == "gzip":

@@ -4,9 +4,11 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+from anyio.abc import TaskStatus
 
 from agent import __version__
 from agent.app import Agent
@@ -17,18 +19,33 @@ from schemas.errors import AtlasError
 log = logging.getLogger("atlas-backup")
 
 
+async def _stop_on_signal(signals: AsyncIterator[int], agent: Agent) -> None:
+    """The first SIGTERM or SIGINT stops the agent. Later ones are only logged: they must
+    not kill it half-way through rolling back (systemd's TimeoutStopSec bounds the stop)."""
+    stopping = False
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if stopping:
+            log.warning("%s received again: still finishing the running step", name)
+            continue
+        log.info("%s received: finishing the running step and stopping", name)
+        stopping = True
+        agent.stop()
+
+
 async def run_agent(config_path: Path) -> None:
     config = load_config(config_path)
     setup_logging(config.agent.log_level)
     agent = Agent(config)
-    async with anyio.create_task_group() as tg:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            await tg.start(agent.run)
-            async for signum in signals:
-                log.info("%s received: finishing the running step and stopping",
-                         signal.Signals(signum).name)
-                break
-        agent.stop()
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def serve(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                await agent.run(task_status=task_status)
+                tg.cancel_scope.cancel()  # stopped: no more signals to wait for
+
+            await tg.start(serve)  # a signal during recovery waits in the receiver
+            await _stop_on_signal(signals, agent)
     log.info("stopped")
 
 

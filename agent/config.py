@@ -4,6 +4,7 @@ from pathlib import Path
 
 import msgspec
 
+from agent.logs import register_secret
 from schemas.commands import ACTIONS
 from schemas.config import (
     ATLAS_SERVICES,
@@ -43,11 +44,10 @@ def _check(config: Config) -> None:
             if value in seen:
                 raise ValueError(f"duplicate {key} {value!r} - at `$.services[{index}].{key}`")
             seen.add(value)
-    for index, action in enumerate(config.agent.allow_actions):
-        if action not in ACTIONS:
-            raise ValueError(
-                f"unknown action {action!r} - at `$.agent.allow_actions[{index}]`"
-            )
+    for key in ("allow_actions", "admin_actions"):
+        for index, action in enumerate(getattr(config.agent, key)):
+            if action not in ACTIONS:
+                raise ValueError(f"unknown action {action!r} - at `$.agent.{key}[{index}]`")
     if not config.services:
         raise ValueError("at least one service is needed - at `$.services`")
 
@@ -70,8 +70,10 @@ def load_config(path: Path) -> Config:
 
 
 def read_secret(path: str) -> str:
-    """The first line of a secret file; never logged."""
+    """The first line of a secret file; masked in every log line from now on."""
     try:
-        return Path(path).read_text(encoding="utf-8").splitlines()[0]
+        secret = Path(path).read_text(encoding="utf-8").splitlines()[0]
     except (OSError, IndexError):
         raise ConfigError(f"{path}: cannot read the secret file, or it is empty") from None
+    register_secret(secret)
+    return secret

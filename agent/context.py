@@ -10,7 +10,7 @@ from agent.jobs import Job
 from agent.store import Store
 from commands.base import Control
 from commands.inventory import Inventory
-from commands.ports import BackupFiles, Incus
+from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
 from schemas.errors import JobCancelled
 from schemas.timefmt import epoch_ms
 
@@ -39,6 +39,9 @@ class RunningJob:
     job: Job
     incus: Incus
     backups: BackupFiles
+    exports: ExportFiles
+    archives: ArchiveInspector
+    catalog: Catalog
     inventory: Inventory
     journal: StoreJournal
     control: Control
@@ -58,11 +61,13 @@ class RunningJob:
         if self.cancel_requested:
             raise JobCancelled(f"job {self.job.id} was cancelled")
 
-    def progress(self, phase: str, done: int = 0, total: int = 0) -> None:
+    def progress(self, phase: str, done: int = 0, total: int = 0, *, unit: str = "bytes") -> None:
         """Safe to call from a worker thread: it only sets fields the runner reads."""
         if phase != self.job.phase:
             log.info("job %s: %s", self.job.id, phase)
         self.job.phase = phase
-        self.job.bytes_done = done
-        self.job.bytes_total = total
+        if unit == "bytes":
+            self.job.bytes_done, self.job.bytes_total = done, total
+        else:
+            self.job.steps_done, self.job.steps_total = done, total
         self.revision += 1

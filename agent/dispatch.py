@@ -31,6 +31,8 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOPIC = re.compile(r"^[^#+\x00]{1,512}$")
 
 _decoder = msgspec.json.Decoder(AnyCommand)
+# msgspec raises RecursionError, not a DecodeError, for JSON nested too deeply.
+_TOO_DEEP = "JSON nested too deeply - at `$`"
 
 
 class _Envelope(msgspec.Struct):
@@ -50,6 +52,8 @@ class Incoming:
     payload: bytes
     response_topic: str | None
     correlation_data: bytes | None
+    # Arrived on `<prefix>/cmd/admin`, the only topic that takes the `admin_actions`.
+    admin: bool = False
 
 
 def decode_command(payload: bytes) -> Command:
@@ -66,6 +70,8 @@ def decode_command(payload: bytes) -> Command:
         raise InvalidCommand(message) from None
     except msgspec.DecodeError as exc:
         raise InvalidCommand(f"not a JSON object: {exc} - at `$`") from None
+    except RecursionError:
+        raise InvalidCommand(_TOO_DEEP) from None
     return command
 
 
@@ -75,7 +81,7 @@ def _envelope(payload: bytes) -> tuple[str, str | None]:
         return "", None
     try:
         envelope = _envelope_decoder.decode(payload)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return "", None
     job_id = envelope.id if isinstance(envelope.id, str) and _ID.match(envelope.id) else ""
     reply = envelope.reply_to
@@ -92,12 +98,14 @@ class Dispatcher:
         inventory: Inventory,
         allow_actions: frozenset[str],
         clock: Clock,
+        admin_actions: frozenset[str] = frozenset(),
     ) -> None:
         self._store = store
         self._runner = runner
         self._publisher = publisher
         self._inventory = inventory
         self._allow = allow_actions
+        self._admin_only = admin_actions
         self._clock = clock
 
     def _reply_target(self, message: Incoming, reply_to: str | None) -> ReplyTarget:
@@ -109,7 +117,7 @@ class Dispatcher:
         request_id, reply_to = _envelope(message.payload)
         target = self._reply_target(message, reply_to)
         try:
-            job = self._accept(message.payload)
+            job = self._accept(message.payload, admin=message.admin)
             known = self._store.get_job(job.id)
             if known is None and not self._runner.can_take(job):
                 raise QueueFull(f"the job queue is full ({self._runner.queued} jobs waiting)")
@@ -138,12 +146,17 @@ class Dispatcher:
         else:
             log.info("command %s repeats a known job; nothing new started", job.id)
 
-    def _accept(self, payload: bytes) -> Job:
+    def _accept(self, payload: bytes, *, admin: bool) -> Job:
         """Decode, check and plan a command; raises with the offending field named."""
         command = decode_command(payload)
         action_name = str(type(command).__struct_config__.tag)
         if action_name not in self._allow:
             raise NotAllowed(f"action {action_name!r} is not allowed on this agent - at `$.action`")
+        if action_name in self._admin_only and not admin:
+            raise NotAllowed(
+                f"action {action_name!r} is taken only on the admin topic"
+                f" {self._publisher.topics.admin_command} - at `$.action`"
+            )
         action = action_for(command)
         if action is None:
             raise InvalidCommand(

@@ -18,6 +18,8 @@ The passphrase goes to gpg on its stdin (`--passphrase-fd 0`, ahead of the data)
 argv, a log line, an exception message or a file.
 """
 
+import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -46,6 +48,7 @@ from agent.gpg_status import (
     parse_status,
     recipient_key_ids,
 )
+from agent.logs import register_secret
 from agent.streams import CHUNK_SIZE, ChunkChannel, Readable, Source, Writable, as_reader
 from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure
 
@@ -84,7 +87,9 @@ class PassphraseFile:
                 f"{self.path}: the passphrase line holds a CR or NUL byte "
                 "(gpg would read a different passphrase); save it with plain LF line ends"
             )
-        return line.decode("latin-1")
+        passphrase = line.decode("latin-1")
+        register_secret(passphrase)
+        return passphrase
 
 
 @dataclass(frozen=True)
@@ -420,7 +425,7 @@ class GpgHome:
         if not self.use_agent:
             options.append("--no-autostart")
         try:
-            client = gnupg.GPG(
+            client = _WidePipesGPG(
                 gpgbinary=self.gpg_binary,
                 gnupghome=str(self.path),
                 options=options,
@@ -476,6 +481,24 @@ class GpgHome:
             raise feed.error
         status = parse_status(getattr(result, "stderr", ""))
         return _Run(status, getattr(result, "returncode", None), feed.size, output_size)
+
+
+# Linux's F_SETPIPE_SZ; 1 MiB is the most an unprivileged process may ask for by default.
+_F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
+
+
+class _WidePipesGPG(gnupg.GPG):  # type: ignore[misc]
+    """python-gnupg with 1 MiB pipes to and from gpg: with the default 64 KiB, the copy
+    threads wake up sixteen times as often and streamed encryption runs at half speed."""
+
+    def _open_subprocess(self, *args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process: subprocess.Popen[bytes] = super()._open_subprocess(*args, **kwargs)
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # a smaller pipe only costs speed
+                    fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
+        return process
 
 
 def _discard(chunk: bytes) -> None:

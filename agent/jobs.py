@@ -33,6 +33,9 @@ class Job:
     phase: str = ""
     bytes_done: int = 0
     bytes_total: int = 0
+    # Progress counted in volumes (snapshots) rather than bytes.
+    steps_done: int = 0
+    steps_total: int = 0
     started: datetime | None = None
     finished: datetime | None = None
     result: dict[str, Any] = field(default_factory=dict)
@@ -69,6 +72,8 @@ class Job:
             pct = 100.0
         elif self.bytes_total:
             pct = round(100.0 * self.bytes_done / self.bytes_total, 1)
+        elif self.steps_total:
+            pct = round(100.0 * self.steps_done / self.steps_total, 1)
         else:
             pct = 0.0
         return JobState(

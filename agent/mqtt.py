@@ -44,7 +44,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INCOMING_CAPACITY = 1000  # also our Receive Maximum: the broker's bound on unacked QoS 1
+INCOMING_CAPACITY = 1000  # our Receive Maximum: the broker's bound on unacked QoS 1
+# Room in the incoming queue beyond the Receive Maximum, for the broker's whole queue
+# (max_queued_messages in deploy/mosquitto): Mosquitto 2.0.11 stops holding to our Receive
+# Maximum once acks flow, and a burst of commands then overflowed a queue of just that size.
+INCOMING_HEADROOM = 10_000
 OUTBOX_CAPACITY = 1000  # QoS 1 messages kept while disconnected
 SEND_QUEUE_CAPACITY = 1000  # QoS 1 messages handed to paho and not PUBACKed yet
 CONNECT_TIMEOUT_S = 5.0  # TCP connect, then TLS handshake, each
@@ -168,7 +172,7 @@ class MqttSession:
         self._outbox_capacity = outbox_capacity
         self._incoming_send, self._incoming_receive = anyio.create_memory_object_stream[
             Incoming
-        ](incoming_capacity)
+        ](incoming_capacity + INCOMING_HEADROOM)
         self._streams_ended = False
         self._outbox: deque[_Outgoing] = deque()
         self._subscriptions: dict[str, int] = {}

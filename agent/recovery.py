@@ -1,13 +1,17 @@
 """Start-up recovery: undo what a killed agent left half-done, before taking commands.
 
 Each journalled side effect that was never resolved is undone, newest first. Jobs that
-were running become `interrupted`, with what was undone; queued jobs run again.
+were running become `interrupted`, with what was undone; queued jobs run again. An undo
+that fails (Incus down at start-up) is tried again by `retry_undo` until it succeeds, as is
+a clean-up a job could not make itself (Incus gone mid-job).
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from agent.backup_paths import PART_SUFFIX
 from agent.clock import Clock
 from agent.store import Effect, JobRow, Store
 from commands.ports import Incus
@@ -63,12 +67,36 @@ async def _swap_back(incus: Incus, effect: Effect) -> str:
     return what
 
 
+async def _delete_server_backup(incus: Incus, effect: Effect) -> str:
+    name = str(effect.data["name"])
+    await incus.delete_backup(effect.target, name)
+    return f"removed server-side backup {name} of {effect.target}"
+
+
+async def _delete_export_snapshot(incus: Incus, effect: Effect) -> str:
+    name = str(effect.data["name"])
+    await incus.delete_snapshot(effect.target, name)
+    return f"removed snapshot {name} of {effect.target}, made for an unfinished export"
+
+
+async def _remove_part_file(incus: Incus, effect: Effect) -> str:
+    """A backup file that was never completed; only ever a `.part` of ours."""
+    part = Path(effect.target)
+    if part.suffix != PART_SUFFIX:
+        return f"journal entry names {part}, not a {PART_SUFFIX} file: left as is"
+    part.unlink(missing_ok=True)
+    return f"removed the unfinished {part}"
+
+
 UNDO: dict[str, Undo] = {
     "instance_stopped": _start_instance,
     "restoring": _restore_safety,
     "temp_volume": _delete_volume,
     "old_volume": _delete_volume,
     "volume_swap": _swap_back,
+    "server_backup": _delete_server_backup,
+    "export_snapshot": _delete_export_snapshot,
+    "part_file": _remove_part_file,
 }
 
 
@@ -76,13 +104,15 @@ UNDO: dict[str, Undo] = {
 class RecoveryReport:
     undone: dict[str, list[str]] = field(default_factory=dict)  # job id -> what was undone
     failed: list[str] = field(default_factory=list)
+    pending: dict[str, list[str]] = field(default_factory=dict)  # job id -> undo that failed
     interrupted: list[JobRow] = field(default_factory=list)
     requeue: list[JobRow] = field(default_factory=list)
 
 
-async def recover(store: Store, incus: Incus, clock: Clock) -> RecoveryReport:
-    report = RecoveryReport()
-    for effect in store.open_effects():
+async def _undo(
+    store: Store, incus: Incus, clock: Clock, effects: list[Effect], report: RecoveryReport
+) -> None:
+    for effect in effects:
         undo = UNDO.get(effect.kind)
         if undo is None:
             log.error("journal entry %s of unknown kind %r left as is", effect.seq, effect.kind)
@@ -95,22 +125,58 @@ async def recover(store: Store, incus: Incus, clock: Clock) -> RecoveryReport:
             message = f"could not undo {effect.kind} {effect.target}: {exc}"
             log.error("recovery: %s", message)
             report.failed.append(message)
+            report.pending.setdefault(effect.job_id, []).append(message)
             continue
         log.warning("recovery: %s (job %s)", what, effect.job_id)
         store.resolve_effect(effect.seq, epoch_ms(clock()))
         report.undone.setdefault(effect.job_id, []).append(what)
+
+
+async def recover(store: Store, incus: Incus, clock: Clock) -> RecoveryReport:
+    report = RecoveryReport()
+    await _undo(store, incus, clock, store.open_effects(), report)
     now_ms = epoch_ms(clock())
     for row in store.jobs_in_state("running"):
         undone = report.undone.get(row.id, [])
+        pending = report.pending.get(row.id, [])
         row.state = "interrupted"
         row.finished_ms = now_ms
         row.result = {**row.result, "undone": undone}
+        if pending:
+            row.result["undo_pending"] = pending
         row.error = {
             "code": "interrupted",
             "message": "the agent stopped while the job ran"
-            + (f"; undone: {'; '.join(undone)}" if undone else ""),
+            + (f"; undone: {'; '.join(undone)}" if undone else "")
+            + (f"; not undone yet, retried: {'; '.join(pending)}" if pending else ""),
         }
         store.update_job(row)
         report.interrupted.append(row)
     report.requeue = store.jobs_in_state("queued")
     return report
+
+
+async def retry_undo(
+    store: Store, incus: Incus, clock: Clock, running: Collection[str]
+) -> list[JobRow]:
+    """Undo again what jobs no longer `running` left open; the jobs whose record changed.
+
+    Their `result` gains what was undone, and `undo_pending` keeps what still failed.
+    """
+    effects = [e for e in store.open_effects() if e.job_id not in running and e.kind in UNDO]
+    if not effects:
+        return []
+    report = RecoveryReport()
+    await _undo(store, incus, clock, effects, report)
+    changed: list[JobRow] = []
+    for job_id, undone in report.undone.items():
+        row = store.get_job(job_id)
+        if row is None:
+            continue
+        row.result = {**row.result, "undone": [*row.result.get("undone", []), *undone]}
+        row.result.pop("undo_pending", None)
+        if job_id in report.pending:
+            row.result["undo_pending"] = report.pending[job_id]
+        store.update_job(row)
+        changed.append(row)
+    return changed

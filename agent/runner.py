@@ -21,7 +21,7 @@ from agent.scheduling import Waiting, runnable
 from agent.store import Store
 from commands.base import Control, Outcome
 from commands.inventory import Inventory
-from commands.ports import BackupFiles, Incus
+from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
 from commands.registry import action_for
 from commands.steps import error_info
 from schemas.errors import AtlasError, JobCancelled, NotFound, QueueFull
@@ -41,6 +41,9 @@ class RunnerDeps:
     publisher: Publisher
     incus: Incus
     backups: BackupFiles
+    exports: ExportFiles
+    archives: ArchiveInspector
+    catalog: Catalog
     inventory: Inventory
     control: Control
     clock: Clock
@@ -138,6 +141,9 @@ class JobRunner:
             job=job,
             incus=deps.incus,
             backups=deps.backups,
+            exports=deps.exports,
+            archives=deps.archives,
+            catalog=deps.catalog,
             inventory=deps.inventory,
             journal=StoreJournal(deps.store, job.id, deps.clock),
             control=deps.control,
@@ -161,7 +167,7 @@ class JobRunner:
                 pump.cancel()
             self._settle(job, outcome)
         except JobCancelled as exc:
-            job.state, job.error = "cancelled", error_info(exc)
+            job.state, job.error, job.result = "cancelled", error_info(exc), dict(exc.result)
         except AtlasError as exc:
             job.state, job.error = "failed", error_info(exc)
             log.warning("job %s failed: %s", job.id, exc)

@@ -14,6 +14,11 @@ class Topics:
         return f"{self.prefix}/cmd"
 
     @property
+    def admin_command(self) -> str:
+        """Where the destructive actions are taken; the broker's ACL keeps it to the operator."""
+        return f"{self.prefix}/cmd/admin"
+
+    @property
     def response(self) -> str:
         return f"{self.prefix}/response"
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from commands.inventory import Inventory
-from commands.ports import BackupFiles, Incus
+from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
 from schemas.commands import Command
 
 
@@ -76,6 +76,15 @@ class JobContext(Protocol):
     def backups(self) -> BackupFiles: ...
 
     @property
+    def exports(self) -> ExportFiles: ...
+
+    @property
+    def archives(self) -> ArchiveInspector: ...
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+    @property
     def journal(self) -> Journal: ...
 
     @property
@@ -86,7 +95,8 @@ class JobContext(Protocol):
     def checkpoint(self) -> None:
         """A safe point: raises `JobCancelled` when a cancel was requested."""
 
-    def progress(self, phase: str, done: int = 0, total: int = 0) -> None: ...
+    def progress(self, phase: str, done: int = 0, total: int = 0, *, unit: str = "bytes") -> None:
+        """Report the phase and how far it got, in bytes, or in `unit="steps"` (volumes)."""
 
 
 C = TypeVar("C", bound=Command)

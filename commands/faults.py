@@ -1,7 +1,9 @@
 """Named fault points for the fault suite: the agent kills itself where a test asks.
 
 `ATLAS_BACKUP_FAULT=<point>` makes the agent SIGKILL itself when it reaches that point,
-as a power cut would. Unset in production, where each point costs one dict lookup.
+as a power cut would; `ATLAS_BACKUP_FAULT=<point>:term` sends it SIGTERM there instead,
+as systemd does on a stop, so the graceful shutdown starts at a known step. Unset in
+production, where each point costs one dict lookup.
 """
 
 import os
@@ -11,5 +13,8 @@ ENV = "ATLAS_BACKUP_FAULT"
 
 
 def fault_point(name: str) -> None:
-    if os.environ.get(ENV) == name:
+    wanted = os.environ.get(ENV)
+    if wanted == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif wanted == f"{name}:term":
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,16 +1,18 @@
 """The configured services, and the resolution of a command's volume names against them."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from schemas.config import ServiceConfig
+from schemas.config import EncryptionConfig, ServiceConfig
 from schemas.errors import InvalidCommand
 
 
 @dataclass(frozen=True)
 class Inventory:
     services: tuple[ServiceConfig, ...]
+    # What exports may encrypt with: plans refuse what the configuration cannot do.
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
 
     def by_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

@@ -1,12 +1,14 @@
-"""`list`: the configured volumes as Incus has them, their instances and snapshots."""
+"""`list`: the configured volumes as Incus has them, their instances and snapshots, and
+the catalog: each volume's exported backups with their manifest data, newest first."""
 
 from datetime import datetime
 from typing import Any
 
 from commands.base import JobContext, Outcome, Plan, Step
 from commands.inventory import Inventory
+from commands.ports import CatalogListing
 from schemas.commands import ListCommand
-from schemas.errors import NotFound
+from schemas.errors import AtlasError, NotFound
 from schemas.timefmt import epoch_ms, iso
 
 
@@ -16,7 +18,19 @@ def plan(command: ListCommand, inventory: Inventory, now: datetime) -> Plan:
     return Plan(targets=(), steps=tuple(Step("describe_volume", s.volume) for s in services))
 
 
+async def _catalog(ctx: JobContext) -> CatalogListing:
+    """The catalog, or what kept it from being read: a listing never fails for it."""
+    try:
+        return await ctx.catalog.listing()
+    except AtlasError as exc:
+        return CatalogListing(items=(), problems=(str(exc),))
+
+
 async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome:
+    catalog = await _catalog(ctx)
+    backups: dict[str, list[dict[str, Any]]] = {}
+    for item in catalog.items:
+        backups.setdefault(item.entry.volume, []).append(item.as_dict())
     volumes: list[dict[str, Any]] = []
     for step in plan.steps:
         service = ctx.inventory.require_volume(step.target, "$.volumes")
@@ -25,6 +39,7 @@ async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome:
             "service": service.name,
             "instance": service.instance,
             "criticality": service.criticality,
+            "backups": backups.get(service.volume, []),
         }
         try:
             info = await ctx.incus.get_volume(service.volume)
@@ -38,4 +53,7 @@ async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome:
         volumes.append(
             {**entry, "exists": True, "used_by": list(info.used_by), "snapshots": snapshots}
         )
-    return Outcome(result={"volumes": volumes}, succeeded=[v["volume"] for v in volumes])
+    return Outcome(
+        result={"volumes": volumes, "catalog_problems": list(catalog.problems)},
+        succeeded=[v["volume"] for v in volumes],
+    )

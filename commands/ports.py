@@ -3,11 +3,16 @@
 Commands import these, never pylxd or paho: dependencies point schemas <- commands <- agent.
 """
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
+
+import msgspec
+
+from schemas.commands import Compression
+from schemas.manifest import EncryptionMethod, ManifestEntry
 
 
 @dataclass(frozen=True)
@@ -183,3 +188,157 @@ class BackupFiles(Protocol):
         """The tarball's bytes, decrypted on the fly when encrypted (no plaintext on disk).
         Reading past the end raises instead of ending when decryption failed."""
         ...
+
+
+# -- writing exports, inspecting archives, the catalog (export, verify, list)
+
+# Raises `JobCancelled` when the job should stop; called between chunks, from any thread.
+Checkpoint = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One backup file to write from an Incus tarball, and where it came from.
+
+    A `gzip` file is compressed by the agent from an uncompressed Incus tarball; `zstd`
+    and `none` are written as Incus sends them.
+    """
+
+    set_name: str
+    volume: str
+    service: str
+    instance: str
+    compression: Compression
+    encrypt: bool
+    source_snapshot: str  # "" when exported from the (stopped) volume itself
+    incus_version: str
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """A backup file committed under its final name and recorded in its set's manifest."""
+
+    backup: str  # the catalog reference `<set>/<volume>`
+    file: str  # `<set>/<file name>`, relative to the backup directory
+    size: int
+    sha256: str
+    plaintext_size: int
+    compression: Compression
+    encryption: EncryptionMethod
+    key_ids: tuple[str, ...]
+    created: datetime
+    # Files of the same volume in the same set, under another name, that this one replaced.
+    replaced: tuple[str, ...] = ()
+
+
+class ExportFiles(Protocol):
+    """Writing backup files: streamed, compressed and encrypted on the way, atomic."""
+
+    def part_path(self, spec: ExportSpec) -> str:
+        """Where the file grows until it is complete: journal it before `write`."""
+        ...
+
+    async def check_encryption(self) -> EncryptionMethod:
+        """`CryptoFailure` unless the configured key can encrypt now (a readable passphrase
+        file, or every recipient's public key imported); the method it will use."""
+        ...
+
+    async def write(
+        self,
+        spec: ExportSpec,
+        stream: BackupStream,
+        on_progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> ExportedFile:
+        """Stream `stream` into the backup file, hashing it; replace that day's file of the
+        volume and its manifest entry. Nothing but the `.part` exists until it is whole,
+        and no `.part` is left when this raises."""
+        ...
+
+
+@dataclass(frozen=True)
+class ArchiveTree:
+    """What a volume backup tarball holds: it is whole, and its files, fingerprinted.
+
+    `files` maps each path of the volume (`/` is its root) to `<type> <mode> <size>
+    <sha256 or link target>`, so two trees compare by paths, sizes, modes and content.
+    """
+
+    members: int
+    tar_size: int
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+class ArchiveInspector(Protocol):
+    """Reads a volume backup tarball to its end, writing nothing, and fingerprints it.
+    A damaged archive, or one without `backup/index.yaml`, is an `IntegrityFailure`."""
+
+    async def scan(
+        self,
+        source: BinaryReader,
+        compression: Compression,
+        *,
+        label: str,
+        total: int,
+        on_progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> ArchiveTree:
+        """A tarball read from a file-like source (e.g. `BackupFiles.open_plaintext`)."""
+        ...
+
+    async def scan_download(
+        self,
+        stream: BackupStream,
+        compression: BackupCompression,
+        *,
+        label: str,
+        on_progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> ArchiveTree:
+        """A tarball downloaded from Incus (`Incus.export_backup`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CatalogItem:
+    """One exported backup: its set (date folder) and its manifest entry."""
+
+    set_name: str
+    entry: ManifestEntry
+
+    @property
+    def backup(self) -> str:
+        return f"{self.set_name}/{self.entry.volume}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as `list` shows it: its reference and set, then the manifest's fields."""
+        return {"backup": self.backup, "set": self.set_name, **msgspec.structs.asdict(self.entry)}
+
+
+@dataclass(frozen=True)
+class CatalogListing:
+    """Every readable backup, newest first, and what could not be read (named, not fatal)."""
+
+    items: tuple[CatalogItem, ...]
+    problems: tuple[str, ...] = ()
+
+
+class Catalog(Protocol):
+    """The exported backups of the backup directory, and what is remembered per volume."""
+
+    async def listing(self) -> CatalogListing: ...
+
+    async def newest(self, volume: str) -> str | None:
+        """The reference `<set>/<volume>` of the newest set that holds the volume."""
+        ...
+
+    async def entry(self, backup: str) -> CatalogItem:
+        """The manifest entry of `<set>/<volume>`; `IntegrityFailure` for a missing or
+        altered manifest, or a file that is missing or points outside the backup dir."""
+        ...
+
+    async def record_export(self, volume: str, exported: ExportedFile) -> None:
+        """Remember the export for the volume's retained state."""
+        ...
+
+    async def record_verify(self, volume: str, ok: bool, at: datetime) -> None: ...

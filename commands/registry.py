@@ -2,16 +2,27 @@
 
 from typing import Any
 
-from commands import cancel, import_volume, list_volumes, restore, snapshot, status
+from commands import (
+    cancel,
+    export,
+    import_volume,
+    list_volumes,
+    restore,
+    snapshot,
+    status,
+    verify,
+)
 from commands.base import Action
 from schemas.commands import (
     CancelCommand,
     Command,
+    ExportCommand,
     ImportCommand,
     ListCommand,
     RestoreCommand,
     SnapshotCommand,
     StatusCommand,
+    VerifyCommand,
 )
 
 ACTIONS: dict[type[Command], Action[Any]] = {
@@ -21,12 +32,14 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     StatusCommand: Action(status.plan, status.execute, immediate=True),
     CancelCommand: Action(cancel.plan, cancel.execute, immediate=True),
     ImportCommand: Action(import_volume.plan, import_volume.execute),
+    ExportCommand: Action(export.plan, export.execute),
+    VerifyCommand: Action(verify.plan, verify.execute),
 }
 
 
 # Actions of the contract that later issues add; the dispatcher rejects them by name.
 NOT_YET_AVAILABLE: frozenset[str] = frozenset(
-    {"export", "verify", "prune", "drill", "rebuild"}
+    {"prune", "drill", "rebuild"}
 )
 
 

@@ -53,15 +53,19 @@ async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outco
         ctx.checkpoint()
         ctx.progress(f"safety snapshot {safety}")
         await ctx.incus.create_snapshot(volume, safety)
+        fault_point("restore_safety_taken")
         ctx.progress(f"restoring {volume} to {snapshot}")
         seq = ctx.journal.record("restoring", volume, {"safety_snapshot": safety})
         fault_point("restoring")
         try:
             await ctx.incus.restore_snapshot(volume, snapshot)
-        except AtlasError as exc:
+        except BaseException as exc:  # an Incus failure, or cancellation by a shutdown
+            # Closed here, not left to the next start: by then the instance runs again and
+            # Incus refuses to restore a volume a running instance uses.
             if await _roll_back(ctx, volume, safety, exc):
                 ctx.journal.resolve(seq)
             raise
+        fault_point("restored")
         ctx.journal.resolve(seq)
     return Outcome(
         result={
@@ -74,7 +78,7 @@ async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outco
     )
 
 
-async def _roll_back(ctx: JobContext, volume: str, safety: str, cause: AtlasError) -> bool:
+async def _roll_back(ctx: JobContext, volume: str, safety: str, cause: BaseException) -> bool:
     """Put the safety snapshot back; the original error is what the job reports."""
     with anyio.CancelScope(shield=True):
         ctx.progress(f"rolling {volume} back to {safety}")

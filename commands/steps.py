@@ -1,5 +1,6 @@
 """Side-effecting steps shared by commands, each journalled and each with its way back."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -8,6 +9,8 @@ import anyio
 from commands.base import JobContext
 from commands.faults import fault_point
 from schemas.errors import AtlasError
+
+log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -26,11 +29,27 @@ async def instance_stopped(ctx: JobContext, instance: str) -> AsyncIterator[bool
         await ctx.incus.stop_instance(instance)
         fault_point("instance_stopped")
         yield True
-    finally:
+    except BaseException:
         with anyio.CancelScope(shield=True):
-            ctx.progress(f"starting {instance}")
-            await ctx.incus.start_instance(instance)
-            ctx.journal.resolve(seq)
+            await _start_again(ctx, instance, seq, failing=True)
+        raise
+    with anyio.CancelScope(shield=True):
+        await _start_again(ctx, instance, seq)
+
+
+async def _start_again(ctx: JobContext, instance: str, seq: int, *, failing: bool = False) -> None:
+    """Start the instance and close its journal entry. If the block failed already (Incus
+    gone mid-job), a failed start is only logged: the job reports the first cause, and the
+    open entry has the agent start the instance once Incus answers."""
+    ctx.progress(f"starting {instance}")
+    try:
+        await ctx.incus.start_instance(instance)
+    except AtlasError as exc:
+        if not failing:
+            raise
+        log.warning("could not start %s again, left to recovery: %s", instance, exc)
+        return
+    ctx.journal.resolve(seq)
 
 
 def error_info(exc: AtlasError) -> dict[str, str]:

@@ -72,9 +72,20 @@ class JobsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retention_s: Annotated[int, msgspec.Meta(ge=60)] = 7 * 24 * 3600
 
 
+# The destructive actions: by default accepted only on `<prefix>/cmd/admin`, a topic the
+# broker's ACL gives to the operator alone (an ACL is per topic, not per payload).
+ADMIN_ACTIONS: tuple[str, ...] = ("restore", "import", "rebuild")
+
+
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     allow_actions: list[str] = msgspec.field(default_factory=lambda: list(ACTIONS))
+    # Of the allowed actions, those refused on `<prefix>/cmd` and taken only on
+    # `<prefix>/cmd/admin`; [] accepts every allowed action on both topics.
+    admin_actions: list[str] = msgspec.field(default_factory=lambda: list(ADMIN_ACTIONS))
     status_interval_s: Positive = 60.0
+    # How often the undo of a journalled side effect that failed (Incus down at start-up,
+    # a clean-up that failed mid-job) is tried again, until it succeeds.
+    recovery_retry_s: Positive = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -62,9 +62,15 @@ class CryptoFailure(AtlasError):
 
 
 class JobCancelled(AtlasError):
-    """The job was cancelled by a `cancel` command; raised at a safe point."""
+    """The job was cancelled by a `cancel` command; raised at a safe point.
+
+    `result` carries what the job had done by then, for the job's final state."""
 
     code = "cancelled"
+
+    def __init__(self, message: str, result: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.result = result or {}
 
 
 class ConfigError(AtlasError):

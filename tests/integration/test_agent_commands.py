@@ -161,7 +161,9 @@ def test_after_kill_9_the_retained_agent_state_reads_offline(agent: AgentHarness
     mark = agent.client.mark()
     agent.process.kill()
     will = agent.client.wait_for(
-        lambda r: r.topic == f"{agent.prefix}/agent", timeout=90, since=mark
+        lambda r: r.topic == f"{agent.prefix}/agent" and r.json()["state"] == "offline",
+        timeout=90,
+        since=mark,
     )
     assert will.json() == {"state": "offline"}
     fresh = TestClient(agent.port, agent.prefix)
@@ -248,3 +250,27 @@ def test_agent_state_is_retained_online_with_incus_version(agent: AgentHarness) 
     assert state["incus"]["version"].startswith("6.")
     assert isinstance(state["queue"], int)
     assert state["started_ts"] > 0
+
+
+def test_cancel_stops_a_running_job_at_its_next_safe_point(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    started = agent.client.command(
+        {"action": "snapshot", "volumes": "all", "quiesce": True, "name": "c-running"}
+    )
+    agent.client.wait_job(started["job"], states=frozenset({"running"}))
+    cancel = agent.client.run({"action": "cancel", "job": started["job"]})
+    assert cancel["result"]["was"] == "running"
+    job = agent.client.wait_job(started["job"], timeout=120)
+    assert job["state"] == "cancelled", job
+    done = job["result"]["succeeded"]
+    assert len(done) < 6
+    for volume in done:
+        assert "c-running" in atlas.snapshots(volume)
+    assert all(atlas.state(f"{s}01") == "Running" for s in ("grafana", "loki", "mosquitto"))
+
+
+def test_snapshot_progress_counts_volumes_not_bytes(agent: AgentHarness) -> None:
+    job = agent.client.run({"action": "snapshot", "volumes": ["grafana01-data"]})
+    assert job["state"] == "succeeded"
+    assert (job["bytes_done"], job["bytes_total"], job["progress_pct"]) == (0, 0, 100.0)

@@ -495,7 +495,9 @@ def test_an_operation_slower_than_the_timeout_is_an_incus_failure(
 ) -> None:
     noise = "dd if=/dev/urandom of=/data/noise bs=1M count=512 2>/dev/null"
     service.project.run("exec", service.instance, "--", "sh", "-c", noise)
-    impatient = IncusClient(IncusConfig(project=config.project, timeout_s=0.1))
+    impatient = IncusClient(
+        IncusConfig(project=config.project, timeout_s=0.1, transfer_timeout_s=0.1)
+    )
 
     with pytest.raises(IncusFailure, match=f"backup 'slow' of volume '{service.volume}'.*0.1 s"):
         impatient.create_backup(service.volume, "slow", "zstd")

@@ -12,7 +12,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def write_config(path: Path, *, port: int, prefix: str, project: str, workdir: Path,
-                 services: str = "", extra: str = "") -> None:
+                 services: str = "", extra: str = "", mqtt_extra: str = "",
+                 incus_extra: str = "", incus_timeout_s: float = 60) -> None:
+    """`extra` follows the [agent] keys (more keys, or further tables); `mqtt_extra` and
+    `incus_extra` add keys to those tables (credentials, TLS, timeouts, a socket)."""
     path.write_text(
         f"""
 [mqtt]
@@ -20,12 +23,14 @@ host = "127.0.0.1"
 port = {port}
 client_id = "agent-{prefix.replace('/', '-')}"
 topic_prefix = "{prefix}"
+{mqtt_extra}
 
 [incus]
 project = "{project}"
 pool = "local"
-timeout_s = 60
+timeout_s = {incus_timeout_s}
 stop_timeout_s = 10
+{incus_extra}
 
 [storage]
 backup_dir = "{workdir}/backup"
@@ -70,6 +75,16 @@ class AgentProcess:
         if self._log is not None:
             self._log.close()
         return code
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "the agent is not running"
+        return self.process.pid
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the agent to end by itself (a fault point, a signal); its exit code."""
+        assert self.process is not None, "the agent is not running"
+        return self.process.wait(timeout)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

@@ -14,6 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from schemas.config import ADMIN_ACTIONS
+
 FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted", "partial"})
 
 
@@ -34,15 +36,41 @@ def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def command_topic(prefix: str, payload: bytes) -> str:
+    """Where the operator sends a command: the admin topic for the actions the agent takes
+    only there by default (`[agent] admin_actions`)."""
+    try:
+        action = json.loads(payload).get("action")
+    except (ValueError, AttributeError, RecursionError):
+        action = None
+    return f"{prefix}/cmd/admin" if action in ADMIN_ACTIONS else f"{prefix}/cmd"
+
+
 class TestClient:
-    """Subscribes to `<prefix>/#` and keeps every message, for waiting on conditions."""
+    """Subscribes to `<prefix>/#` and keeps every message, for waiting on conditions.
+
+    `subscriptions` replaces the default filters (an ACL may allow only some topics);
+    `username` and `password` are for brokers that require them.
+    """
 
     __test__ = False
 
-    def __init__(self, port: int, prefix: str, extra_topics: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        port: int,
+        prefix: str,
+        extra_topics: tuple[str, ...] = (),
+        *,
+        subscriptions: tuple[str, ...] | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.prefix = prefix
         self._received: list[Received] = []
         self._cond = threading.Condition()
+        # PUBACK reason codes by message id: 0 accepted, 135 not authorized, ...
+        self.puback_codes: dict[int, int] = {}
+        self._last_mid = 0
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"test-{uuid.uuid4().hex[:10]}",
@@ -50,11 +78,15 @@ class TestClient:
         )
         self._client.on_message = self._on_message
         self._client.on_socket_open = _no_delay
+        self._client.on_publish = self._on_publish
+        if username is not None:
+            self._client.username_pw_set(username, password)
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *a: subscribed.set()
         self._client.connect("127.0.0.1", port)
         self._client.loop_start()
-        self._client.subscribe([(f"{prefix}/#", 1), *((t, 1) for t in extra_topics)])
+        topics = subscriptions if subscriptions is not None else (f"{prefix}/#", *extra_topics)
+        self._client.subscribe([(topic, 1) for topic in topics])
         if not subscribed.wait(10):
             raise RuntimeError("test client could not subscribe")
 
@@ -69,14 +101,31 @@ class TestClient:
             self._received.append(item)
             self._cond.notify_all()
 
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any,
+                    properties: Any) -> None:
+        with self._cond:
+            self.puback_codes[mid] = int(reason_code.value)
+
     def publish(self, payload: bytes | dict[str, Any], topic: str | None = None,
                 properties: Properties | None = None, qos: int = 1) -> float:
+        """Publish (a command, by default, on the topic its action belongs to); waits for
+        the PUBACK at QoS 1, whose reason code `last_puback()` then tells."""
         data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
         sent = time.monotonic()
-        info = self._client.publish(topic or f"{self.prefix}/cmd", data, qos=qos,
+        info = self._client.publish(topic or command_topic(self.prefix, data), data, qos=qos,
                                     properties=properties)
         info.wait_for_publish(10)
+        self._last_mid = info.mid
         return sent
+
+    def last_puback(self) -> int:
+        """The reason code of the last QoS 1 publish: 0 taken, 135 refused by the ACL."""
+        with self._cond:
+            return self.puback_codes[self._last_mid]
+
+    def everything(self) -> list[Received]:
+        with self._cond:
+            return list(self._received)
 
     def wait_for(self, match: Callable[[Received], bool], timeout: float = 30.0,
                  since: int = 0) -> Received:

@@ -25,6 +25,7 @@ def test_an_empty_file_gives_the_six_atlas_services() -> None:
         ("[incus]\nproject = '../p'", "`$.incus.project`"),
         ("[[services]]\nname='a'\ninstance='b'\nvolume='../c'", "`$.services[0].volume`"),
         ("[agent]\nallow_actions = ['nuke']", "`$.agent.allow_actions[0]`"),
+        ("[agent]\nadmin_actions = ['restore', 'nuke']", "`$.agent.admin_actions[1]`"),
         (
             "[[services]]\nname='a'\ninstance='i'\nvolume='v'\n"
             "[[services]]\nname='b'\ninstance='j'\nvolume='v'",

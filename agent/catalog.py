@@ -1,0 +1,132 @@
+"""The catalog of exported backups: the `Catalog` port of commands.
+
+The backup directory is the catalog: each set folder `<YYYYmmdd>/` has a `manifest.json`
+naming its files. Listing reads every manifest and names what cannot be read instead of
+failing; looking one backup up is strict (a missing or altered manifest, a missing file,
+a file pointing out of the backup directory all fail). What exports and verifies did is
+also kept per volume in the store, for the retained volume state.
+"""
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import anyio.to_thread
+
+from agent.backup_paths import is_set_name, parse_backup_name, parse_backup_ref, set_dir
+from agent.manifest_store import MANIFEST_NAME, find_entry, read_manifest
+from agent.store import Store
+from commands.ports import CatalogItem, CatalogListing, ExportedFile
+from schemas.errors import IntegrityFailure, NotFound, StorageFailure
+from schemas.timefmt import epoch_ms, iso
+
+
+def set_folders(root: Path) -> list[Path]:
+    """The backup set folders, newest first; a link pointing out of `root` is skipped."""
+    if not root.is_dir():
+        return []
+    real_root = Path(os.path.realpath(root))
+    folders = [
+        child
+        for child in root.iterdir()
+        if is_set_name(child.name)
+        and child.is_dir()
+        and Path(os.path.realpath(child)).parent == real_root
+    ]
+    return sorted(folders, key=lambda folder: folder.name, reverse=True)
+
+
+def _volumes_on_disk(folder: Path) -> set[str]:
+    names = (parse_backup_name(child.name) for child in folder.iterdir())
+    return {name.volume for name in names if name is not None}
+
+
+def read_catalog(root: Path) -> CatalogListing:
+    """Every backup whose manifest reads and whose file is there, newest first."""
+    items: list[CatalogItem] = []
+    problems: list[str] = []
+    for folder in set_folders(root):
+        if not (folder / MANIFEST_NAME).exists():
+            if _volumes_on_disk(folder):
+                problems.append(f"{folder.name}: backup files without a {MANIFEST_NAME}")
+            continue
+        try:
+            manifest = read_manifest(folder)
+        except (IntegrityFailure, StorageFailure) as exc:
+            problems.append(str(exc))
+            continue
+        for entry in sorted(manifest.files, key=lambda e: e.created_ts, reverse=True):
+            if (folder / entry.file).is_file():
+                items.append(CatalogItem(folder.name, entry))
+            else:
+                problems.append(f"{folder.name}/{entry.file}: in the manifest, but missing")
+    return CatalogListing(tuple(items), tuple(problems))
+
+
+def newest_backup(root: Path, volume: str) -> str | None:
+    """`<set>/<volume>` of the newest set holding a backup of the volume, by its file or
+    its manifest: a damaged newest set is found, and fails when read, rather than an
+    older backup being taken for the newest."""
+    for folder in set_folders(root):
+        if volume in _volumes_on_disk(folder):
+            return f"{folder.name}/{volume}"
+        try:
+            if any(e.volume == volume for e in read_manifest(folder).files):
+                return f"{folder.name}/{volume}"
+        except (IntegrityFailure, StorageFailure):
+            continue
+    return None
+
+
+def catalog_entry(root: Path, backup: str) -> CatalogItem:
+    ref = parse_backup_ref(backup, field="$.backup")
+    folder = set_dir(root, ref.set, field="$.backup")
+    if not folder.is_dir():
+        raise NotFound(f"there is no backup set {ref.set} in the backup directory")
+    entry = find_entry(read_manifest(folder), ref.volume)
+    path = folder / entry.file
+    if not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root)):
+        raise IntegrityFailure(
+            f"{ref.set}/{entry.file} points outside the backup directory: refused"
+        )
+    if not path.is_file():
+        raise NotFound(f"{ref.set}/{entry.file} is in the manifest, but the file is missing")
+    return CatalogItem(folder.name, entry)
+
+
+def count_backups(root: Path, volume: str) -> int:
+    return sum(1 for item in read_catalog(root).items if item.entry.volume == volume)
+
+
+class BackupCatalog:
+    def __init__(self, backup_dir: Path, store: Store) -> None:
+        self._root = backup_dir
+        self._store = store
+
+    async def listing(self) -> CatalogListing:
+        return await anyio.to_thread.run_sync(read_catalog, self._root)
+
+    async def newest(self, volume: str) -> str | None:
+        return await anyio.to_thread.run_sync(newest_backup, self._root, volume)
+
+    async def entry(self, backup: str) -> CatalogItem:
+        return await anyio.to_thread.run_sync(catalog_entry, self._root, backup)
+
+    async def record_export(self, volume: str, exported: ExportedFile) -> None:
+        count = await anyio.to_thread.run_sync(count_backups, self._root, volume)
+        self._store.set_volume_facts(
+            volume,
+            {
+                "last_export": iso(exported.created),
+                "last_export_ts": epoch_ms(exported.created),
+                "last_export_file": exported.file,
+                "last_export_size_bytes": exported.size,
+                "last_export_encrypted": exported.encryption != "none",
+                "exports": count,
+            },
+        )
+
+    async def record_verify(self, volume: str, ok: bool, at: datetime) -> None:
+        self._store.set_volume_facts(
+            volume, {"last_verify": iso(at), "last_verify_ts": epoch_ms(at), "last_verify_ok": ok}
+        )

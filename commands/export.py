@@ -1,0 +1,308 @@
+"""`export`: each volume as a backup file `<backup_dir>/<YYYYmmdd>/<volume>.tar.<ext>[.gpg]`.
+
+Two modes. `stop`, the runbook's: the instance is stopped while Incus writes its
+server-side tarball and started again at once (always), before the download. `snapshot`:
+a snapshot is copied to a temporary volume, which is exported and removed; the service
+keeps running. Every Incus object made on the way, and the `.part` file, is journalled
+before it is made and removed afterwards, whatever happens.
+"""
+
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import anyio
+
+from commands.base import JobContext, Outcome, Plan, Step
+from commands.faults import fault_point
+from commands.inventory import Inventory
+from commands.journalled import made
+from commands.names import timestamped
+from commands.ports import BackupCompression, ExportedFile, ExportSpec, ProgressCallback
+from commands.steps import error_info, instance_stopped
+from schemas.commands import Compression, ExportCommand, ExportMode
+from schemas.config import EncryptionConfig, ServiceConfig
+from schemas.errors import AtlasError, InvalidCommand, JobCancelled
+from schemas.manifest import EncryptionMethod
+from schemas.timefmt import compact, iso
+
+WRITE = "write_backup_file"
+
+
+def set_name_for(now: datetime) -> str:
+    """The backup set (date folder) of an export planned at `now`: `YYYYmmdd`, UTC."""
+    return now.astimezone(UTC).strftime("%Y%m%d")
+
+
+def server_compression(compression: Compression) -> BackupCompression:
+    """What Incus is asked for: its gzip costs ~45 s/GiB, so gzip is done here, streamed."""
+    return "zstd" if compression == "zstd" else "none"
+
+
+def configured_method(config: EncryptionConfig) -> EncryptionMethod:
+    """Recipients win over a passphrase: then the agent host holds no key that decrypts."""
+    if config.recipients:
+        return "public-key"
+    return "symmetric" if config.passphrase_file else "none"
+
+
+def encryption_for(
+    command: ExportCommand, service: ServiceConfig, config: EncryptionConfig
+) -> EncryptionMethod:
+    """The command's choice, else the service's, else the default; critical is always on."""
+    critical = service.criticality == "critical"
+    if critical and command.encrypt is False:
+        raise InvalidCommand(
+            f"{service.volume} is critical ({service.name}) and is never written"
+            " unencrypted - at `$.encrypt`"
+        )
+    wanted = command.encrypt
+    if wanted is None:
+        wanted = service.encrypt if service.encrypt is not None else config.encrypt_by_default
+    if not (wanted or critical):
+        return "none"
+    method = configured_method(config)
+    if method == "none":
+        why = "is critical and always encrypted" if critical else "would be encrypted"
+        raise InvalidCommand(
+            f"{service.volume} {why}, but [encryption] names no passphrase_file and no"
+            " recipients - at `$.encrypt`"
+        )
+    return method
+
+
+@dataclass(frozen=True)
+class VolumeExport:
+    """Everything `execute` needs for one volume, carried by its plan step."""
+
+    volume: str
+    mode: ExportMode
+    set_name: str
+    compression: Compression
+    encryption: EncryptionMethod
+    backup_name: str  # the server-side backup
+    snapshot: str = ""  # snapshot mode: the snapshot exported, kept as the source
+    temp_volume: str = ""  # snapshot mode: its copy, which Incus exports
+
+    @property
+    def source(self) -> str:
+        """The volume Incus makes the backup of."""
+        return self.temp_volume or self.volume
+
+    def step(self) -> Step:
+        detail: dict[str, Any] = {
+            "mode": self.mode,
+            "set": self.set_name,
+            "compression": self.compression,
+            "encryption": self.encryption,
+            "backup_name": self.backup_name,
+        }
+        if self.mode == "snapshot":
+            detail |= {"snapshot": self.snapshot, "temp_volume": self.temp_volume}
+        return Step(WRITE, self.volume, detail)
+
+    @classmethod
+    def from_step(cls, step: Step) -> "VolumeExport":
+        d = step.detail
+        return cls(
+            volume=step.target,
+            mode=d["mode"],
+            set_name=d["set"],
+            compression=d["compression"],
+            encryption=d["encryption"],
+            backup_name=d["backup_name"],
+            snapshot=d.get("snapshot", ""),
+            temp_volume=d.get("temp_volume", ""),
+        )
+
+
+def plan(command: ExportCommand, inventory: Inventory, now: datetime) -> Plan:
+    services = inventory.resolve(command.volumes)
+    steps: list[Step] = []
+    for service in services:
+        export = VolumeExport(
+            volume=service.volume,
+            mode=command.mode or service.export_mode,
+            set_name=set_name_for(now),
+            compression=command.compression,
+            encryption=encryption_for(command, service, inventory.encryption),
+            backup_name=f"atlas-export-{compact(now)}",
+        )
+        if export.mode == "snapshot":
+            export = replace(
+                export,
+                snapshot=f"export-{compact(now)}",
+                temp_volume=timestamped(service.volume, "export", now),
+            )
+        steps += _steps(export, service)
+    return Plan(targets=tuple(s.volume for s in services), steps=tuple(steps))
+
+
+def _steps(export: VolumeExport, service: ServiceConfig) -> list[Step]:
+    created = {"name": export.backup_name, "compression": server_compression(export.compression)}
+    deleted = {"name": export.backup_name, "always": True}
+    if export.mode == "stop":
+        return [
+            Step("stop_instance", service.instance, {"if": "running"}),
+            Step("create_backup", export.volume, created),
+            Step("start_instance", service.instance, {"if": "was running", "always": True}),
+            export.step(),
+            Step("delete_backup", export.volume, deleted),
+        ]
+    return [
+        Step("create_snapshot", export.volume, {"name": export.snapshot}),
+        Step("copy_volume", export.temp_volume, {"from": f"{export.volume}/{export.snapshot}"}),
+        Step("create_backup", export.temp_volume, created),
+        export.step(),
+        Step("delete_backup", export.temp_volume, deleted),
+        Step("delete_volume", export.temp_volume, {"always": True}),
+    ]
+
+
+async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcome:
+    exports = [VolumeExport.from_step(s) for s in plan.steps if s.op == WRITE]
+    if any(e.encryption != "none" for e in exports):
+        await ctx.exports.check_encryption()  # a missing key fails before anything stops
+    incus_version = (await ctx.incus.server_info()).version
+    outcome = Outcome(result={"files": []})
+    for export in exports:
+        try:
+            ctx.checkpoint()
+            done = await _export_volume(ctx, export, incus_version)
+        except JobCancelled as exc:
+            so_far = {**outcome.result, "succeeded": outcome.succeeded}
+            raise JobCancelled(str(exc), so_far) from None
+        except AtlasError as exc:
+            outcome.failed[export.volume] = error_info(exc)
+            continue
+        await ctx.catalog.record_export(export.volume, done.file)
+        outcome.result["files"].append(done.as_result(export))
+        outcome.succeeded.append(export.volume)
+    return outcome
+
+
+@dataclass(frozen=True)
+class Done:
+    file: ExportedFile
+    downtime_s: float
+
+    def as_result(self, export: VolumeExport) -> dict[str, Any]:
+        file = self.file
+        return {
+            "volume": export.volume,
+            "backup": file.backup,
+            "file": file.file,
+            "size": file.size,
+            "sha256": file.sha256,
+            "compression": file.compression,
+            "encrypted": file.encryption != "none",
+            "encryption": file.encryption,
+            "key_ids": list(file.key_ids),
+            "mode": export.mode,
+            "source_snapshot": export.snapshot,
+            "created": iso(file.created),
+            "downtime_s": round(self.downtime_s, 3),
+            "replaced": list(file.replaced),
+        }
+
+
+async def _export_volume(ctx: JobContext, export: VolumeExport, incus_version: str) -> Done:
+    service = ctx.inventory.require_volume(export.volume, "$.volumes")
+    spec = ExportSpec(
+        set_name=export.set_name,
+        volume=export.volume,
+        service=service.name,
+        instance=service.instance,
+        compression=export.compression,
+        encrypt=export.encryption != "none",
+        source_snapshot=export.snapshot,
+        incus_version=incus_version,
+    )
+    if export.mode == "stop":
+        info = await ctx.incus.get_volume(export.volume)
+        stop = sorted({service.instance, *info.used_by})
+        return await _backup_and_write(ctx, export, spec, stop)
+    volume, snapshot, temp = export.volume, export.snapshot, export.temp_volume
+    ctx.progress(f"exporting {volume}: snapshot {snapshot}")
+    async with made(
+        ctx, "export_snapshot", volume, {"name": snapshot}, f"snapshot {snapshot} of {volume}",
+        make=partial(ctx.incus.create_snapshot, volume, snapshot),
+        remove=partial(ctx.incus.delete_snapshot, volume, snapshot),
+        keep=True,  # the manifest names it as the source
+    ):
+        ctx.progress(f"exporting {volume}: copying {snapshot} to {temp}")
+        async with made(
+            ctx, "temp_volume", temp, {}, f"volume {temp}",
+            make=partial(ctx.incus.copy_volume, volume, snapshot, temp),
+            remove=partial(ctx.incus.delete_volume, temp),
+        ):
+            fault_point("export_temp_volume")
+            return await _backup_and_write(ctx, export, spec, stop=())
+
+
+async def _backup_and_write(
+    ctx: JobContext, export: VolumeExport, spec: ExportSpec, stop: Sequence[str]
+) -> Done:
+    """Incus's tarball of the source, made with the `stop` instances stopped (and always
+    started again at once), downloaded into the backup file, then deleted."""
+    source, name = export.source, export.backup_name
+    phase = f"exporting {export.volume}: Incus writes its backup"
+    downtime = 0.0
+
+    async def make() -> None:
+        nonlocal downtime
+        began = anyio.current_time()
+        stopped_any = False
+        async with AsyncExitStack() as stopped:
+            for instance in stop:
+                stopped_any |= await stopped.enter_async_context(instance_stopped(ctx, instance))
+            ctx.checkpoint()
+            ctx.progress(phase)
+            await ctx.incus.create_backup(
+                source,
+                name,
+                server_compression(export.compression),
+                lambda done, total: ctx.progress(phase, done, total),
+            )
+            fault_point("export_server_backup")
+        downtime = anyio.current_time() - began if stopped_any else 0.0
+
+    async with made(
+        ctx, "server_backup", source, {"name": name}, f"backup {name} of {source}",
+        make=make, remove=partial(ctx.incus.delete_backup, source, name),
+    ):
+        return Done(await _write(ctx, export, spec), downtime)
+
+
+async def _write(ctx: JobContext, export: VolumeExport, spec: ExportSpec) -> ExportedFile:
+    """Download the server-side backup into the backup file, journalled as a `.part`."""
+    ctx.checkpoint()
+    verb = "downloading and encrypting" if spec.encrypt else "downloading"
+    phase = f"exporting {export.volume}: {verb}"
+    seq = ctx.journal.record("part_file", ctx.exports.part_path(spec))
+    try:
+        async with ctx.incus.export_backup(export.source, export.backup_name) as stream:
+            return await ctx.exports.write(
+                spec, stream, _reporting(ctx, phase, spec.encrypt), ctx.checkpoint
+            )
+    finally:
+        ctx.journal.resolve(seq)  # the writer leaves no `.part` behind when it returns
+
+
+def _reporting(ctx: JobContext, phase: str, encrypting: bool) -> ProgressCallback:
+    """Progress of the download; its first chunk is the fault suite's point of entry."""
+    started = False
+
+    def report(done: int, total: int) -> None:
+        nonlocal started
+        ctx.progress(phase, done, total)
+        if not started:
+            started = True
+            fault_point("export_downloading")
+            if encrypting:
+                fault_point("export_encrypting")
+
+    return report
