@@ -153,8 +153,8 @@ async def _replace(ctx: JobContext, volume: str, temp: str, keep: str) -> list[s
     except BaseException as exc:
         if swap_seq:
             with anyio.CancelScope(shield=True):
-                await _swap_back(ctx, volume, keep, temp, instances, cause=exc)
-                ctx.journal.resolve(swap_seq)
+                if await _swap_back(ctx, volume, keep, temp, instances, cause=exc):
+                    ctx.journal.resolve(swap_seq)
         raise
     # Proven: the old data may go. Journalled so a crash here still removes it.
     old_seq = ctx.journal.record("old_volume", keep)
@@ -181,8 +181,9 @@ async def _swap_back(
     instances: list[str],
     *,
     cause: BaseException,
-) -> None:
-    """Put the old data back under `volume` and start the instances on it."""
+) -> bool:
+    """Put the old data back under `volume` and start the instances on it; False when
+    that failed too, leaving the journal entry open for recovery to retry."""
     ctx.progress(f"swapping the original {volume} back")
     try:
         async with AsyncExitStack() as stack:
@@ -192,6 +193,8 @@ async def _swap_back(
                 await ctx.incus.swap_volume(volume, keep, temp)
     except AtlasError as exc:
         cause.add_note(f"swapping the original back failed too: {exc}")
+        return False
+    return True
 
 
 async def _remove_if_present(ctx: JobContext, name: str) -> None:
