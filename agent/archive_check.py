@@ -23,19 +23,13 @@ from typing import IO
 from agent.backup_paths import open_backup_file
 from agent.gpg import GpgHome, PassphraseFile
 from agent.streams import CHUNK_SIZE, Readable, iter_chunks
+from commands.ports import ProgressCallback
 from schemas.commands import Compression
 from schemas.errors import CryptoFailure, IntegrityFailure, StorageFailure
-from schemas.manifest import ManifestEntry
 
 INDEX_NAME = "backup/index.yaml"
 ZSTD_BINARY = shutil.which("zstd") or "/usr/bin/zstd"
 _STDERR_LIMIT = 4096
-
-
-@dataclass(frozen=True)
-class FileDigest:
-    size: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -46,31 +40,32 @@ class ArchiveSummary:
     tar_size: int
 
 
-def file_digest(path: Path) -> FileDigest:
-    """Size and sha256 of a file, read in chunks."""
+def verify_checksum(
+    path: Path, size: int, sha256: str, on_progress: ProgressCallback | None = None
+) -> None:
+    """Raise `IntegrityFailure` unless `path` holds `size` bytes hashing to `sha256`, the
+    manifest's record; reports the bytes read as it goes."""
+    digest = hashlib.sha256()
+    done = 0
     with open_backup_file(path) as file:
         try:
-            digest = hashlib.file_digest(file, "sha256")
-            size = file.tell()
+            for chunk in iter_chunks(file, CHUNK_SIZE):
+                digest.update(chunk)
+                done += len(chunk)
+                if on_progress is not None:
+                    on_progress(done, size)
         except OSError as exc:
             raise StorageFailure(f"{path}: cannot read: {exc.strerror}") from None
-    return FileDigest(size, digest.hexdigest())
-
-
-def verify_checksum(path: Path, entry: ManifestEntry) -> FileDigest:
-    """Raise `IntegrityFailure` unless `path` has the size and sha256 its entry records."""
-    digest = file_digest(path)
-    if digest.size != entry.size:
+    if done != size:
         raise IntegrityFailure(
-            f"{path.name}: {digest.size} bytes, the manifest records {entry.size}: "
+            f"{path.name}: {done} bytes, the manifest records {size}: "
             "the file is truncated or was altered"
         )
-    if digest.sha256 != entry.sha256:
+    if (actual := digest.hexdigest()) != sha256:
         raise IntegrityFailure(
-            f"{path.name}: sha256 {digest.sha256} differs from the manifest's "
-            f"{entry.sha256}: the file is damaged or was altered"
+            f"{path.name}: sha256 {actual} differs from the manifest's {sha256}:"
+            " the file is damaged or was altered"
         )
-    return digest
 
 
 def check_backup_archive(

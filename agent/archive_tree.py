@@ -17,8 +17,8 @@ from pathlib import PurePosixPath
 import anyio.lowlevel
 
 from agent.archive_check import INDEX_NAME, decompressed
-from agent.stoppable import MeteredReader, Stop, metered, run_stoppable
-from agent.streams import CHUNK_SIZE, Readable, as_reader, blocking_chunks, iter_chunks
+from agent.stoppable import MeteredReader, Stop, chunks_in_thread, metered, run_stoppable
+from agent.streams import CHUNK_SIZE, Readable, as_reader, iter_chunks
 from commands.ports import (
     ArchiveTree,
     BackupCompression,
@@ -158,7 +158,7 @@ class LocalArchives:
         token = anyio.lowlevel.current_token()
 
         def work(stop: Stop) -> ArchiveTree:
-            chunks = blocking_chunks(stream, token)
+            chunks = chunks_in_thread(stream, token)
             reader = as_reader(metered(chunks, stream.size or 0, on_progress, checkpoint, stop))
             return fingerprint_archive(reader, compression, label=label)
 

@@ -21,7 +21,9 @@ from typing import Self
 from agent.backup_paths import PART_SUFFIX, fsync_dir
 from schemas.errors import Conflict, StorageFailure
 
-WRITE_BUFFER = 1024 * 1024
+# Gathers small writes (gzip's, gpg's); a download's chunks are larger and go straight
+# through. A 1 MiB buffer cost 0.8 s per GiB written: the extra copy leaves the CPU caches.
+WRITE_BUFFER = 64 * 1024
 _FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
 # Filesystems where hard links are not offered; commit falls back to a checked rename.
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK}

@@ -5,7 +5,6 @@ manifest; a catalog reference needs the manifest, a plain file without one (a ta
 made by `incus storage volume export`) is taken on its archive structure alone.
 """
 
-import hashlib
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import anyio
 
+from agent.archive_check import verify_checksum
 from agent.backup_paths import (
     open_backup_file,
     parse_backup_name,
@@ -25,8 +25,6 @@ from agent.manifest_store import MANIFEST_NAME, entry_for_file, find_entry, read
 from commands.ports import BackupFile, ProgressCallback
 from schemas.errors import CryptoFailure, IntegrityFailure, InvalidCommand, NotFound
 from schemas.manifest import ManifestEntry
-
-CHUNK = 1024 * 1024
 
 
 class LocalBackupFiles:
@@ -57,7 +55,9 @@ class LocalBackupFiles:
     async def verify_checksum(self, backup: BackupFile, on_progress: ProgressCallback) -> None:
         if not backup.in_manifest:
             return
-        await anyio.to_thread.run_sync(_check_sha256, backup, on_progress)
+        await anyio.to_thread.run_sync(
+            verify_checksum, Path(backup.path), backup.size, backup.sha256, on_progress
+        )
 
     @contextmanager
     def open_plaintext(self, backup: BackupFile) -> Iterator[io.BufferedReader]:
@@ -116,23 +116,3 @@ def _foreign(path: Path) -> BackupFile:
         compression=named.compression if named else "none",
         in_manifest=False,
     )
-
-
-def _check_sha256(backup: BackupFile, on_progress: ProgressCallback) -> None:
-    digest = hashlib.sha256()
-    done = 0
-    with open_backup_file(Path(backup.path)) as source:
-        while chunk := source.read(CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            on_progress(done, backup.size)
-    if done != backup.size:
-        raise IntegrityFailure(
-            f"{backup.file_name}: {done} bytes, the manifest records {backup.size}:"
-            " the file is truncated or was altered"
-        )
-    if digest.hexdigest() != backup.sha256:
-        raise IntegrityFailure(
-            f"{backup.file_name}: sha256 differs from the manifest's: the file is damaged"
-            " or was altered"
-        )

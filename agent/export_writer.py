@@ -30,8 +30,8 @@ from agent.gpg import (
     normalize_fingerprint,
 )
 from agent.manifest_store import forget_backup, new_entry, read_manifest, record_backup
-from agent.stoppable import Stop, metered, run_stoppable
-from agent.streams import ChannelClosed, ChunkChannel, blocking_chunks
+from agent.stoppable import Stop, chunks_in_thread, metered, run_stoppable
+from agent.streams import ChannelClosed, ChunkChannel
 from commands.export import configured_method
 from commands.ports import BackupStream, Checkpoint, ExportedFile, ExportSpec, ProgressCallback
 from schemas.config import EncryptionConfig
@@ -151,7 +151,7 @@ class LocalExportFiles:
         token = anyio.lowlevel.current_token()
 
         def work(stop: Stop) -> ExportedFile:
-            incoming = read_ahead(blocking_chunks(stream, token))
+            incoming = read_ahead(chunks_in_thread(stream, token))
             chunks = metered(incoming, stream.size or 0, on_progress, checkpoint, stop)
             return self._write_file(spec, chunks, key)
 

@@ -28,6 +28,7 @@ from pylxd import Client
 from pylxd import exceptions as lxd
 
 from agent.config import IncusConfig
+from agent.streams import CHUNK_SIZE
 from commands.ports import (
     BackupCompression,
     BackupInfo,
@@ -48,7 +49,6 @@ Json = dict[str, Any]
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-CHUNK_SIZE = 1 << 20
 # Server-side backups expire on their own, so a crashed agent never leaves them forever.
 BACKUP_LIFETIME = timedelta(days=1)
 # The longest single wait on an operation, so its progress is read between waits.
@@ -647,6 +647,11 @@ class _ThreadedBackupStream:
         read = self._download.read_chunk
         while chunk := await anyio.to_thread.run_sync(read, limiter=self._limiter):
             yield chunk
+
+    def read_chunk(self) -> bytes:
+        """The next chunk (b"" at the end), read in the calling thread: a consumer that is
+        a thread itself then needs no trip through the event loop for each chunk."""
+        return self._download.read_chunk()
 
 
 def _in_event_loop(on_progress: ProgressCallback | None) -> ProgressCallback | None:

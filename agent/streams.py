@@ -22,6 +22,8 @@ from anyio.lowlevel import EventLoopToken
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
+# Measured on a 1 GiB download written to disk and hashed: 256 KiB chunks stay in the
+# CPU caches between the socket, the file and sha256 (1.6 s); 1 MiB chunks do not (2.5-3 s).
 CHUNK_SIZE = 256 * 1024
 
 

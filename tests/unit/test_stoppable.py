@@ -1,11 +1,14 @@
 """Blocking work that stops when its caller is cancelled, and waits to wind down."""
 
 import threading
+from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
-from agent.stoppable import Stop, run_stoppable
+from agent.stoppable import Stop, chunks_in_thread, run_stoppable
 from schemas.errors import JobCancelled
 
 
@@ -51,3 +54,24 @@ def test_a_stop_reads_as_a_cancel() -> None:
     stop.set()
     with pytest.raises(JobCancelled, match="shutting down"):
         stop.check()
+
+
+class DirectDownload:
+    """A download readable from any thread, as `AsyncIncus.export_backup` yields."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = iter(chunks)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        raise AssertionError("read directly, never through the event loop")
+
+    def read_chunk(self) -> bytes:
+        return next(self._chunks, b"")
+
+
+@pytest.mark.anyio
+async def test_a_download_readable_from_any_thread_is_read_there_directly() -> None:
+    token = anyio.lowlevel.current_token()
+    download = DirectDownload([b"a", b"b"])
+    chunks = await anyio.to_thread.run_sync(lambda: list(chunks_in_thread(download, token)))
+    assert chunks == [b"a", b"b"]
