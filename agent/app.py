@@ -1,5 +1,6 @@
 """Wires the agent together and runs it: recovery first, then commands and status."""
 
+import contextlib
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from commands.ports import Incus, ServerInfo, VolumeInfo
 from commands.registry import action_for
 from schemas.commands import AnyCommand
 from schemas.config import Config
-from schemas.errors import AtlasError
+from schemas.errors import AtlasError, NotFound
 from schemas.messages import AgentState, IncusInfo
 from schemas.timefmt import epoch_ms, iso
 
@@ -242,21 +243,31 @@ class Agent:
         )
 
     async def publish_volume_states(self, only: list[str] | None = None) -> int:
+        services = [s for s in self.inventory.services if only is None or s.volume in only]
         try:
-            known: dict[str, VolumeInfo] = {v.name: v for v in await self.incus.list_volumes()}
+            known = await self._volume_infos([s.volume for s in services], every=only is None)
         except AtlasError as exc:
             log.warning("cannot list volumes for status: %s", exc)
             return 0
         now = self.clock()
         count = 0
-        for service in self.inventory.services:
-            if only is not None and service.volume not in only:
-                continue
+        for service in services:
             facts = self.store.volume_facts(service.volume)
             info = known.get(service.volume)
             await self.publisher.volume(build_volume_state(service, info, facts, now))
             count += 1
         return count
+
+    async def _volume_infos(self, volumes: list[str], *, every: bool) -> dict[str, VolumeInfo]:
+        """The volumes as Incus has them (a missing one is left out). A job's few volumes
+        are read one by one: listing the pool reads every snapshot of every volume."""
+        if every:
+            return {v.name: v for v in await self.incus.list_volumes() if v.name in volumes}
+        known: dict[str, VolumeInfo] = {}
+        for name in volumes:
+            with contextlib.suppress(NotFound):
+                known[name] = await self.incus.get_volume(name)
+        return known
 
     async def job_finished(self, job: Job) -> None:
         """Remember the outcome per volume and republish the volumes it touched."""

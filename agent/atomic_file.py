@@ -5,6 +5,10 @@ fsyncs it, gives it its final name without replacing an existing file (a hard li
 the `.part` is unlinked) and fsyncs the folder. Any failure, or leaving the `with` block
 without `commit()`, removes the `.part`. A writer holds an flock on its `.part`, so crash
 recovery (`remove_stale_parts`) can tell a live write from a leftover.
+
+Every `WRITE_BEHIND` bytes it starts the writeback of what it wrote and drops it from the
+page cache: an export of many GiB does not evict the services' cached data, and its final
+fsync has little left to do.
 """
 
 import contextlib
@@ -24,6 +28,8 @@ from schemas.errors import Conflict, StorageFailure
 # Gathers small writes (gzip's, gpg's); a download's chunks are larger and go straight
 # through. A 1 MiB buffer cost 0.8 s per GiB written: the extra copy leaves the CPU caches.
 WRITE_BUFFER = 64 * 1024
+# Measured on a 1 GiB download, hashed and fsynced: 1.15-1.3 s with it, 1.35-1.45 s without.
+WRITE_BEHIND = 32 * 1024 * 1024
 _FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
 # Filesystems where hard links are not offered; commit falls back to a checked rename.
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK}
@@ -44,6 +50,7 @@ class AtomicFile:
         self.part_path = final_path.with_name(final_path.name + PART_SUFFIX)
         self.overwrite = overwrite
         self.size = 0
+        self._written_behind = 0
         self._hash = hashlib.sha256()
         self._failure: StorageFailure | None = None
         self._done = False
@@ -88,11 +95,20 @@ class AtomicFile:
             raise ValueError(f"{self.part_path}: write after commit or discard")
         try:
             self._file.write(data)
+            self.size += len(data)
+            if self.size - self._written_behind >= WRITE_BEHIND:
+                self._write_behind()
         except OSError as exc:
             raise self._fail(exc) from None
         self._hash.update(data)
-        self.size += len(data)
         return len(data)
+
+    def _write_behind(self) -> None:
+        """Start writing back the dirty pages and drop the clean ones (the kernel does both
+        for DONTNEED, without waiting)."""
+        self._file.flush()
+        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        self._written_behind = self.size
 
     def commit(self) -> WrittenFile:
         """Make the file durable under its final name; raises `Conflict` if taken."""
@@ -101,6 +117,7 @@ class AtomicFile:
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
+            os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
             self._file.close()
         except OSError as exc:
             raise self._fail(exc) from None

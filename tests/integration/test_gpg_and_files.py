@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ import gnupg
 import pytest
 
 from agent.archive_check import check_archive, check_backup_archive, verify_checksum
-from agent.atomic_file import AtomicFile, find_parts, remove_stale_parts
+from agent.atomic_file import WRITE_BEHIND, AtomicFile, find_parts, remove_stale_parts
 from agent.backup_paths import backup_file_name, ensure_set_dir, parse_backup_name
 from agent.gpg import GpgHome, PassphraseFile, Recipients
 from agent.manifest_store import read_manifest, record_backup
@@ -429,6 +430,28 @@ def test_part_file_is_visible_only_while_writing_and_never_as_a_backup(backup_di
         assert [parse_backup_name(p.name) for p in folder.iterdir()] == [None]
         out.commit()
     assert [p.name for p in folder.iterdir()] == ["a.tar.zst"]
+
+
+def resident_bytes(path: Path) -> int:
+    """How much of the file is in the page cache (util-linux `fincore`)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return int(out.stdout.strip())
+
+
+def test_a_written_backup_leaves_the_page_cache_to_the_services() -> None:
+    # On a disk, not tmpfs, where pages are the storage and stay whatever is advised.
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        folder = ensure_set_dir(Path(tmp), "20261128")
+        chunk = os.urandom(256 * 1024)
+        with AtomicFile(folder / "a.tar") as out:
+            for _ in range(3 * WRITE_BEHIND // len(chunk)):
+                out.write(chunk)
+            assert resident_bytes(out.part_path) <= 2 * WRITE_BEHIND
+            written = out.commit()
+        assert written.size == 3 * WRITE_BEHIND
+        assert resident_bytes(written.path) < WRITE_BEHIND // 4
+        assert hashlib.sha256(written.path.read_bytes()).hexdigest() == written.sha256
 
 
 def test_leaving_without_commit_removes_the_part(backup_dir: Path) -> None:
