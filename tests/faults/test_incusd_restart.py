@@ -23,10 +23,11 @@ from tests.support.incus_env import IncusProject
 INCUSD = ["/usr/libexec/incus/incusd", "--group", "root"]
 INCUSD_LOG = Path("/var/log/incus/incusd.out")
 RETRY_S = 2
-# What Incus going away looks like in a job's failures: its refusal while it shuts down,
-# a connection or an operation lost, no socket at all, no answer in time.
-GONE = ("Shutting down", "lost the connection", "lost track of the operation",
-        "cannot connect to Incus", "cannot reach Incus", "did not answer")
+# What Incus going away looks like in a job's failures (lowercased): its refusal while it
+# shuts down ("Shutting down" or "Incus is shutting down", depending on the call), a
+# connection or an operation lost, no socket at all, no answer in time.
+GONE = ("shutting down", "lost the connection", "lost track of the operation",
+        "cannot connect to incus", "cannot reach incus", "did not answer")
 
 
 def incusd_pid() -> int | None:
@@ -100,7 +101,7 @@ def test_incusd_restarted_mid_job_fails_it_clearly_and_no_instance_stays_stopped
     assert job["error"]["code"] == "incus_error", job["error"]
     for volume, failure in job["result"]["failed"].items():
         assert failure["code"] == "incus_error", (volume, failure)
-        assert any(reason in failure["message"] for reason in GONE), (volume, failure)
+        assert any(reason in failure["message"].lower() for reason in GONE), (volume, failure)
 
     wait_until(lambda: all(atlas.state(i) == "Running" for i in INSTANCES), JOB_TIMEOUT_S,
                "every instance runs again")
