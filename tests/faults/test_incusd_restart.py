@@ -23,11 +23,13 @@ from tests.support.incus_env import IncusProject
 INCUSD = ["/usr/libexec/incus/incusd", "--group", "root"]
 INCUSD_LOG = Path("/var/log/incus/incusd.out")
 RETRY_S = 2
-# What Incus going away looks like in a job's failures (lowercased): its refusal while it
-# shuts down ("Shutting down" or "Incus is shutting down", depending on the call), a
-# connection or an operation lost, no socket at all, no answer in time.
-GONE = ("shutting down", "lost the connection", "lost track of the operation",
-        "cannot connect to incus", "cannot reach incus", "did not answer")
+# What Incus going away looks like in a job's failures (lowercased): its refusals while it
+# shuts down ("Shutting down", "Incus is shutting down", or its database already closed,
+# depending on the call and the moment), a connection or an operation lost, no socket at
+# all, no answer in time.
+GONE = ("shutting down", "database is closed", "lost the connection",
+        "lost track of the operation", "cannot connect to incus", "cannot reach incus",
+        "did not answer")
 
 
 def incusd_pid() -> int | None:
