@@ -11,7 +11,10 @@ if ! incus version >/dev/null 2>&1 || ! incus info >/dev/null 2>&1; then
     fi
     if ! incus info >/dev/null 2>&1; then
         mkdir -p /var/log/incus
-        nohup /usr/libexec/incus/incusd --group root >/var/log/incus/incusd.out 2>&1 &
+        # From /, with a plain PATH, as a service manager would start it: the daemon and
+        # the tools it runs (rsync, tar) must not inherit a caller's folder or virtualenv.
+        (cd / && PATH=/usr/sbin:/usr/bin:/sbin:/bin nohup /usr/libexec/incus/incusd --group root \
+            >>/var/log/incus/incusd.out 2>&1 &)
     fi
     for _ in $(seq 1 60); do
         incus info >/dev/null 2>&1 && break

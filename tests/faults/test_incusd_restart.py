@@ -22,6 +22,7 @@ from tests.support.incus_env import IncusProject
 
 INCUSD = ["/usr/libexec/incus/incusd", "--group", "root"]
 INCUSD_LOG = Path("/var/log/incus/incusd.out")
+INCUSD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 RETRY_S = 2
 # What Incus going away looks like in a job's failures (lowercased): its refusals while it
 # shuts down ("Shutting down", "Incus is shutting down", or its database already closed,
@@ -60,11 +61,12 @@ def gone(pid: int) -> bool:
 
 
 def start_incusd() -> None:
-    """As the machine's incusd was started, and detached (`setsid -f`): never a child of
-    the test, so never its zombie."""
+    """As `deploy/start-incus.sh` starts it, and detached (`setsid -f`): never a child of
+    the test, so never its zombie. From / with a plain environment: the daemon outlives
+    the test and must not depend on its folder, PATH or variables."""
     with INCUSD_LOG.open("ab") as log:
         subprocess.run(["setsid", "-f", *INCUSD], stdout=log, stderr=log,
-                       stdin=subprocess.DEVNULL, check=True)
+                       stdin=subprocess.DEVNULL, check=True, cwd="/", env=INCUSD_ENV)
 
 
 def restart_incusd(how: signal.Signals) -> None:
