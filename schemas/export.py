@@ -3,6 +3,7 @@
 The files are generated from the Structs, and a test fails when they drift apart.
 """
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -37,11 +38,29 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def render(name: str) -> str:
-    schema = msgspec.json.schema(SCHEMAS[name])
+def clean_descriptions(node: Any) -> Any:
+    """Docstrings as `inspect.cleandoc` reads them: msgspec releases differ in whether they
+    keep a multi-line docstring's indentation, and a schema should not change with that."""
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value) if key == "description" and isinstance(value, str)
+            else clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [clean_descriptions(item) for item in node]
+    return node
+
+
+def schema_for(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = clean_descriptions(msgspec.json.schema(SCHEMAS[name]))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"atlas-backup {name} (API v1)"
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return schema
+
+
+def render(name: str) -> str:
+    return json.dumps(schema_for(name), indent=2, sort_keys=True) + "\n"
 
 
 def path_for(name: str) -> Path:
