@@ -3,6 +3,7 @@
 import contextlib
 import logging
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from agent import __version__
+from agent.admission import Admission
 from agent.archive_tree import LocalArchives
 from agent.backup_reader import LocalBackupFiles
 from agent.catalog import BackupCatalog
@@ -21,6 +23,7 @@ from agent.gpg import GpgHome
 from agent.incus import AsyncIncus, IncusClient
 from agent.jobs import Job, from_ms, state_from_row
 from agent.mqtt import MqttSession
+from agent.periodic import every
 from agent.publisher import OFFLINE_PAYLOAD, Publisher
 from agent.recovery import recover, retry_undo
 from agent.runner import JobRunner, RunnerDeps
@@ -89,6 +92,7 @@ class Agent:
             runner=self.runner,
             publisher=self.publisher,
             inventory=self.inventory,
+            admission=Admission(self.incus, self.backups),
             allow_actions=frozenset(config.agent.allow_actions),
             admin_actions=frozenset(config.agent.admin_actions),
             clock=clock,
@@ -133,9 +137,18 @@ class Agent:
                     await serving.start(self.runner.run)
                     await self._recover()
                     serving.start_soon(self._take_commands)
-                    serving.start_soon(self._status_loop)
-                    serving.start_soon(self._purge_loop)
-                    serving.start_soon(self._retry_undo_loop)
+                    agent = self.config.agent
+                    serving.start_soon(partial(
+                        every, agent.status_interval_s, self._publish_status,
+                        what="publishing the agent and volume states",
+                    ))
+                    serving.start_soon(partial(
+                        every, PURGE_INTERVAL_S, self._purge_jobs, what="purging old jobs"
+                    ))
+                    serving.start_soon(partial(
+                        every, agent.recovery_retry_s, self._retry_undo, wait_first=True,
+                        what="retrying the undo of journalled effects",
+                    ))
                     log.info("atlas-backup %s serving on %s", __version__, self.topics.command)
                     task_status.started()
             finally:
@@ -200,35 +213,20 @@ class Agent:
         await self.publisher.republish_all()
         await self.publish_agent_state()
 
-    async def _status_loop(self) -> None:
-        while True:
-            try:
-                await self.publish_agent_state()
-                await self.publish_volume_states()
-            except Exception:
-                log.exception("status publishing failed")
-            await anyio.sleep(self.config.agent.status_interval_s)
+    async def _publish_status(self) -> None:
+        await self.publish_agent_state()
+        await self.publish_volume_states()
 
-    async def _retry_undo_loop(self) -> None:
+    async def _retry_undo(self) -> None:
         """Retry the undo of what failed to undo (Incus down at start, or gone mid-job)."""
-        while True:
-            await anyio.sleep(self.config.agent.recovery_retry_s)
-            try:
-                changed = await retry_undo(
-                    self.store, self.incus, self.clock, self.runner.running_ids
-                )
-                for row in changed:
-                    await self.publisher.job(state_from_row(row, self.clock()))
-            except Exception:
-                log.exception("retrying the undo of journalled effects failed")
+        changed = await retry_undo(self.store, self.incus, self.clock, self.runner.running_ids)
+        for row in changed:
+            await self.publisher.job(state_from_row(row, self.clock()))
 
-    async def _purge_loop(self) -> None:
-        retention = timedelta(seconds=self.config.jobs.retention_s)
-        while True:
-            cutoff = epoch_ms(self.clock() - retention)
-            for job_id in self.store.purge_jobs(cutoff):
-                await self.publisher.forget_job(job_id)
-            await anyio.sleep(PURGE_INTERVAL_S)
+    async def _purge_jobs(self) -> None:
+        cutoff = epoch_ms(self.clock() - timedelta(seconds=self.config.jobs.retention_s))
+        for job_id in self.store.purge_jobs(cutoff):
+            await self.publisher.forget_job(job_id)
 
     async def publish_agent_state(self) -> None:
         await self.publisher.agent(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from agent.admission import Admission
 from agent.clock import Clock
 from agent.jobs import Job, new_job_id
 from agent.publisher import Publisher, ReplyTarget
@@ -96,10 +97,12 @@ class Dispatcher:
         runner: JobRunner,
         publisher: Publisher,
         inventory: Inventory,
+        admission: Admission,
         allow_actions: frozenset[str],
         clock: Clock,
         admin_actions: frozenset[str] = frozenset(),
     ) -> None:
+        self._admission = admission
         self._store = store
         self._runner = runner
         self._publisher = publisher
@@ -117,7 +120,7 @@ class Dispatcher:
         request_id, reply_to = _envelope(message.payload)
         target = self._reply_target(message, reply_to)
         try:
-            job = self._accept(message.payload, admin=message.admin)
+            job = await self._accept(message.payload, admin=message.admin)
             known = self._store.get_job(job.id)
             if known is None and not self._runner.can_take(job):
                 raise QueueFull(f"the job queue is full ({self._runner.queued} jobs waiting)")
@@ -146,7 +149,7 @@ class Dispatcher:
         else:
             log.info("command %s repeats a known job; nothing new started", job.id)
 
-    def _accept(self, payload: bytes, *, admin: bool) -> Job:
+    async def _accept(self, payload: bytes, *, admin: bool) -> Job:
         """Decode, check and plan a command; raises with the offending field named."""
         command = decode_command(payload)
         action_name = str(type(command).__struct_config__.tag)
@@ -162,7 +165,8 @@ class Dispatcher:
             raise InvalidCommand(
                 f"action {action_name!r} is not available in this version - at `$.action`"
             )
+        facts = await self._admission.facts(action.looks(command, self._inventory))
         now = self._clock()
-        plan: Plan = action.plan(command, self._inventory, now)
+        plan: Plan = action.plan(command, self._inventory.seeing(facts), now)
         job_id = command.id or new_job_id(action_name, now)
         return Job(id=job_id, action=action_name, command=command, plan=plan, created=now)

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from commands.ports import VolumeInfo
+from commands.snapshot_kinds import counts_as_backup
 from schemas.config import ServiceConfig
 from schemas.messages import VolumeState
 from schemas.timefmt import epoch_ms, iso
@@ -25,11 +26,12 @@ def build_volume_state(
         criticality=service.criticality,
     )
     newest_ms = 0
-    if info is not None and info.snapshots:
-        newest = max(info.snapshots, key=lambda s: s.created)
+    backups = [s for s in info.snapshots if counts_as_backup(s.name)] if info else []
+    if backups:
+        newest = max(backups, key=lambda s: s.created)
         state.last_snapshot = iso(newest.created)
         state.last_snapshot_ts = epoch_ms(newest.created)
-        state.snapshots = len(info.snapshots)
+        state.snapshots = len(backups)
         newest_ms = state.last_snapshot_ts
     export_ms = int(facts.get("last_export_ts", 0))
     if export_ms:

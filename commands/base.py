@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from commands.facts import Looks
 from commands.inventory import Inventory
 from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
 from schemas.commands import Command
@@ -102,10 +103,16 @@ class JobContext(Protocol):
 C = TypeVar("C", bound=Command)
 
 
+def looks_at_nothing(command: Command, inventory: Inventory) -> Looks:
+    return Looks()
+
+
 @dataclass(frozen=True)
 class Action(Generic[C]):
-    """One command type's handler. `immediate` ones run at once, outside the job queue."""
+    """One command type's handler. `immediate` ones run at once, outside the job queue.
+    `looks` says what to look up in Incus and the backup directory before `plan`."""
 
     plan: Callable[[C, Inventory, datetime], Plan]
     execute: Callable[[C, Plan, JobContext], Awaitable[Outcome]]
     immediate: bool = False
+    looks: Callable[[C, Inventory], Looks] = looks_at_nothing

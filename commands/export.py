@@ -17,11 +17,13 @@ from typing import Any
 import anyio
 
 from commands.base import JobContext, Outcome, Plan, Step
+from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.journalled import made
 from commands.names import timestamped
 from commands.ports import BackupCompression, ExportedFile, ExportSpec, ProgressCallback
+from commands.snapshot_kinds import EXPORT_PREFIX
 from commands.steps import error_info, instance_stopped
 from schemas.commands import Compression, ExportCommand, ExportMode
 from schemas.config import EncryptionConfig, ServiceConfig
@@ -119,6 +121,10 @@ class VolumeExport:
         )
 
 
+def looks(command: ExportCommand, inventory: Inventory) -> Looks:
+    return Looks(volumes=tuple(s.volume for s in inventory.resolve(command.volumes)))
+
+
 def plan(command: ExportCommand, inventory: Inventory, now: datetime) -> Plan:
     services = inventory.resolve(command.volumes)
     steps: list[Step] = []
@@ -134,21 +140,23 @@ def plan(command: ExportCommand, inventory: Inventory, now: datetime) -> Plan:
         if export.mode == "snapshot":
             export = replace(
                 export,
-                snapshot=f"export-{compact(now)}",
+                snapshot=f"{EXPORT_PREFIX}{compact(now)}",
                 temp_volume=timestamped(service.volume, "export", now),
             )
-        steps += _steps(export, service)
+        steps += _steps(export, inventory.facts.instances_of(service))
     return Plan(targets=tuple(s.volume for s in services), steps=tuple(steps))
 
 
-def _steps(export: VolumeExport, service: ServiceConfig) -> list[Step]:
+def _steps(export: VolumeExport, instances: Sequence[str]) -> list[Step]:
     created = {"name": export.backup_name, "compression": server_compression(export.compression)}
     deleted = {"name": export.backup_name, "always": True}
     if export.mode == "stop":
+        started = {"if": "was running", "always": True, "volume": export.volume}
         return [
-            Step("stop_instance", service.instance, {"if": "running"}),
+            *(Step("stop_instance", i, {"if": "running", "volume": export.volume})
+              for i in instances),
             Step("create_backup", export.volume, created),
-            Step("start_instance", service.instance, {"if": "was running", "always": True}),
+            *(Step("start_instance", i, started) for i in reversed(instances)),
             export.step(),
             Step("delete_backup", export.volume, deleted),
         ]
@@ -171,7 +179,11 @@ async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcom
     for export in exports:
         try:
             ctx.checkpoint()
-            done = await _export_volume(ctx, export, incus_version)
+            stops = [
+                s.target for s in plan.steps
+                if s.op == "stop_instance" and s.detail["volume"] == export.volume
+            ]
+            done = await _export_volume(ctx, export, stops, incus_version)
         except JobCancelled as exc:
             so_far = {**outcome.result, "succeeded": outcome.succeeded}
             raise JobCancelled(str(exc), so_far) from None
@@ -209,7 +221,9 @@ class Done:
         }
 
 
-async def _export_volume(ctx: JobContext, export: VolumeExport, incus_version: str) -> Done:
+async def _export_volume(
+    ctx: JobContext, export: VolumeExport, planned_stops: Sequence[str], incus_version: str
+) -> Done:
     service = ctx.inventory.require_volume(export.volume, "$.volumes")
     spec = ExportSpec(
         set_name=export.set_name,
@@ -222,8 +236,9 @@ async def _export_volume(ctx: JobContext, export: VolumeExport, incus_version: s
         incus_version=incus_version,
     )
     if export.mode == "stop":
+        # The planned instances, and any that began to use the volume since.
         info = await ctx.incus.get_volume(export.volume)
-        stop = sorted({service.instance, *info.used_by})
+        stop = [*planned_stops, *sorted(set(info.used_by) - set(planned_stops))]
         return await _backup_and_write(ctx, export, spec, stop)
     volume, snapshot, temp = export.volume, export.snapshot, export.temp_volume
     ctx.progress(f"exporting {volume}: snapshot {snapshot}")

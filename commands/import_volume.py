@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from commands.base import JobContext, Outcome, Plan, Step
+from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.names import timestamped
@@ -31,7 +32,14 @@ def source_volume(command: ImportCommand) -> tuple[str, str]:
     return command.file.rsplit("/", 1)[-1].split(".tar", 1)[0], "$.file"
 
 
-def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
+def looks(command: ImportCommand, inventory: Inventory) -> Looks:
+    _check_source_fields(command)
+    # The volume the backup holds is read from the backup itself, once it is located.
+    new_name = (command.as_,) if command.as_ is not None else ()
+    return Looks(volumes=new_name, backup=command.backup, file=command.file)
+
+
+def _check_source_fields(command: ImportCommand) -> None:
     if (command.backup is None) == (command.file is None):
         raise InvalidCommand(
             "give exactly one of `backup` (<set>/<volume>) or `file` - at `$.backup`"
@@ -42,7 +50,14 @@ def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
         raise InvalidCommand(
             "`file` is a path relative to the backup directory, without `..` - at `$.file`"
         )
+
+
+def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
+    _check_source_fields(command)
+    facts = inventory.facts
     volume, field = source_volume(command)
+    if facts.backup is not None and facts.backup.volume:
+        volume = facts.backup.volume
     temp = timestamped(volume, "import", now)
     source = command.backup or command.file or ""
     if command.replace:
@@ -54,22 +69,34 @@ def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
                 f"import with replace swaps out {volume!r}: `confirm` must equal the volume"
                 " name - at `$.confirm`"
             )
+        if facts.missing(volume):
+            raise InvalidCommand(
+                f"volume {volume!r} does not exist in Incus, so there is nothing to replace:"
+                " import it with `as` - at `$.replace`"
+            )
         keep = timestamped(volume, "pre-import", now)
+        instances = facts.instances_of(service)
         return Plan(
             targets=(volume,),
             steps=(
                 Step("verify_checksum", source),
                 Step("import_volume", temp, {"from": source}),
-                Step("stop_instance", service.instance, {"if": "running"}),
+                *(Step("stop_instance", i, {"if": "running"}) for i in instances),
                 Step("swap_volume", volume, {"new": temp, "keep_old_as": keep}),
-                Step("start_instance", service.instance, {"always": True}),
-                Step("delete_volume", keep, {"once": "the instance runs on the new data"}),
+                *(Step("start_instance", i, {"always": True}) for i in reversed(instances)),
+                Step("delete_volume", keep, {
+                    "once": "the instance runs on the new data",
+                    # They belong to the old data, and go with it.
+                    "snapshots": sorted(facts.snapshot_names(volume)),
+                }),
             ),
         )
     if command.as_ is None:
         raise InvalidCommand(
             "import needs `as` (a new volume beside the original) or `replace`: true - at `$.as`"
         )
+    if facts.volume(command.as_) is not None:
+        raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
     return Plan(
         targets=(command.as_,),
         steps=(
@@ -86,12 +113,13 @@ def _step(plan: Plan, op: str) -> Step:
 
 async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcome:
     backup = await ctx.backups.locate(command.backup, command.file)
-    volume, field = source_volume(command)
-    if command.replace and backup.volume and backup.volume != volume:
+    # The `as` name, or with replace the volume the backup held when it was admitted.
+    target = plan.targets[0]
+    if command.replace and backup.volume and backup.volume != target:
         raise InvalidCommand(
-            f"the backup holds volume {backup.volume!r}, not {volume!r} - at `{field}`"
+            f"the backup holds volume {backup.volume!r} now, not {target!r}"
+            f" - at `{source_volume(command)[1]}`"
         )
-    target = command.as_ or volume
     if command.as_ is not None and await ctx.incus.volume_exists(command.as_):
         raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
     await ctx.backups.verify_checksum(
@@ -106,7 +134,8 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
         ctx.checkpoint()
         if command.replace:
             swap = _step(plan, "swap_volume")
-            restarted = await _replace(ctx, volume, temp, swap.detail["keep_old_as"])
+            planned = [s.target for s in plan.steps if s.op == "stop_instance"]
+            restarted = await _replace(ctx, target, temp, swap.detail["keep_old_as"], planned)
         else:
             await ctx.incus.rename_volume(temp, target)
             restarted = []
@@ -128,11 +157,13 @@ async def _upload(ctx: JobContext, backup: BackupFile, temp: str) -> None:
         )
 
 
-async def _replace(ctx: JobContext, volume: str, temp: str, keep: str) -> list[str]:
+async def _replace(
+    ctx: JobContext, volume: str, temp: str, keep: str, planned: list[str]
+) -> list[str]:
     """Swap `temp` in for `volume`; the old data stays as `keep` until the instance runs."""
-    service = ctx.inventory.require_volume(volume, "$.backup")
+    # The planned instances, and any that began to use the volume since.
     info = await ctx.incus.get_volume(volume)
-    instances = sorted({service.instance, *info.used_by})
+    instances = [*planned, *sorted(set(info.used_by) - set(planned))]
     disks = await ctx.incus.volume_disks(volume)
     stopped: list[str] = []
     swap_seq = 0

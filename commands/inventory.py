@@ -1,9 +1,10 @@
 """The configured services, and the resolution of a command's volume names against them."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from commands.facts import Facts
 from schemas.config import EncryptionConfig, ServiceConfig
 from schemas.errors import InvalidCommand
 
@@ -13,6 +14,12 @@ class Inventory:
     services: tuple[ServiceConfig, ...]
     # What exports may encrypt with: plans refuse what the configuration cannot do.
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    # What was seen in Incus and the backup directory when a command was admitted.
+    facts: Facts = field(default_factory=Facts)
+
+    def seeing(self, facts: Facts) -> "Inventory":
+        """This inventory with the facts looked up for one command."""
+        return replace(self, facts=facts)
 
     def by_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

@@ -27,12 +27,12 @@ from schemas.commands import (
 
 ACTIONS: dict[type[Command], Action[Any]] = {
     ListCommand: Action(list_volumes.plan, list_volumes.execute, immediate=True),
-    SnapshotCommand: Action(snapshot.plan, snapshot.execute),
-    RestoreCommand: Action(restore.plan, restore.execute),
+    SnapshotCommand: Action(snapshot.plan, snapshot.execute, looks=snapshot.looks),
+    RestoreCommand: Action(restore.plan, restore.execute, looks=restore.looks),
     StatusCommand: Action(status.plan, status.execute, immediate=True),
     CancelCommand: Action(cancel.plan, cancel.execute, immediate=True),
-    ImportCommand: Action(import_volume.plan, import_volume.execute),
-    ExportCommand: Action(export.plan, export.execute),
+    ImportCommand: Action(import_volume.plan, import_volume.execute, looks=import_volume.looks),
+    ExportCommand: Action(export.plan, export.execute, looks=export.looks),
     VerifyCommand: Action(verify.plan, verify.execute),
 }
 

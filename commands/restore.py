@@ -6,8 +6,10 @@ from datetime import datetime
 import anyio
 
 from commands.base import JobContext, Outcome, Plan, Step
+from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
+from commands.snapshot_kinds import SAFETY_PREFIX
 from commands.steps import instance_stopped
 from schemas.commands import RestoreCommand
 from schemas.errors import AtlasError, InvalidCommand, NotFound
@@ -15,7 +17,11 @@ from schemas.timefmt import compact
 
 
 def safety_name(now: datetime) -> str:
-    return f"pre-restore-{compact(now)}"
+    return f"{SAFETY_PREFIX}{compact(now)}"
+
+
+def looks(command: RestoreCommand, inventory: Inventory) -> Looks:
+    return Looks(volumes=(inventory.require_volume(command.volume, "$.volume").volume,))
 
 
 def plan(command: RestoreCommand, inventory: Inventory, now: datetime) -> Plan:
@@ -25,14 +31,32 @@ def plan(command: RestoreCommand, inventory: Inventory, now: datetime) -> Plan:
             f"restore replaces the content of {command.volume!r}: `confirm` must equal"
             " the volume name - at `$.confirm`"
         )
+    facts = inventory.facts
+    if facts.missing(service.volume):
+        raise InvalidCommand(f"volume {service.volume!r} does not exist in Incus - at `$.volume`")
+    if facts.volume(service.volume) and command.snapshot not in facts.snapshot_names(
+        service.volume
+    ):
+        raise InvalidCommand(
+            f"volume {service.volume!r} has no snapshot {command.snapshot!r} - at `$.snapshot`"
+        )
     safety = safety_name(now)
+    if safety in facts.snapshot_names(service.volume):
+        raise InvalidCommand(
+            f"the safety snapshot {safety!r} exists already: send the restore again in a"
+            " second - at `$.snapshot`"
+        )
+    instances = facts.instances_of(service)
     return Plan(
         targets=(service.volume,),
         steps=(
-            Step("stop_instance", service.instance, {"if": "running"}),
+            *(Step("stop_instance", i, {"if": "running"}) for i in instances),
             Step("create_snapshot", service.volume, {"name": safety, "why": "safety"}),
             Step("restore_snapshot", service.volume, {"snapshot": command.snapshot}),
-            Step("start_instance", service.instance, {"if": "was running", "always": True}),
+            *(
+                Step("start_instance", i, {"if": "was running", "always": True})
+                for i in reversed(instances)
+            ),
         ),
     )
 
@@ -43,8 +67,9 @@ async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outco
     info = await ctx.incus.get_volume(volume)
     if snapshot not in {s.name for s in info.snapshots}:
         raise NotFound(f"volume {volume!r} has no snapshot {snapshot!r}")
-    service = ctx.inventory.require_volume(volume, "$.volume")
-    instances = sorted({service.instance, *info.used_by})
+    # The planned instances, and any that began to use the volume since.
+    planned = [s.target for s in plan.steps if s.op == "stop_instance"]
+    instances = [*planned, *sorted(set(info.used_by) - set(planned))]
     stopped: list[str] = []
     async with AsyncExitStack() as stack:
         for instance in instances:

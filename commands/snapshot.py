@@ -4,29 +4,48 @@ from contextlib import AsyncExitStack
 from datetime import datetime
 
 from commands.base import JobContext, Outcome, Plan, Step
+from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
+from commands.snapshot_kinds import BACKUP_PREFIX, RESERVED_PREFIXES
 from commands.steps import error_info, instance_stopped
 from schemas.commands import SnapshotCommand
-from schemas.errors import AtlasError, JobCancelled
+from schemas.errors import AtlasError, InvalidCommand, JobCancelled
 from schemas.timefmt import compact
 
 
 def default_name(now: datetime) -> str:
-    return f"backup-{compact(now)}"
+    return f"{BACKUP_PREFIX}{compact(now)}"
+
+
+def looks(command: SnapshotCommand, inventory: Inventory) -> Looks:
+    return Looks(volumes=tuple(s.volume for s in inventory.resolve(command.volumes)))
 
 
 def plan(command: SnapshotCommand, inventory: Inventory, now: datetime) -> Plan:
+    if command.name is not None and command.name.startswith(RESERVED_PREFIXES):
+        raise InvalidCommand(
+            f"snapshot names starting with {' or '.join(RESERVED_PREFIXES)} are the agent's"
+            " own (safety and export snapshots) - at `$.name`"
+        )
     name = command.name or default_name(now)
     steps: list[Step] = []
     services = inventory.resolve(command.volumes)
+    facts = inventory.facts
     for service in services:
+        if name in facts.snapshot_names(service.volume):
+            raise InvalidCommand(
+                f"volume {service.volume!r} has a snapshot {name!r} already - at `$.name`"
+            )
         quiesce = service.quiesce if command.quiesce is None else command.quiesce
-        if quiesce:
-            steps.append(Step("stop_instance", service.instance, {"if": "running"}))
+        instances = facts.instances_of(service) if quiesce else ()
+        for_volume = {"volume": service.volume}
+        steps += [Step("stop_instance", i, {"if": "running", **for_volume}) for i in instances]
         steps.append(Step("create_snapshot", service.volume, {"name": name}))
-        if quiesce:
-            steps.append(Step("start_instance", service.instance, {"if": "was running"}))
+        steps += [
+            Step("start_instance", i, {"if": "was running", **for_volume})
+            for i in reversed(instances)
+        ]
     return Plan(targets=tuple(s.volume for s in services), steps=tuple(steps))
 
 
@@ -42,9 +61,10 @@ async def execute(command: SnapshotCommand, plan: Plan, ctx: JobContext) -> Outc
                 str(exc), {**outcome.result, "succeeded": outcome.succeeded}
             ) from None
         volume = step.target
-        service = ctx.inventory.require_volume(volume, "$.volumes")
         ctx.progress(f"snapshotting {volume}", index, total, unit="steps")
-        stops = [s for s in plan.steps if s.op == "stop_instance" and s.target == service.instance]
+        stops = [
+            s for s in plan.steps if s.op == "stop_instance" and s.detail["volume"] == volume
+        ]
         try:
             async with AsyncExitStack() as stack:
                 for stop in stops:

@@ -66,19 +66,22 @@ def test_restore_brings_the_content_back_and_the_instance_runs(
     assert job["result"]["instances_restarted"] == ["alertmanager01"]
 
 
-def test_restore_of_a_missing_snapshot_fails_and_changes_nothing(
+def test_restore_of_a_missing_snapshot_is_rejected_and_changes_nothing(
     agent: AgentHarness, atlas: IncusProject
 ) -> None:
     atlas.write("mosquitto01", "/data/state", "keep me")
-    job = agent.client.run(
+    snapshots = atlas.snapshots("mosquitto01-data")
+    response = agent.client.command(
         {"action": "restore", "volume": "mosquitto01-data", "snapshot": "never-made",
          "confirm": "mosquitto01-data"}
     )
-    assert job["state"] == "failed"
-    assert job["error"]["code"] == "not_found"
-    assert "never-made" in job["error"]["message"]
+    assert response["status"] == "rejected"
+    assert response["error"]["code"] == "invalid_command"
+    assert "never-made" in response["error"]["message"]
+    assert response["error"]["message"].endswith("- at `$.snapshot`")
     assert atlas.state("mosquitto01") == "Running"
     assert atlas.read("mosquitto01", "/data/state") == "keep me"
+    assert atlas.snapshots("mosquitto01-data") == snapshots
 
 
 BAD_COMMANDS = [

@@ -56,3 +56,27 @@ def test_a_recent_export_counts_as_the_newest_backup() -> None:
     facts = {"last_export_ts": export_ms, "last_export": "x", "exports": 3}
     state = build_volume_state(GRAFANA, volume(40), facts, NOW)
     assert (state.last_success_age_s, state.exports, state.problem) == (3600, 3, 0)
+
+
+def named(**ages_h: float) -> VolumeInfo:
+    snaps = tuple(
+        SnapshotInfo(name=name.replace("_", "-"), created=NOW - timedelta(hours=age))
+        for name, age in sorted(ages_h.items(), key=lambda item: -item[1])
+    )
+    return VolumeInfo(name=GRAFANA.volume, pool="local", used_by=("grafana01",), snapshots=snaps)
+
+
+def test_a_safety_or_export_snapshot_is_not_a_backup() -> None:
+    state = build_volume_state(
+        GRAFANA, named(pre_restore_20261128_110000=1, export_20261128_100000=2), {}, NOW
+    )
+    assert (state.snapshots, state.last_snapshot_ts) == (0, 0)
+    assert (state.problem, state.problem_reason) == (1, "no backup yet")
+
+
+def test_the_newest_real_backup_is_the_one_shown_beside_newer_safety_snapshots() -> None:
+    state = build_volume_state(
+        GRAFANA, named(backup_20261128_020000=10, pre_restore_20261128_110000=1), {}, NOW
+    )
+    assert state.snapshots == 1
+    assert state.last_success_age_s == 10 * 3600
