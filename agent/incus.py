@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,6 +27,7 @@ import requests
 import urllib3.exceptions
 from pylxd import Client
 from pylxd import exceptions as lxd
+from pylxd.client import get_session_for_url
 
 from agent.config import IncusConfig
 from agent.streams import CHUNK_SIZE
@@ -256,12 +258,43 @@ class IncusClient:
                     endpoint=config.url,
                     cert=self._client_cert(),
                     verify=config.server_cert_file or True,
+                    session=self._pinned_session(),
                     project=config.project,
                     timeout=config.timeout_s,
                 )
             return Client(endpoint=config.socket, project=config.project, timeout=config.timeout_s)
         except (lxd.ClientConnectionFailed, lxd.LXDAPIException, requests.RequestException) as exc:
-            raise IncusFailure(f"cannot connect to Incus at {self._where}: {exc}") from None
+            why = str(exc)
+            if config.server_cert_file and "Fingerprints did not match" in why:
+                why = (
+                    f"its certificate is not the one in server_cert_file "
+                    f"{config.server_cert_file} ({why})"
+                )
+            raise IncusFailure(f"cannot connect to Incus at {self._where}: {why}") from None
+
+    def _pinned_session(self) -> requests.Session | None:
+        """With `server_cert_file`, a session that checks the server against that certificate
+        alone (pylxd compares fingerprints); None lets pylxd make its own."""
+        config = self._config
+        if not config.server_cert_file:
+            return None
+        try:  # pylxd reads it on each connection; its OSError or ValueError is no IncusFailure
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(config.server_cert_file)
+        except OSError as exc:  # ssl.SSLError included
+            raise IncusFailure(
+                f"cannot use server_cert_file {config.server_cert_file}: {exc}"
+            ) from None
+        session: requests.Session = get_session_for_url(
+            config.url.rstrip("/"), verify=config.server_cert_file, cert=self._client_cert()
+        )
+        # requests gives REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE precedence over a session's
+        # `verify`, and pylxd would then compare the server with that bundle's first
+        # certificate. So nothing is taken from the environment for a pinned Incus: no CA
+        # bundle, no netrc, and no HTTPS_PROXY either (it covers loopback unless NO_PROXY
+        # says otherwise): the agent reaches a pinned Incus directly. Without a pinned
+        # certificate the requests defaults stand, environment included.
+        session.trust_env = False
+        return session
 
     def _client_cert(self) -> tuple[str, str] | None:
         config = self._config
