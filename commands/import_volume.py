@@ -50,6 +50,17 @@ def _check_source_fields(command: ImportCommand) -> None:
         raise InvalidCommand(
             "`file` is a path relative to the backup directory, without `..` - at `$.file`"
         )
+    if command.replace and command.as_ is not None:
+        raise InvalidCommand("`as` and `replace` exclude each other - at `$.as`")
+    if not command.replace and command.as_ is None:
+        raise InvalidCommand(
+            "import needs `as` (a new volume beside the original) or `replace`: true - at `$.as`"
+        )
+    if command.replace and command.confirm is None:
+        raise InvalidCommand(
+            "import with replace swaps out a volume: `confirm` must equal its name"
+            " - at `$.confirm`"
+        )
 
 
 def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
@@ -61,8 +72,6 @@ def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
     temp = timestamped(volume, "import", now)
     source = command.backup or command.file or ""
     if command.replace:
-        if command.as_ is not None:
-            raise InvalidCommand("`as` and `replace` exclude each other - at `$.as`")
         service = inventory.require_volume(volume, field)
         if command.confirm != volume:
             raise InvalidCommand(
@@ -91,10 +100,7 @@ def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
                 }),
             ),
         )
-    if command.as_ is None:
-        raise InvalidCommand(
-            "import needs `as` (a new volume beside the original) or `replace`: true - at `$.as`"
-        )
+    assert command.as_ is not None  # _check_source_fields
     if facts.volume(command.as_) is not None:
         raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
     return Plan(

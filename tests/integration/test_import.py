@@ -79,6 +79,19 @@ def test_an_encrypted_backup_is_decrypted_on_the_fly(
     assert not list(agent.workdir.rglob("*.tar.zst"))  # no plaintext written anywhere
 
 
+def _expect_rejection_without_harm(
+    agent: AgentHarness, atlas: IncusProject, command: dict[str, object], code: str
+) -> dict[str, object]:
+    """Refused before a job exists with `code`; alertmanager01 keeps its data."""
+    response = agent.client.command(command, timeout=30)
+    assert response["status"] == "rejected", response
+    assert response["error"]["code"] == code, response["error"]
+    assert atlas.state("alertmanager01") == "Running"
+    assert atlas.read("alertmanager01", "/data/state") == "original"
+    assert not leftovers(atlas)
+    return response
+
+
 def _expect_failure_without_harm(
     agent: AgentHarness, atlas: IncusProject, command: dict[str, object], code: str
 ) -> dict[str, object]:
@@ -115,24 +128,24 @@ def test_a_truncated_file_fails_and_changes_nothing(
     assert "truncated" in str(job["error"])
 
 
-def test_a_missing_manifest_fails_and_changes_nothing(
+def test_a_missing_manifest_is_refused_and_changes_nothing(
     agent: AgentHarness, atlas: IncusProject
 ) -> None:
     atlas.write("alertmanager01", "/data/state", "original")
     catalog_backup(atlas, "alertmanager01-data", agent.backup_dir)
     (agent.backup_dir / SET / "manifest.json").unlink()
-    job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
-    assert "no manifest" in str(job["error"])
+    response = _expect_rejection_without_harm(agent, atlas, REPLACE, "integrity_error")
+    assert "no manifest" in str(response["error"])
 
 
-def test_an_altered_manifest_fails_and_changes_nothing(
+def test_an_altered_manifest_is_refused_and_changes_nothing(
     agent: AgentHarness, atlas: IncusProject
 ) -> None:
     atlas.write("alertmanager01", "/data/state", "original")
     catalog_backup(atlas, "alertmanager01-data", agent.backup_dir)
     manifest = agent.backup_dir / SET / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"size":', '"size": 1, "x":', 1))
-    _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
+    _expect_rejection_without_harm(agent, atlas, REPLACE, "integrity_error")
 
 
 def test_a_wrong_passphrase_fails_and_changes_nothing(
@@ -184,9 +197,11 @@ def test_a_symlink_out_of_the_backup_dir_is_refused(
     cli_export(atlas, "grafana01-data", outside)
     agent.backup_dir.mkdir(parents=True, exist_ok=True)
     (agent.backup_dir / "grafana01-data.tar.zst").symlink_to(outside)
-    job = agent.client.run({"action": "import", "file": "grafana01-data.tar.zst", "as": "z"})
-    assert job["state"] == "failed"
-    assert "outside the backup directory" in job["error"]["message"]
+    response = agent.client.command(
+        {"action": "import", "file": "grafana01-data.tar.zst", "as": "z"}
+    )
+    assert response["status"] == "rejected"
+    assert "outside the backup directory" in response["error"]["message"]
     assert "z" not in atlas.volumes()
 
 
