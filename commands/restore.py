@@ -8,14 +8,15 @@ import anyio
 from commands.base import JobContext, Outcome, Plan, Step
 from commands.faults import fault_point
 from commands.inventory import Inventory
+from commands.names import unique
 from commands.steps import instance_stopped
 from schemas.commands import RestoreCommand
 from schemas.errors import AtlasError, InvalidCommand, NotFound
-from schemas.timefmt import compact
 
 
 def safety_name(now: datetime) -> str:
-    return f"pre-restore-{compact(now)}"
+    """`pre-restore-<YYYYmmdd-HHMMSS>-<token>`: two restores never take the same name."""
+    return unique("pre-restore", now)
 
 
 def plan(command: RestoreCommand, inventory: Inventory, now: datetime) -> Plan:
