@@ -10,6 +10,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.config import IncusConfig
 from agent.incus import AsyncIncus, IncusClient
@@ -596,3 +598,39 @@ def test_an_import_whose_name_is_taken_under_it_is_a_conflict(
         racing.import_backup(fresh_volume, source)
 
     assert fresh_volume in service.project.volumes()
+
+
+# Names built around the victim's, with every URL-special character and some Unicode.
+_AROUND = st.sampled_from([*"?#/%&=+;:@ .\\\n\t\x00~*", "%3F", "%2F", "\u00e9", "\uff0f"])
+around_victim = st.tuples(st.sampled_from(["", "..", "victim"]), _AROUND, st.text(max_size=4))
+
+
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=around_victim)
+def test_no_name_reaches_a_volume_or_snapshot_but_its_own(
+    client: IncusClient, service: Service, parts: tuple[str, str, str]
+) -> None:
+    """Every mutating call, with a name made of the victim's and URL-special characters,
+    is refused or misses: the victim, its snapshot and the instance are as they were."""
+    project = service.project
+    victim = service.volume
+    if "keep" not in project.snapshots(victim):
+        project.run("storage", "volume", "snapshot", "create", project.pool, victim, "keep")
+    prefix, special, tail = parts
+    bad = f"{prefix.replace('victim', victim)}{special}{tail}"
+    before = sorted(project.volumes())
+    calls: list[Callable[[], object]] = [
+        lambda: client.delete_volume(bad),
+        lambda: client.rename_volume(bad, unique("r")),
+        lambda: client.delete_snapshot(victim, f"keep{special}{tail}"),
+        lambda: client.delete_snapshot(bad, "keep"),
+        lambda: client.restore_snapshot(bad, "keep"),
+        lambda: client.delete_backup(bad, "b"),
+        lambda: client.swap_volume(bad, victim, unique("k")),
+    ]
+    for call in calls:
+        with pytest.raises((InvalidCommand, NotFound)):
+            call()
+    assert sorted(project.volumes()) == before
+    assert project.snapshots(victim) == ["keep"]
