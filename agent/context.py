@@ -30,6 +30,9 @@ class StoreJournal:
             self.job_id, kind, target, data or {}, epoch_ms(self.clock())
         )
 
+    def update(self, seq: int, data: dict[str, Any]) -> None:
+        self.store.update_effect(seq, data)
+
     def resolve(self, seq: int) -> None:
         self.store.resolve_effect(seq, epoch_ms(self.clock()))
 

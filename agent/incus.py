@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Self, TypeVar, TypeVarTuple
-from urllib.parse import unquote, urlparse
+from typing import Any, Literal, Self, TypeVar, TypeVarTuple
+from urllib.parse import quote, unquote, urlparse
 
 import anyio
 import anyio.from_thread
@@ -42,6 +42,7 @@ from commands.ports import (
     SnapshotInfo,
     VolumeInfo,
 )
+from schemas.commands import INCUS_NAME_PATTERN
 from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand, NotFound
 from schemas.timefmt import iso
 
@@ -66,6 +67,55 @@ INSTANCE_WRITABLE = (
     "stateful",
     "description",
 )
+
+
+# -- names into URLs: the one place
+#
+# pylxd's `api.node[item]` appends `item` to the URL as it is, so `victim?x` would have
+# addressed `.../custom/victim`. Every name the adapter sends (in a URL, a header or a
+# request body) goes through `checked_name`, and into a URL through `url_segment`: a name
+# outside the rule is refused before any request is made.
+
+NameKind = Literal["pool", "volume", "snapshot", "backup", "instance", "operation"]
+
+_NAME_RULE = (
+    re.compile(INCUS_NAME_PATTERN),
+    "letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 63",
+)
+# Incus's own rule for instances, a host name: its messages are "Name can only contain
+# alphanumeric and hyphen characters", "cannot be a number", "must not end with "-"".
+_INSTANCE_RULE = (
+    re.compile(r"^(?![0-9]+$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$(?!\n)"),
+    "a host name: letters, digits and `-`, not at either end, not a number, at most 63",
+)
+NAME_RULES: dict[NameKind, tuple[re.Pattern[str], str]] = {
+    "pool": _NAME_RULE,
+    "volume": _NAME_RULE,
+    "snapshot": _NAME_RULE,
+    "backup": _NAME_RULE,
+    "instance": _INSTANCE_RULE,
+    "operation": (
+        re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$(?!\n)"),
+        "a UUID",
+    ),
+}
+
+
+def checked_name(kind: NameKind, name: str) -> str:
+    """`name` if it is a valid `kind` name, else `InvalidCommand`, with no request made."""
+    rule, described = NAME_RULES[kind]
+    if not isinstance(name, str) or rule.fullmatch(name) is None:
+        raise InvalidCommand(
+            f"{kind} name {name!r} is not one the agent sends to Incus ({described});"
+            " nothing was asked of Incus"
+        )
+    return name
+
+
+def url_segment(kind: NameKind, name: str) -> str:
+    """A checked name, percent-quoted as one path segment (a no-op for a valid name, kept
+    so that no rule change can ever let `?`, `#` or `/` into a URL)."""
+    return quote(checked_name(kind, name), safe="")
 
 
 # -- Incus answers into the project's types
@@ -134,6 +184,8 @@ def _backup_info(entry: Json) -> BackupInfo:
         expires=_optional_timestamp(entry.get("expires_at")),
     )
 
+
+_NAME_TAKEN = re.compile(r"already exists|already in use")
 
 _UNIT_POWERS = {"": 0, "k": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
 _BACKUP_PROGRESS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kMGTPE]?)B\b")
@@ -338,15 +390,17 @@ class IncusClient:
         *,
         budget_s: float | None = None,
         on_progress: ProgressCallback | None = None,
+        creates: bool = False,
     ) -> None:
         """Wait for the operation an async answer started, within `budget_s` (the timeout
-        by default); a failed, cancelled or late operation is an `IncusFailure`."""
+        by default); a failed, cancelled or late operation is an `IncusFailure`, and one
+        that `creates` something whose name is taken a `Conflict`."""
         body = response.json()
         if body.get("type") != "async":
             return
         budget = budget_s or self._config.timeout_s
         deadline = time.monotonic() + budget
-        operation_id = _leaf(body["operation"])
+        operation_id = _leaf(urlparse(body["operation"]).path)
         while True:
             try:
                 operation = self._poll_operation(operation_id, deadline)
@@ -360,7 +414,10 @@ class IncusClient:
             if status == "Success":
                 return
             if status in ("Failure", "Cancelled"):
-                raise IncusFailure(f"cannot {call}: {operation.get('err') or status.lower()}")
+                why = operation.get("err") or status.lower()
+                # A create whose name was taken fails in its operation, not with a 409.
+                taken = creates and _NAME_TAKEN.search(why)
+                raise (Conflict if taken else IncusFailure)(f"cannot {call}: {why}")
             done = _backup_progress_bytes(operation.get("metadata"))
             if on_progress is not None and done is not None:
                 on_progress(done, 0)
@@ -371,7 +428,7 @@ class IncusClient:
         if remaining <= 0:
             return None
         wait_s = max(1, min(OPERATION_POLL_S, math.ceil(remaining)))  # Incus wants whole seconds
-        node = self._api().operations[operation_id]
+        node = self._api().operations[url_segment("operation", operation_id)]
         try:
             answer = node.wait.get(params={"timeout": wait_s}, timeout=min(wait_s + 5, remaining))
         except requests.RequestException as exc:
@@ -387,14 +444,22 @@ class IncusClient:
 
     # -- nodes
 
+    # Every node below a collection is made here, from names checked and quoted.
+
     def _volumes(self) -> Any:
-        return self._api().storage_pools[self._config.pool].volumes.custom
+        return self._api().storage_pools[url_segment("pool", self._config.pool)].volumes.custom
 
     def _volume(self, name: str) -> Any:
-        return self._volumes()[name]
+        return self._volumes()[url_segment("volume", name)]
+
+    def _snapshot(self, volume: str, name: str) -> Any:
+        return self._volume(volume).snapshots[url_segment("snapshot", name)]
+
+    def _backup(self, volume: str, name: str) -> Any:
+        return self._volume(volume).backups[url_segment("backup", name)]
 
     def _instance(self, name: str) -> Any:
-        return self._api().instances[name]
+        return self._api().instances[url_segment("instance", name)]
 
     # -- server and instances
 
@@ -466,7 +531,9 @@ class IncusClient:
         return True
 
     def copy_volume(self, source: str, snapshot: str | None, target: str) -> None:
-        """A new volume `target` with the content of `source`, or of its `snapshot`."""
+        """A new volume `target` with the content of `source`, or of its `snapshot`; a
+        `Conflict` when `target` is taken."""
+        checked_name("volume", target)
         # A missing source would only show as the operation's failure: look first.
         if snapshot is None:
             origin, described = source, f"volume {source!r}"
@@ -479,15 +546,18 @@ class IncusClient:
         request = {"name": target, "type": "custom", "source": copy}
         call = f"copy {described} to volume {target!r}"
         with self._calling(call, missing=described):
-            self._complete(self._volumes().post(json=request), call, budget_s=self._transfer_s)
+            self._complete(
+                self._volumes().post(json=request), call, budget_s=self._transfer_s, creates=True
+            )
 
     def rename_volume(self, old: str, new: str) -> None:
         """Rename; refused while a running instance uses the volume. Incus 6.0.4 takes ~30 s
         for an attached volume, as it rewrites the devices of its (stopped) instances to
         follow: `swap_volume` detaches first."""
         call = f"rename volume {old!r} to {new!r}"
+        node, new = self._volume(old), checked_name("volume", new)
         with self._calling(call, missing=f"volume {old!r}"):
-            self._complete(self._volume(old).post(json={"name": new}), call)
+            self._complete(node.post(json={"name": new}), call, creates=True)
 
     def delete_volume(self, name: str) -> None:
         """Delete the volume; Incus deletes its snapshots with it, and refuses while in use."""
@@ -501,6 +571,8 @@ class IncusClient:
 
         Their disks are detached around the renames and attached again as they were: naming
         `volume`, they then mount the replacement, or the original if a rename failed."""
+        for name in (volume, replacement, keep_as):
+            checked_name("volume", name)
         users = self.get_volume(volume).used_by
         self._refuse_running_users(volume, users)
         self.get_volume(replacement)
@@ -575,17 +647,19 @@ class IncusClient:
 
     def create_snapshot(self, volume: str, name: str) -> None:
         call = f"create snapshot {name!r} of volume {volume!r}"
+        node, name = self._volume(volume), checked_name("snapshot", name)
         with self._calling(call, missing=f"volume {volume!r}"):
-            self._complete(self._volume(volume).snapshots.post(json={"name": name}), call)
+            self._complete(node.snapshots.post(json={"name": name}), call, creates=True)
 
     def delete_snapshot(self, volume: str, name: str) -> None:
         call = f"delete snapshot {name!r} of volume {volume!r}"
         with self._calling(call, missing=f"snapshot {name!r} of volume {volume!r}"):
-            self._complete(self._volume(volume).snapshots[name].delete(), call)
+            self._complete(self._snapshot(volume, name).delete(), call)
 
     def restore_snapshot(self, volume: str, snapshot: str) -> None:
         """Roll the volume back to `snapshot`; Incus refuses while a running instance uses it."""
         self._require_snapshot(volume, snapshot)  # Incus reports a missing one as a plain 500
+        # (which also checks both names before anything changes)
         call = f"restore volume {volume!r} to snapshot {snapshot!r}"
         with self._calling(call, missing=f"volume {volume!r}"):
             # PUT: a PATCH with "restore" succeeds without restoring anything.
@@ -594,7 +668,7 @@ class IncusClient:
     def _require_snapshot(self, volume: str, snapshot: str) -> None:
         described = f"snapshot {snapshot!r} of volume {volume!r}"
         with self._calling(f"read {described}", missing=described):
-            self._volume(volume).snapshots[snapshot].get()
+            self._snapshot(volume, snapshot).get()
 
     # -- backups
 
@@ -619,9 +693,13 @@ class IncusClient:
             "expires_at": iso(datetime.now(UTC) + BACKUP_LIFETIME),
         }
         call = f"create backup {name!r} of volume {volume!r}"
+        node = self._volume(volume)
+        checked_name("backup", name)
         with self._calling(call, missing=f"volume {volume!r}"):
-            response = self._volume(volume).backups.post(json=request)
-            self._complete(response, call, on_progress=on_progress, budget_s=self._transfer_s)
+            response = node.backups.post(json=request)
+            self._complete(
+                response, call, on_progress=on_progress, budget_s=self._transfer_s, creates=True
+            )
 
     def export_backup(self, volume: str, name: str) -> BackupDownload:
         """Open a backup's tarball for reading; nothing is read until its chunks are asked."""
@@ -629,13 +707,13 @@ class IncusClient:
         missing = f"backup {name!r} of volume {volume!r}"
         with self._calling(call, missing=missing):
             # stream=True: the tarball can be many GiB; each chunk read is bounded by the timeout.
-            response = self._volume(volume).backups[name].export.get(stream=True, is_api=False)
+            response = self._backup(volume, name).export.get(stream=True, is_api=False)
         return BackupDownload(response, partial(self._calling, call, missing))
 
     def delete_backup(self, volume: str, name: str) -> None:
         call = f"delete backup {name!r} of volume {volume!r}"
         with self._calling(call, missing=f"backup {name!r} of volume {volume!r}"):
-            self._complete(self._volume(volume).backups[name].delete(), call)
+            self._complete(self._backup(volume, name).delete(), call)
 
     def list_backups(self, volume: str) -> list[BackupInfo]:
         """The volume's server-side backups, oldest first."""
@@ -646,9 +724,10 @@ class IncusClient:
     def import_backup(
         self, name: str, source: ImportSource, on_progress: ProgressCallback | None = None
     ) -> None:
-        """Create the volume `name` from a backup tarball, streamed (never read whole)."""
+        """Create the volume `name` from a backup tarball, streamed (never read whole); a
+        `Conflict` when `name` is taken, before or while it is made."""
         pool = self._config.pool
-        if self.volume_exists(name):
+        if self.volume_exists(name):  # checks the name, too
             raise Conflict(f"cannot import a backup as volume {name!r}: it exists in pool {pool!r}")
         call = f"import a backup as volume {name!r}"
         headers = {"Content-Type": "application/octet-stream", "X-Incus-name": name}
@@ -656,7 +735,7 @@ class IncusClient:
             response = self._volumes().post(
                 data=_upload_chunks(source, on_progress), headers=headers
             )
-            self._complete(response, call, budget_s=self._transfer_s)
+            self._complete(response, call, budget_s=self._transfer_s, creates=True)
 
 
 # -- the asynchronous facade

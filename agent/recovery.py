@@ -1,6 +1,8 @@
 """Start-up recovery: undo what a killed agent left half-done, before taking commands.
 
-Each journalled side effect that was never resolved is undone, newest first. Jobs that
+Each journalled side effect that was never resolved is undone, newest first; a thing a
+job was making (a temporary volume, snapshot or server-side backup) is removed only if
+the job made it, by the rule of `commands.journalled`. Jobs that
 were running become `interrupted`, with what was undone; queued jobs run again. An undo
 that fails (Incus down at start-up) is tried again by `retry_undo` until it succeeds, as is
 a clean-up a job could not make itself (Incus gone mid-job).
@@ -14,8 +16,9 @@ from pathlib import Path
 from agent.backup_paths import PART_SUFFIX
 from agent.clock import Clock
 from agent.store import Effect, JobRow, Store
+from commands.journalled import OURS, STATE
 from commands.ports import Incus
-from schemas.errors import AtlasError, NotFound
+from schemas.errors import AtlasError, InvalidCommand, NotFound
 from schemas.timefmt import epoch_ms
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,19 @@ async def _restore_safety(incus: Incus, effect: Effect) -> str:
     safety = str(effect.data["safety_snapshot"])
     await incus.restore_snapshot(effect.target, safety)
     return f"restored {effect.target} to its safety snapshot {safety}"
+
+
+def _not_ours(effect: Effect, what: str) -> str | None:
+    """Why `what` is left as is, or None when the job made it (or was making it): an entry
+    still `intended` was closed before any create, or by an agent before the rule."""
+    if effect.data.get(STATE) in OURS:
+        return None
+    state = effect.data.get(STATE, "without a state")
+    return f"{what} was not made by this job (journalled {state}): left as is"
+
+
+async def _delete_temp_volume(incus: Incus, effect: Effect) -> str:
+    return _not_ours(effect, f"volume {effect.target}") or await _delete_volume(incus, effect)
 
 
 async def _delete_volume(incus: Incus, effect: Effect) -> str:
@@ -69,12 +85,16 @@ async def _swap_back(incus: Incus, effect: Effect) -> str:
 
 async def _delete_server_backup(incus: Incus, effect: Effect) -> str:
     name = str(effect.data["name"])
+    if why := _not_ours(effect, f"server-side backup {name} of {effect.target}"):
+        return why
     await incus.delete_backup(effect.target, name)
     return f"removed server-side backup {name} of {effect.target}"
 
 
 async def _delete_export_snapshot(incus: Incus, effect: Effect) -> str:
     name = str(effect.data["name"])
+    if why := _not_ours(effect, f"snapshot {name} of {effect.target}"):
+        return why
     await incus.delete_snapshot(effect.target, name)
     return f"removed snapshot {name} of {effect.target}, made for an unfinished export"
 
@@ -91,7 +111,7 @@ async def _remove_part_file(incus: Incus, effect: Effect) -> str:
 UNDO: dict[str, Undo] = {
     "instance_stopped": _start_instance,
     "restoring": _restore_safety,
-    "temp_volume": _delete_volume,
+    "temp_volume": _delete_temp_volume,
     "old_volume": _delete_volume,
     "volume_swap": _swap_back,
     "server_backup": _delete_server_backup,
@@ -121,6 +141,10 @@ async def _undo(
             what = await undo(incus, effect)
         except NotFound as exc:
             what = f"nothing to undo for {effect.kind} {effect.target}: {exc}"
+        except InvalidCommand as exc:
+            # A name no request may carry (journalled by an agent before the name rule):
+            # nothing the agent may touch, and retrying would not change that.
+            what = f"{effect.kind} {effect.target} left as is: {exc}"
         except AtlasError as exc:
             message = f"could not undo {effect.kind} {effect.target}: {exc}"
             log.error("recovery: %s", message)

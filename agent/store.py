@@ -180,6 +180,13 @@ class Store:
             )
             return int(cursor.lastrowid or 0)
 
+    def update_effect(self, seq: int, data: dict[str, Any]) -> None:
+        """Replace the data of an open effect, committed before the call returns."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE effects SET data=? WHERE seq=? AND resolved_ms = 0", (json.dumps(data), seq)
+            )
+
     def resolve_effect(self, seq: int, now_ms: int) -> None:
         with self._transaction() as db:
             db.execute("UPDATE effects SET resolved_ms=? WHERE seq=?", (now_ms, seq))

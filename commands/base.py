@@ -52,6 +52,10 @@ class Journal(Protocol):
 
     def record(self, kind: str, target: str, data: dict[str, Any] | None = None) -> int: ...
 
+    def update(self, seq: int, data: dict[str, Any]) -> None:
+        """Replace an open entry's data: how far the side effect got."""
+        ...
+
     def resolve(self, seq: int) -> None: ...
 
 

@@ -20,16 +20,16 @@ from commands.base import JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
-from commands.journalled import made
-from commands.names import timestamped
+from commands.journalled import backup_taken, made, snapshot_taken, volume_taken
+from commands.names import temporary, unique
 from commands.ports import BackupCompression, ExportedFile, ExportSpec, ProgressCallback
-from commands.snapshot_kinds import EXPORT_PREFIX
+from commands.snapshot_kinds import EXPORT
 from commands.steps import error_info, instance_stopped
 from schemas.commands import Compression, ExportCommand, ExportMode
 from schemas.config import EncryptionConfig, ServiceConfig
 from schemas.errors import AtlasError, InvalidCommand, JobCancelled
 from schemas.manifest import EncryptionMethod
-from schemas.timefmt import compact, iso
+from schemas.timefmt import iso
 
 WRITE = "write_backup_file"
 
@@ -135,13 +135,13 @@ def plan(command: ExportCommand, inventory: Inventory, now: datetime) -> Plan:
             set_name=set_name_for(now),
             compression=command.compression,
             encryption=encryption_for(command, service, inventory.encryption),
-            backup_name=f"atlas-export-{compact(now)}",
+            backup_name=unique("atlas-export", now),
         )
         if export.mode == "snapshot":
             export = replace(
                 export,
-                snapshot=f"{EXPORT_PREFIX}{compact(now)}",
-                temp_volume=timestamped(service.volume, "export", now),
+                snapshot=unique(EXPORT, now),
+                temp_volume=temporary(service.volume, "export", now),
             )
         steps += _steps(export, inventory.facts.instances_of(service))
     return Plan(targets=tuple(s.volume for s in services), steps=tuple(steps))
@@ -246,6 +246,7 @@ async def _export_volume(
         ctx, "export_snapshot", volume, {"name": snapshot}, f"snapshot {snapshot} of {volume}",
         make=partial(ctx.incus.create_snapshot, volume, snapshot),
         remove=partial(ctx.incus.delete_snapshot, volume, snapshot),
+        exists=snapshot_taken(ctx, volume, snapshot),
         keep=True,  # the manifest names it as the source
     ):
         ctx.progress(f"exporting {volume}: copying {snapshot} to {temp}")
@@ -253,6 +254,7 @@ async def _export_volume(
             ctx, "temp_volume", temp, {}, f"volume {temp}",
             make=partial(ctx.incus.copy_volume, volume, snapshot, temp),
             remove=partial(ctx.incus.delete_volume, temp),
+            exists=volume_taken(ctx, temp),
         ):
             fault_point("export_temp_volume")
             return await _backup_and_write(ctx, export, spec, stop=())
@@ -288,6 +290,7 @@ async def _backup_and_write(
     async with made(
         ctx, "server_backup", source, {"name": name}, f"backup {name} of {source}",
         make=make, remove=partial(ctx.incus.delete_backup, source, name),
+        exists=backup_taken(ctx, source, name),
     ):
         return Done(await _write(ctx, export, spec), downtime)
 

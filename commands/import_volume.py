@@ -9,6 +9,7 @@ the old volume is swapped back and the instance started on it.
 
 from contextlib import AsyncExitStack
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -17,11 +18,12 @@ from commands.base import JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
-from commands.names import timestamped
+from commands.journalled import made, volume_taken
+from commands.names import temporary
 from commands.ports import BackupFile
 from commands.steps import instance_stopped
 from schemas.commands import ImportCommand
-from schemas.errors import AtlasError, IncusFailure, InvalidCommand
+from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand
 
 
 def source_volume(command: ImportCommand) -> tuple[str, str]:
@@ -69,7 +71,9 @@ def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
     volume, field = source_volume(command)
     if facts.backup is not None and facts.backup.volume:
         volume = facts.backup.volume
-    temp = timestamped(volume, "import", now)
+    # Named after the volume it becomes (`as`, or the replaced one: valid names both), with
+    # a random token: never the file's name, never another job's.
+    temp = temporary(command.as_ or volume, "import", now)
     source = command.backup or command.file or ""
     if command.replace:
         service = inventory.require_volume(volume, field)
@@ -83,7 +87,7 @@ def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
                 f"volume {volume!r} does not exist in Incus, so there is nothing to replace:"
                 " import it with `as` - at `$.replace`"
             )
-        keep = timestamped(volume, "pre-import", now)
+        keep = temporary(volume, "pre-import", now)
         instances = facts.instances_of(service)
         return Plan(
             targets=(volume,),
@@ -133,9 +137,15 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     )
     ctx.checkpoint()
     temp = _step(plan, "import_volume").target
-    seq = ctx.journal.record("temp_volume", temp)
-    try:
-        await _upload(ctx, backup, temp)
+    # Removed only if this job made it (see commands.journalled); on success it is gone,
+    # renamed to the target or swapped in.
+    async with made(
+        ctx, "temp_volume", temp, {}, f"the imported volume {temp}",
+        make=partial(_upload, ctx, backup, temp),
+        remove=partial(ctx.incus.delete_volume, temp),
+        exists=volume_taken(ctx, temp),
+        keep=True,
+    ):
         fault_point("import_uploaded")
         ctx.checkpoint()
         if command.replace:
@@ -145,12 +155,6 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
         else:
             await ctx.incus.rename_volume(temp, target)
             restarted = []
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await _remove_if_present(ctx, temp)
-            ctx.journal.resolve(seq)
-        raise
-    ctx.journal.resolve(seq)
     return Outcome(result=_result(backup, target, command.replace, restarted), succeeded=[target])
 
 
@@ -171,6 +175,9 @@ async def _replace(
     info = await ctx.incus.get_volume(volume)
     instances = [*planned, *sorted(set(info.used_by) - set(planned))]
     disks = await ctx.incus.volume_disks(volume)
+    if await ctx.incus.volume_exists(keep):
+        # Swapping back would then put someone else's volume in place of the original.
+        raise Conflict(f"cannot keep the original {volume} as {keep}: that name is taken")
     stopped: list[str] = []
     swap_seq = 0
     try:
@@ -232,14 +239,6 @@ async def _swap_back(
         cause.add_note(f"swapping the original back failed too: {exc}")
         return False
     return True
-
-
-async def _remove_if_present(ctx: JobContext, name: str) -> None:
-    try:
-        if await ctx.incus.volume_exists(name):
-            await ctx.incus.delete_volume(name)
-    except AtlasError:
-        pass
 
 
 def _result(

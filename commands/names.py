@@ -1,22 +1,58 @@
-"""Names the agent derives from a volume's: they stay valid Incus names (at most 63)."""
+"""Names the agent derives: valid Incus names (the `IncusName` rule, at most 63 characters)
+whatever they are derived from, recognisable by their kind, and unique where they name
+something the agent makes and later removes.
+
+The random token is what lets the agent tell its own temporary object from anyone else's:
+nobody outside the agent can know the name before the job journals it (see
+`commands.journalled.made`), and two jobs in the same second never pick the same one.
+"""
 
 import hashlib
+import re
+import secrets
 from datetime import datetime
 
+from schemas.commands import INCUS_NAME_PATTERN
 from schemas.timefmt import compact
 
 MAX_NAME = 63
+TOKEN_HEX = 6  # 24 random bits: collisions within one second are out of reach
+_VALID = re.compile(INCUS_NAME_PATTERN)
+_REFUSED = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def token() -> str:
+    return secrets.token_hex(TOKEN_HEX // 2)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _base(volume: str) -> str:
+    """The volume's name if valid, else one made of its allowed characters and a digest of
+    the whole: a derived name never carries what the name rule refuses (`?`, `#`, `/`)."""
+    if _VALID.fullmatch(volume):
+        return volume
+    cleaned = _REFUSED.sub("_", volume).lstrip("._-")
+    return f"{cleaned}-{_digest(volume)}" if cleaned else f"v-{_digest(volume)}"
 
 
 def derived_name(volume: str, suffix: str) -> str:
     """`<volume>-<suffix>`, with the volume part shortened and hashed when too long."""
-    name = f"{volume}-{suffix}"
+    base = _base(volume)
+    name = f"{base}-{suffix}"
     if len(name) <= MAX_NAME:
         return name
-    digest = hashlib.sha256(volume.encode()).hexdigest()[:8]
-    keep = MAX_NAME - len(suffix) - len(digest) - 2
-    return f"{volume[:keep]}-{digest}-{suffix}"
+    keep = MAX_NAME - len(suffix) - 8 - 2
+    return f"{base[:keep].rstrip('._-') or 'v'}-{_digest(volume)}-{suffix}"
 
 
-def timestamped(volume: str, what: str, now: datetime) -> str:
-    return derived_name(volume, f"{what}-{compact(now)}")
+def temporary(volume: str, what: str, now: datetime) -> str:
+    """`<volume>-<what>-<YYYYmmdd-HHMMSS>-<token>`: a volume the agent makes and removes."""
+    return derived_name(volume, f"{what}-{compact(now)}-{token()}")
+
+
+def unique(what: str, now: datetime) -> str:
+    """`<what>-<YYYYmmdd-HHMMSS>-<token>`: a snapshot or server-side backup of the agent's."""
+    return f"{what}-{compact(now)}-{token()}"

@@ -9,15 +9,16 @@ from commands.base import JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
-from commands.snapshot_kinds import SAFETY_PREFIX
+from commands.names import unique
+from commands.snapshot_kinds import SAFETY
 from commands.steps import instance_stopped
 from schemas.commands import RestoreCommand
 from schemas.errors import AtlasError, InvalidCommand, NotFound
-from schemas.timefmt import compact
 
 
 def safety_name(now: datetime) -> str:
-    return f"{SAFETY_PREFIX}{compact(now)}"
+    """`pre-restore-<YYYYmmdd-HHMMSS>-<token>`: two restores never take the same name."""
+    return unique(SAFETY, now)
 
 
 def looks(command: RestoreCommand, inventory: Inventory) -> Looks:
@@ -41,11 +42,6 @@ def plan(command: RestoreCommand, inventory: Inventory, now: datetime) -> Plan:
             f"volume {service.volume!r} has no snapshot {command.snapshot!r} - at `$.snapshot`"
         )
     safety = safety_name(now)
-    if safety in facts.snapshot_names(service.volume):
-        raise InvalidCommand(
-            f"the safety snapshot {safety!r} exists already: send the restore again in a"
-            " second - at `$.snapshot`"
-        )
     instances = facts.instances_of(service)
     return Plan(
         targets=(service.volume,),

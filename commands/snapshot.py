@@ -7,7 +7,7 @@ from commands.base import JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
-from commands.snapshot_kinds import BACKUP_PREFIX, RESERVED_PREFIXES
+from commands.snapshot_kinds import BACKUP, RESERVED_PREFIXES
 from commands.steps import error_info, instance_stopped
 from schemas.commands import SnapshotCommand
 from schemas.errors import AtlasError, InvalidCommand, JobCancelled
@@ -15,7 +15,7 @@ from schemas.timefmt import compact
 
 
 def default_name(now: datetime) -> str:
-    return f"{BACKUP_PREFIX}{compact(now)}"
+    return f"{BACKUP}-{compact(now)}"
 
 
 def looks(command: SnapshotCommand, inventory: Inventory) -> Looks:

@@ -15,19 +15,20 @@ from typing import Literal
 
 SnapshotKind = Literal["backup", "safety", "export", "manual"]
 
-BACKUP_PREFIX = "backup-"
-SAFETY_PREFIX = "pre-restore-"
-EXPORT_PREFIX = "export-"
+# The first word of each kind's names: `<word>-<YYYYmmdd-HHMMSS>[-<token>]`.
+BACKUP = "backup"
+SAFETY = "pre-restore"
+EXPORT = "export"
 # Prefixes of snapshots the agent makes for its own purposes.
-RESERVED_PREFIXES = (SAFETY_PREFIX, EXPORT_PREFIX)
+RESERVED_PREFIXES = (f"{SAFETY}-", f"{EXPORT}-")
 
 
 def snapshot_kind(name: str) -> SnapshotKind:
-    if name.startswith(BACKUP_PREFIX):
+    if name.startswith(f"{BACKUP}-"):
         return "backup"
-    if name.startswith(SAFETY_PREFIX):
+    if name.startswith(f"{SAFETY}-"):
         return "safety"
-    if name.startswith(EXPORT_PREFIX):
+    if name.startswith(f"{EXPORT}-"):
         return "export"
     return "manual"
 

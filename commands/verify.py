@@ -16,8 +16,8 @@ from typing import Any
 from commands.base import JobContext, Outcome, Plan, Step
 from commands.faults import fault_point
 from commands.inventory import Inventory
-from commands.journalled import made
-from commands.names import timestamped
+from commands.journalled import backup_taken, made, volume_taken
+from commands.names import temporary, unique
 from commands.ports import ArchiveTree, BackupFile, CatalogItem
 from commands.steps import error_info
 from schemas.commands import VerifyCommand
@@ -29,7 +29,6 @@ from schemas.errors import (
     JobCancelled,
     NotFound,
 )
-from schemas.timefmt import compact
 
 VERIFY = "verify_backup"
 NEWEST = "newest"
@@ -52,8 +51,8 @@ def plan(command: VerifyCommand, inventory: Inventory, now: datetime) -> Plan:
     for volume, backup in wanted:
         detail: dict[str, Any] = {"backup": backup, "checks": checks}
         if command.restore_test:
-            detail["scratch_volume"] = timestamped(volume, "verify", now)
-            detail["scratch_backup"] = f"atlas-verify-{compact(now)}"
+            detail["scratch_volume"] = temporary(volume, "verify", now)
+            detail["scratch_backup"] = unique("atlas-verify", now)
         steps.append(Step(VERIFY, volume, detail))
     return Plan(targets=tuple(volume for volume, _ in wanted), steps=tuple(steps))
 
@@ -152,6 +151,7 @@ async def _restore_test(
     async with made(
         ctx, "temp_volume", scratch, {}, f"scratch volume {scratch}",
         make=import_scratch, remove=partial(ctx.incus.delete_volume, scratch),
+        exists=volume_taken(ctx, scratch),
     ):
         fault_point("verify_scratch")
         ctx.checkpoint()
@@ -160,6 +160,7 @@ async def _restore_test(
             ctx, "server_backup", scratch, {"name": name}, f"backup {name} of {scratch}",
             make=partial(ctx.incus.create_backup, scratch, name, "none"),
             remove=partial(ctx.incus.delete_backup, scratch, name),
+            exists=backup_taken(ctx, scratch, name),
         ), ctx.incus.export_backup(scratch, name) as stream:
             return await ctx.archives.scan_download(
                 stream,

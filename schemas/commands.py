@@ -4,17 +4,23 @@ from typing import Annotated, Literal
 
 import msgspec
 
-# Incus object names: no slashes, no leading dot or dash, so `../x` never passes.
-IncusName = Annotated[
-    str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", max_length=63)
-]
+# The names the agent gives to and takes from Incus (volumes, snapshots, backups, sets,
+# pools, projects). Incus 6.0.4 itself takes nearly anything for a custom volume or
+# snapshot (`victim?`, `..`, `a#b`, `é`; only `/`, and white space in a snapshot, are
+# refused), so this is a stricter subset: safe as a URL segment, a file name and an MQTT
+# topic level. No slash, no leading dot or dash (so `../x` never passes), at most 63.
+# `$(?!\n)`: Python's `$` (msgspec's matcher) also matches before a final newline.
+INCUS_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$(?!\n)"
+IncusName = Annotated[str, msgspec.Meta(pattern=INCUS_NAME_PATTERN, max_length=63)]
 RequestId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 # A topic to answer on: no wildcards, no empty levels at the ends, bounded length.
 ReplyTopic = Annotated[str, msgspec.Meta(pattern=r"^[^#+\x00]{1,512}$")]
 # `<set>/<volume>`: a backup set (date folder) and a volume name.
 BackupRef = Annotated[
     str,
-    msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}/[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"),
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}/[A-Za-z0-9][A-Za-z0-9._-]{0,62}$(?!\n)"
+    ),
 ]
 # A path inside the backup directory; containment is checked again when resolved.
 BackupPath = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -238,3 +240,140 @@ def test_kill_9_during_a_replace_leaves_old_or_new_data_whole_and_the_instance_r
     if point in {"import_uploaded", "instance_stopped", "import_swapping", "import_swapped"}:
         assert content == "old"  # an unproven swap is undone
     assert not leftovers(atlas), atlas.volumes()
+
+
+# -- only what the job made is ever removed (issue 8, finding 1)
+
+
+def _open_temp_volume(agent: AgentHarness) -> str:
+    """The temporary volume an unfinished job journalled, read from the agent's store."""
+    db = sqlite3.connect(f"file:{agent.workdir / 'state' / 'atlas-backup.db'}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT target FROM effects WHERE kind = 'temp_volume' AND resolved_ms = 0"
+        ).fetchall()
+    finally:
+        db.close()
+    assert len(rows) == 1, rows
+    return str(rows[0][0])
+
+
+def _wait_stopped(pid: int, timeout: float = 60.0) -> None:
+    """Until the process has stopped itself (SIGSTOP at a fault point)."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the agent never reached its fault point"
+        time.sleep(0.1)
+
+
+def _foreign_volume(atlas: IncusProject, name: str) -> None:
+    """A volume someone else made, marked so that a test can tell it is still the same one."""
+    atlas.run("storage", "volume", "create", atlas.pool, name, "user.owner=someone-else")
+
+
+def _still_foreign(atlas: IncusProject, name: str) -> bool:
+    if name not in atlas.volumes():
+        return False
+    owner = atlas.run("storage", "volume", "get", atlas.pool, name, "user.owner")
+    return owner.strip() == "someone-else"
+
+
+def _restart_with_fault(agent: AgentHarness, point: str) -> None:
+    agent.process.stop()
+    mark = agent.client.mark()
+    agent.process.start(env={"ATLAS_BACKUP_FAULT": point})
+    agent.client.wait_for(lambda r: r.topic == f"{agent.prefix}/agent"
+                          and r.json().get("state") == "online", since=mark)
+
+
+def test_a_file_name_with_a_question_mark_never_reaches_another_volume(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    # Before: `victim?-import-<ts>` cut the URL to `custom/victim`, which the failure's
+    # clean-up then deleted.
+    _foreign_volume(atlas, "victim")
+    try:
+        folder = agent.backup_dir / "manual"
+        folder.mkdir(parents=True)
+        (folder / "victim?.tar.zst").write_bytes(os.urandom(64 * 1024))  # Incus refuses it
+        job = agent.client.run(
+            {"action": "import", "file": "manual/victim?.tar.zst", "as": "x"}, timeout=120
+        )
+        assert job["state"] == "failed", job
+        assert _still_foreign(atlas, "victim")
+        assert "x" not in atlas.volumes()
+        assert not leftovers(atlas)
+    finally:
+        atlas.run("storage", "volume", "delete", atlas.pool, "victim", check=False)
+        atlas.run("storage", "volume", "delete", atlas.pool, "x", check=False)
+
+
+def test_a_temporary_name_taken_by_someone_else_fails_the_import_and_is_left_alone(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    catalog_backup(atlas, "prometheus01-data", agent.backup_dir)
+    _restart_with_fault(agent, "creating_temp_volume:stop")
+    response = agent.client.command(
+        {"action": "import", "backup": f"{SET}/prometheus01-data", "as": "prom-copy"}
+    )
+    assert response["status"] == "accepted", response
+    pid = agent.process.pid
+    _wait_stopped(pid)
+    temp = _open_temp_volume(agent)
+    _foreign_volume(atlas, temp)  # taken just before the job looks
+    try:
+        os.kill(pid, signal.SIGCONT)
+        job = agent.client.wait_job(response["job"], timeout=120)
+        assert job["state"] == "failed", job
+        assert job["error"]["code"] == "conflict", job["error"]
+        assert _still_foreign(atlas, temp)
+        assert "prom-copy" not in atlas.volumes()
+    finally:
+        atlas.run("storage", "volume", "delete", atlas.pool, temp, check=False)
+        atlas.run("storage", "volume", "delete", atlas.pool, "prom-copy", check=False)
+
+
+def test_recovery_leaves_a_volume_the_killed_import_never_made(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    catalog_backup(atlas, "prometheus01-data", agent.backup_dir)
+    _restart_with_fault(agent, "creating_temp_volume")
+    response = agent.client.command(
+        {"action": "import", "backup": f"{SET}/prometheus01-data", "as": "prom-copy"}
+    )
+    assert agent.process.process is not None
+    assert agent.process.process.wait(120) == -signal.SIGKILL
+    agent.process.process = None
+    temp = _open_temp_volume(agent)
+    _foreign_volume(atlas, temp)  # someone takes the name while the agent is down
+    try:
+        agent.start()
+        job = agent.client.wait_job(response["job"], timeout=120)
+        assert job["state"] == "interrupted", job
+        assert _still_foreign(atlas, temp)
+        assert any("left as is" in what for what in job["result"]["undone"]), job
+    finally:
+        atlas.run("storage", "volume", "delete", atlas.pool, temp, check=False)
+
+
+def test_two_imports_of_one_backup_at_once_both_make_their_own_volume(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    # Before: both took `<volume>-import-<ts>`; the second's clean-up deleted the first's.
+    atlas.write("prometheus01", "/data/state", "twice")
+    catalog_backup(atlas, "prometheus01-data", agent.backup_dir)
+    targets = ["prom-a", "prom-b"]
+    responses = [
+        agent.client.command({"action": "import", "backup": f"{SET}/prometheus01-data",
+                              "as": target})
+        for target in targets
+    ]
+    try:
+        jobs = [agent.client.wait_job(r["job"], timeout=180) for r in responses]
+        for target, job in zip(targets, jobs, strict=True):
+            assert job["state"] == "succeeded", job
+            assert target in atlas.volumes()
+        assert not leftovers(atlas)
+    finally:
+        for target in targets:
+            atlas.run("storage", "volume", "delete", atlas.pool, target, check=False)

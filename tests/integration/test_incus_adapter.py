@@ -10,6 +10,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.config import IncusConfig
 from agent.incus import AsyncIncus, IncusClient
@@ -522,3 +524,113 @@ def test_a_socket_nobody_listens_on_is_an_incus_failure(tmp_path: Path) -> None:
 
     with pytest.raises(IncusFailure, match="cannot connect to Incus"):
         IncusClient(IncusConfig(socket=str(path))).list_volumes()
+
+
+# -- names: checked and quoted before any request (issue 8, finding 1)
+
+
+BAD_NAMES = ["{v}?x", "{v}#x", "{v}/x", "{v}%3F", "..", "{v}\n"]
+
+
+@pytest.mark.parametrize("pattern", BAD_NAMES)
+def test_a_name_with_url_characters_is_refused_and_the_volume_it_cut_to_is_untouched(
+    client: IncusClient, service: Service, pattern: str, tarball: Path
+) -> None:
+    victim = service.volume
+    service.project.run("storage", "volume", "snapshot", "create", service.project.pool,
+                        victim, "keep")
+    bad = pattern.format(v=victim)
+    calls: list[Callable[[], object]] = [
+        lambda: client.volume_exists(bad),
+        lambda: client.get_volume(bad),
+        lambda: client.delete_volume(bad),
+        lambda: client.rename_volume(bad, unique("r")),
+        lambda: client.rename_volume(victim, bad),
+        lambda: client.copy_volume(victim, None, bad),
+        lambda: client.copy_volume(bad, None, unique("c")),
+        lambda: client.create_snapshot(victim, bad),
+        lambda: client.delete_snapshot(victim, bad),
+        lambda: client.delete_snapshot(bad, "keep"),
+        lambda: client.restore_snapshot(victim, bad),
+        lambda: client.create_backup(bad, unique("b"), "none"),
+        lambda: client.create_backup(victim, bad, "none"),
+        lambda: client.delete_backup(victim, bad),
+        lambda: client.list_backups(bad),
+        lambda: client.import_backup(bad, iter([b"never sent"])),
+        lambda: client.swap_volume(victim, bad, unique("k")),
+        lambda: client.instance_status(f"{service.instance}?x"),
+        lambda: client.stop_instance(f"{service.instance}/x"),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidCommand, match="nothing was asked of Incus"):
+            call()
+    assert victim in service.project.volumes()
+    assert service.project.snapshots(victim) == ["keep"]
+    assert service.project.state(service.instance) == "Running"
+
+
+def test_a_copy_onto_a_taken_name_is_a_conflict_and_leaves_it(
+    client: IncusClient, service: Service, fresh_volume: str
+) -> None:
+    service.project.run("storage", "volume", "create", service.project.pool, fresh_volume,
+                        "user.owner=someone-else")
+
+    with pytest.raises(Conflict):
+        client.copy_volume(service.volume, None, fresh_volume)
+
+    owner = service.project.run("storage", "volume", "get", service.project.pool,
+                                fresh_volume, "user.owner")
+    assert owner.strip() == "someone-else"
+
+
+def test_an_import_whose_name_is_taken_under_it_is_a_conflict(
+    config: IncusConfig, service: Service, fresh_volume: str, tarball: Path
+) -> None:
+    """Incus says so only in the operation ("already exists"): still a Conflict, so that
+    the job never removes the volume as if it had half made it."""
+    service.project.run("storage", "volume", "export", service.project.pool, service.volume,
+                        str(tarball), "--volume-only")
+    service.project.run("storage", "volume", "create", service.project.pool, fresh_volume)
+    racing = IncusClient(config)
+    racing.volume_exists = lambda name: False  # type: ignore[method-assign]  # taken after
+
+    with tarball.open("rb") as source, pytest.raises(Conflict, match="already exists"):
+        racing.import_backup(fresh_volume, source)
+
+    assert fresh_volume in service.project.volumes()
+
+
+# Names built around the victim's, with every URL-special character and some Unicode.
+_AROUND = st.sampled_from([*"?#/%&=+;:@ .\\\n\t\x00~*", "%3F", "%2F", "\u00e9", "\uff0f"])
+around_victim = st.tuples(st.sampled_from(["", "..", "victim"]), _AROUND, st.text(max_size=4))
+
+
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=around_victim)
+def test_no_name_reaches_a_volume_or_snapshot_but_its_own(
+    client: IncusClient, service: Service, parts: tuple[str, str, str]
+) -> None:
+    """Every mutating call, with a name made of the victim's and URL-special characters,
+    is refused or misses: the victim, its snapshot and the instance are as they were."""
+    project = service.project
+    victim = service.volume
+    if "keep" not in project.snapshots(victim):
+        project.run("storage", "volume", "snapshot", "create", project.pool, victim, "keep")
+    prefix, special, tail = parts
+    bad = f"{prefix.replace('victim', victim)}{special}{tail}"
+    before = sorted(project.volumes())
+    calls: list[Callable[[], object]] = [
+        lambda: client.delete_volume(bad),
+        lambda: client.rename_volume(bad, unique("r")),
+        lambda: client.delete_snapshot(victim, f"keep{special}{tail}"),
+        lambda: client.delete_snapshot(bad, "keep"),
+        lambda: client.restore_snapshot(bad, "keep"),
+        lambda: client.delete_backup(bad, "b"),
+        lambda: client.swap_volume(bad, victim, unique("k")),
+    ]
+    for call in calls:
+        with pytest.raises((InvalidCommand, NotFound)):
+            call()
+    assert sorted(project.volumes()) == before
+    assert project.snapshots(victim) == ["keep"]

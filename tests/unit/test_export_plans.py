@@ -37,7 +37,7 @@ def grafana(inventory: Inventory, **fields: object) -> VolumeExport:
     return exports_of(command, inventory)[0]
 
 
-def test_stop_mode_stops_only_around_the_server_side_backup() -> None:
+def test_stop_mode_stops_only_around_the_server_side_backup(fixed_token: str) -> None:
     plan = export.plan(ExportCommand(volumes=["grafana01-data"]), atlas(), NOW)
     assert plan.targets == ("grafana01-data",)
     assert [(s.op, s.target) for s in plan.steps] == [
@@ -47,7 +47,10 @@ def test_stop_mode_stops_only_around_the_server_side_backup() -> None:
         ("write_backup_file", "grafana01-data"),
         ("delete_backup", "grafana01-data"),
     ]
-    assert plan.steps[1].detail == {"name": "atlas-export-20261128-020013", "compression": "zstd"}
+    assert plan.steps[1].detail == {
+        "name": "atlas-export-20261128-020013-c0ffee",
+        "compression": "zstd",
+    }
     assert plan.steps[2].detail["always"] is True
     assert plan.as_list()[3] == {
         "op": "write_backup_file",
@@ -56,14 +59,14 @@ def test_stop_mode_stops_only_around_the_server_side_backup() -> None:
         "set": "20261128",
         "compression": "zstd",
         "encryption": "none",
-        "backup_name": "atlas-export-20261128-020013",
+        "backup_name": "atlas-export-20261128-020013-c0ffee",
     }
 
 
-def test_snapshot_mode_exports_a_copy_of_a_snapshot_and_stops_nothing() -> None:
+def test_snapshot_mode_exports_a_copy_of_a_snapshot_and_stops_nothing(fixed_token: str) -> None:
     command = ExportCommand(volumes=["loki01-data"], mode="snapshot")
     plan = export.plan(command, atlas(), NOW)
-    temp = "loki01-data-export-20261128-020013"
+    temp = "loki01-data-export-20261128-020013-c0ffee"
     assert [(s.op, s.target) for s in plan.steps] == [
         ("create_snapshot", "loki01-data"),
         ("copy_volume", temp),
@@ -73,7 +76,8 @@ def test_snapshot_mode_exports_a_copy_of_a_snapshot_and_stops_nothing() -> None:
         ("delete_volume", temp),
     ]
     (only,) = exports_of(command, atlas())
-    assert (only.snapshot, only.temp_volume, only.source) == ("export-20261128-020013", temp, temp)
+    snapshot = "export-20261128-020013-c0ffee"
+    assert (only.snapshot, only.temp_volume, only.source) == (snapshot, temp, temp)
 
 
 def test_the_service_export_mode_applies_unless_the_command_names_one() -> None:

@@ -63,14 +63,14 @@ def test_restore_needs_confirm_equal_to_the_volume() -> None:
             restore.plan(command, ATLAS, NOW)
 
 
-def test_restore_plan_takes_a_safety_snapshot_and_always_starts_again() -> None:
+def test_restore_plan_takes_a_safety_snapshot_and_always_starts_again(fixed_token: str) -> None:
     command = RestoreCommand(volume="grafana01-data", snapshot="s1", confirm="grafana01-data")
     plan = restore.plan(command, ATLAS, NOW)
     assert plan.targets == ("grafana01-data",)
     assert [s.op for s in plan.steps] == [
         "stop_instance", "create_snapshot", "restore_snapshot", "start_instance",
     ]
-    assert plan.steps[1].detail["name"] == "pre-restore-20261128-020013"
+    assert plan.steps[1].detail["name"] == "pre-restore-20261128-020013-c0ffee"
     assert plan.steps[3].detail["always"] is True
 
 

@@ -30,12 +30,14 @@ def test_volumes_are_verified_from_their_newest_backup() -> None:
     assert {s.detail["backup"] for s in plan.steps} == {"newest"}
 
 
-def test_a_restore_test_names_its_scratch_volume_and_server_side_backup() -> None:
+def test_a_restore_test_names_its_scratch_volume_and_server_side_backup(
+    fixed_token: str,
+) -> None:
     command = VerifyCommand(volumes=["step-ca01-data"], restore_test=True)
     (step,) = verify.plan(command, ATLAS, NOW).steps
     assert step.detail["checks"][-1] == "restore_test"
-    assert step.detail["scratch_volume"] == "step-ca01-data-verify-20261128-020013"
-    assert step.detail["scratch_backup"] == "atlas-verify-20261128-020013"
+    assert step.detail["scratch_volume"] == "step-ca01-data-verify-20261128-020013-c0ffee"
+    assert step.detail["scratch_backup"] == "atlas-verify-20261128-020013-c0ffee"
 
 
 @pytest.mark.parametrize(
