@@ -23,12 +23,22 @@ from schemas.commands import ImportCommand
 from schemas.errors import AtlasError, IncusFailure, InvalidCommand
 
 
-def source_volume(command: ImportCommand) -> tuple[str, str]:
-    """The volume a backup holds, from its reference or file name, and the field named."""
+def source_volume(command: ImportCommand, backup: BackupFile | None = None) -> tuple[str, str]:
+    """The volume the backup holds, and the command field that names the backup.
+
+    A catalog reference names its volume. A `file` may be called anything: the volume
+    is the one its `backup/index.yaml` names, which `BackupFiles.locate` reads (pass
+    what it returned). Before that, a plan goes by the volume the command itself names:
+    `confirm` for `replace` (which execute then requires the file to hold), else the new
+    name `as`; never the file's name, which says nothing reliable.
+    """
     if command.backup is not None:
         return command.backup.partition("/")[2], "$.backup"
-    assert command.file is not None
-    return command.file.rsplit("/", 1)[-1].split(".tar", 1)[0], "$.file"
+    if backup is not None and backup.volume:
+        return backup.volume, "$.file"
+    if command.replace:
+        return command.confirm or "", "$.file"
+    return command.as_ or "", "$.file"
 
 
 def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
@@ -48,7 +58,12 @@ def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
     if command.replace:
         if command.as_ is not None:
             raise InvalidCommand("`as` and `replace` exclude each other - at `$.as`")
-        service = inventory.require_volume(volume, field)
+        if command.file is not None and not volume:
+            raise InvalidCommand(
+                "import with replace swaps out the volume the file holds: `confirm` must"
+                " name it - at `$.confirm`"
+            )
+        service = inventory.require_volume(volume, "$.confirm" if command.file else field)
         if command.confirm != volume:
             raise InvalidCommand(
                 f"import with replace swaps out {volume!r}: `confirm` must equal the volume"
@@ -87,7 +102,7 @@ def _step(plan: Plan, op: str) -> Step:
 async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcome:
     backup = await ctx.backups.locate(command.backup, command.file)
     volume, field = source_volume(command)
-    if command.replace and backup.volume and backup.volume != volume:
+    if command.replace and backup.volume != volume:
         raise InvalidCommand(
             f"the backup holds volume {backup.volume!r}, not {volume!r} - at `{field}`"
         )
@@ -95,7 +110,8 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     if command.as_ is not None and await ctx.incus.volume_exists(command.as_):
         raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
     await ctx.backups.verify_checksum(
-        backup, lambda done, total: ctx.progress("verifying checksum", done, total)
+        backup, lambda done, total: ctx.progress("verifying checksum", done, total),
+        ctx.checkpoint,
     )
     ctx.checkpoint()
     temp = _step(plan, "import_volume").target
@@ -122,7 +138,7 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
 async def _upload(ctx: JobContext, backup: BackupFile, temp: str) -> None:
     phase = f"importing {backup.file_name} as {temp}"
     ctx.progress(phase, 0, backup.plaintext_size)
-    with ctx.backups.open_plaintext(backup) as plaintext:
+    with ctx.backups.open_plaintext(backup, ctx.checkpoint) as plaintext:
         await ctx.incus.import_backup(
             temp, plaintext, lambda done, _total: ctx.progress(phase, done, backup.plaintext_size)
         )
