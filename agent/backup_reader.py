@@ -11,7 +11,6 @@ tarball (in the compression its manifest entry says, when it has one), whose
 on a cancel.
 """
 
-import contextlib
 import io
 import os
 from collections.abc import Iterator
@@ -224,8 +223,6 @@ def _foreign(opened: io.BufferedReader, path: Path, size: int) -> BackupFile:
     # The content decides, as for Incus: what a `.tar.gz` from `incus storage volume
     # export` holds is the server's `backups.compression_algorithm`, not its name.
     compression, index = read_head(opened, None, label=path.name)
-    with contextlib.suppress(OSError):
-        opened.seek(0)
     return BackupFile(
         path=str(path),
         set_name=path.parent.name,

@@ -120,7 +120,7 @@ def test_a_corrupted_head_fails_before_anything_is_read_further(
     atlas.write("alertmanager01", "/data/state", "original")
     flip_byte(catalog_backup(atlas, "alertmanager01-data", agent.backup_dir), 20)
     job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
-    assert "alertmanager01-data.tar.zst: " in job["error"]["message"]
+    assert "alertmanager01-data.tar.zst: " in str(job["error"])
     assert "importing" not in agent.process.log()
 
 
