@@ -8,15 +8,13 @@ export of the volume it was imported into. Reading also proves the archive whole
 to the last byte. Nothing is written anywhere; memory grows with the number of paths only.
 """
 
-import gzip
 import hashlib
 import tarfile
-import zlib
 from pathlib import PurePosixPath
 
 import anyio.lowlevel
 
-from agent.archive_check import INDEX_NAME, decompressed
+from agent.archive_check import VOLUME_ROOT, read_archive
 from agent.stoppable import MeteredReader, Stop, chunks_in_thread, metered, run_stoppable
 from agent.streams import CHUNK_SIZE, Readable, as_reader, iter_chunks
 from commands.ports import (
@@ -28,30 +26,8 @@ from commands.ports import (
     ProgressCallback,
 )
 from schemas.commands import Compression
-from schemas.errors import IntegrityFailure
 
-VOLUME_ROOT = "backup/volume"
-_DAMAGED = (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error)
-_TAR_BUFFER = 1 << 20
-
-
-class _Watched:
-    """Keeps the first error of the source, which a decompressor would hide behind
-    its own complaint about the data ending early (e.g. a wrong passphrase)."""
-
-    def __init__(self, inner: Readable) -> None:
-        self._inner = inner
-        self.error: BaseException | None = None
-        self.size = 0
-
-    def read(self, size: int = -1, /) -> bytes:
-        try:
-            data = self._inner.read(size)
-        except BaseException as exc:
-            self.error = self.error or exc
-            raise
-        self.size += len(data)
-        return data
+__all__ = ["VOLUME_ROOT", "LocalArchives", "fingerprint", "fingerprint_archive", "volume_path"]
 
 
 def volume_path(member_name: str) -> str | None:
@@ -87,44 +63,21 @@ def fingerprint(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     return f"{member.type.decode(errors='replace')} {mode} {member.devmajor}:{member.devminor}"
 
 
-def _read_members(stream: Readable) -> tuple[int, dict[str, str], bool]:
-    members, files, has_index = 0, {}, False
-    with tarfile.open(  # type: ignore[call-overload]
-        fileobj=stream, mode="r|", bufsize=_TAR_BUFFER
-    ) as tar:
-        for member in tar:
-            members += 1
-            if member.name.removeprefix("./") == INDEX_NAME and member.isfile():
-                has_index = True
-            path = volume_path(member.name)
-            if path is not None:
-                files[path] = fingerprint(tar, member)
-    return members, files, has_index
-
-
 def fingerprint_archive(source: Readable, compression: Compression, *, label: str) -> ArchiveTree:
-    """Read a whole (compressed) volume backup tarball and fingerprint its volume's files.
+    """Read a whole (compressed) volume backup tarball and fingerprint its volume's files,
+    with `agent.archive_check.read_archive`'s checks (index, unsafe members, damage).
 
     The source's own errors (a failed decryption, a cancel) pass through unchanged.
     """
-    watched = _Watched(source)
-    try:
-        with decompressed(watched, compression, label) as tar_stream:
-            counted = _Watched(tar_stream)
-            members, files, has_index = _read_members(counted)
-            for _ in iter_chunks(counted):  # the end padding, and the CRC / frame checks
-                pass
-    except _DAMAGED as exc:
-        if watched.error is not None:
-            raise watched.error from None
-        raise IntegrityFailure(f"{label}: the archive is damaged: {exc}") from None
-    except IntegrityFailure:
-        if watched.error is not None:
-            raise watched.error from None
-        raise
-    if not has_index:
-        raise IntegrityFailure(f"{label}: not an Incus volume backup: no {INDEX_NAME} inside")
-    return ArchiveTree(members=members, tar_size=counted.size, files=files)
+    files: dict[str, str] = {}
+
+    def visit(tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        path = volume_path(member.name)
+        if path is not None:
+            files[path] = fingerprint(tar, member)
+
+    scan = read_archive(source, compression, label=label, visit=visit)
+    return ArchiveTree(members=scan.members, tar_size=scan.tar_size, files=files, index=scan.index)
 
 
 class LocalArchives:

@@ -8,9 +8,12 @@ when encrypted (what `gpg --symmetric` appends). Anything else in a set folder
 (`.part` files, the manifest, dotfiles) is never taken for a backup.
 """
 
+import errno
+import fcntl
 import io
 import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,10 +144,98 @@ def fsync_dir(path: Path) -> None:
 
 
 def open_backup_file(path: Path) -> io.BufferedReader:
-    """Open a file for reading, failing with the project's errors."""
+    """Open a regular file for reading (symlinks followed, for configured key files),
+    failing with the project's errors; a FIFO or a device is refused, never waited on."""
+    return open_regular(path, follow_symlinks=True)
+
+
+def open_in_backup_dir(backup_dir: Path, user_path: str | Path, *, field: str) -> io.BufferedReader:
+    """Open a file of the backup directory for reading, safely whatever is on disk.
+
+    The path must not hold `..` and must name a regular file inside `backup_dir` (whose
+    own path may be a symlink). A final symlink is never followed (`O_NOFOLLOW`), and
+    nothing blocks on opening (`O_NONBLOCK`: a FIFO would wait for a writer forever).
+    What was opened is then checked on the descriptor itself, so swapping a folder for a
+    link between a check and the open gains nothing: a regular file (`fstat`) whose real
+    path (`/proc/self/fd`) lies inside the backup directory. Refusals are
+    `InvalidCommand`s naming `field`; a missing file is `NotFound`.
+    """
+    text, at = str(user_path), _at(field)
+    if not text or "\x00" in text:
+        raise InvalidCommand(f"path is empty or holds a NUL byte{at}")
+    candidate = Path(text)
+    if ".." in candidate.parts:
+        raise InvalidCommand(f"path must not contain `..`{at}")
+    root = Path(os.path.realpath(backup_dir))
+    lexical = candidate if candidate.is_absolute() else Path(backup_dir) / candidate
+    if candidate.name in ("", ".") or lexical.name in ("", "."):
+        raise InvalidCommand(f"{text!r} is not a file{at}")
+    target = Path(os.path.realpath(lexical.parent)) / lexical.name
+    escapes = os.path.islink(target) and not _inside(Path(os.path.realpath(target)), root)
+    if escapes or not _inside(target, root):
+        raise InvalidCommand(f"path is outside the backup directory{at}")
+    return open_regular(target, follow_symlinks=False, field=field, shown=text, root=root)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path != root and path.is_relative_to(root)
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _at(field: str) -> str:
+    return f" - at `{field}`" if field else ""
+
+
+def open_regular(
+    path: Path,
+    *,
+    follow_symlinks: bool,
+    field: str = "",
+    shown: str = "",
+    root: Path | None = None,
+) -> io.BufferedReader:
+    """Open `path` for reading if it is a regular file (checked on the descriptor, after
+    a non-blocking open), and, given `root`, if its real path lies inside `root`.
+    `NotFound`, `InvalidCommand` (a symlink when not followed, a FIFO, a directory...,
+    naming `field` when given) or `StorageFailure`."""
+    at, shown = _at(field), shown or str(path)
+    nofollow = not follow_symlinks
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
     try:
-        return path.open("rb")
+        fd = os.open(path, flags)
     except FileNotFoundError:
-        raise NotFound(f"{path}: no such file") from None
+        raise NotFound(f"{shown}: no such file{at}") from None
     except OSError as exc:
-        raise StorageFailure(f"{path}: cannot read: {exc.strerror}") from None
+        if nofollow and exc.errno == errno.ELOOP:
+            raise InvalidCommand(
+                f"{shown} is a symbolic link: backups are read from regular files only{at}"
+            ) from None
+        if exc.errno == errno.ENXIO:  # a socket
+            raise InvalidCommand(f"{shown} is not a regular file{at}") from None
+        raise StorageFailure(f"{shown}: cannot read: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise InvalidCommand(f"{shown} is {kind}, not a regular file{at}")
+        if root is not None and not _inside(Path(os.readlink(f"/proc/self/fd/{fd}")), root):
+            raise InvalidCommand(f"path is outside the backup directory{at}")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def file_identity(file: io.BufferedReader) -> tuple[int, int]:
+    """(device, inode) of an open file: the same path may later name another file."""
+    info = os.fstat(file.fileno())
+    return info.st_dev, info.st_ino

@@ -1,30 +1,69 @@
 """Reading backups from the backup directory: the `BackupFiles` port of commands.
 
-Locating a backup checks the path stays inside the backup directory and reads the set's
-manifest; a catalog reference needs the manifest, a plain file without one (a tarball
-made by `incus storage volume export`) is taken on its archive structure alone.
+Every read opens the file with `backup_paths.open_in_backup_dir`: a regular file inside
+the backup directory, no final symlink followed, no blocking open, checked on the
+descriptor. `locate` does every check that needs no more than the head of the archive,
+fast enough to run before a job exists: the path, the set's manifest (a catalog reference
+needs it; a plain file without one, e.g. from `incus storage volume export`, is taken on
+its archive alone), the file's size against the manifest, and the archive's head: a
+tarball (in the compression its manifest entry says, when it has one), whose
+`backup/index.yaml` parses and names the volume it holds. Long reads stop between chunks
+on a cancel.
 """
 
 import io
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 
-from agent.archive_check import verify_checksum
+from agent.archive_check import read_head, verify_checksum
 from agent.backup_paths import (
-    open_backup_file,
+    file_identity,
+    open_in_backup_dir,
     parse_backup_name,
     parse_backup_ref,
-    resolve_in_backup_dir,
     set_dir,
 )
 from agent.gpg import GpgHome, PassphraseFile
 from agent.manifest_store import MANIFEST_NAME, entry_for_file, find_entry, read_manifest
-from commands.ports import BackupFile, ProgressCallback
-from schemas.errors import CryptoFailure, IntegrityFailure, InvalidCommand, NotFound
+from agent.stoppable import Stop, run_stoppable
+from commands.ports import ArchiveIndex, BackupFile, Checkpoint, ProgressCallback
+from schemas.commands import Compression
+from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure, InvalidCommand, NotFound
 from schemas.manifest import ManifestEntry
+
+_AT = " - at `"
+
+
+def _naming(error: AtlasError, field: str) -> AtlasError:
+    """The same error, its message naming the command's field it is about."""
+    if _AT in str(error):
+        return error
+    named = type(error)(f"{error}{_AT}{field}`")
+    named.__cause__ = None
+    return named
+
+
+class _Checked:
+    """A reader that calls `checkpoint` before each read: a cancel stops a long read."""
+
+    def __init__(self, inner: io.BufferedReader, checkpoint: Checkpoint | None) -> None:
+        self._inner = inner
+        self._checkpoint = checkpoint
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._checkpoint is not None:
+            self._checkpoint()
+        return self._inner.read(size)
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def tell(self) -> int:
+        return self._inner.tell()
 
 
 class LocalBackupFiles:
@@ -37,82 +76,164 @@ class LocalBackupFiles:
         return await anyio.to_thread.run_sync(self._locate, backup, file)
 
     def _locate(self, backup: str | None, file: str | None) -> BackupFile:
-        if backup is not None:
-            ref = parse_backup_ref(backup, field="$.backup")
-            folder = set_dir(self._root, ref.set, field="$.backup")
-            entry = find_entry(read_manifest(folder), ref.volume)
-            return _described(folder / entry.file, entry)
-        if file is None:
-            raise InvalidCommand("name a `backup` (<set>/<volume>) or a `file` - at `$.backup`")
-        path = _resolve_file(self._root, file)
-        if not path.is_file():
-            raise NotFound(f"{file}: no such backup file in the backup directory")
-        if (path.parent / MANIFEST_NAME).exists():
-            entry = entry_for_file(read_manifest(path.parent), path.name)
-            return _described(path, entry)
-        return _foreign(path)
+        if (backup is None) == (file is None):
+            raise InvalidCommand(
+                "give exactly one of `backup` (<set>/<volume>) or `file` - at `$.backup`"
+            )
+        field = "$.backup" if backup is not None else "$.file"
+        try:
+            return self._located(backup, file, field)
+        except AtlasError as exc:
+            raise _naming(exc, field) from None
 
-    async def verify_checksum(self, backup: BackupFile, on_progress: ProgressCallback) -> None:
-        if not backup.in_manifest:
-            return
-        await anyio.to_thread.run_sync(
-            verify_checksum, Path(backup.path), backup.size, backup.sha256, on_progress
+    def _located(self, backup: str | None, file: str | None, field: str) -> BackupFile:
+        entry: ManifestEntry | None = None
+        if backup is not None:
+            ref = parse_backup_ref(backup, field=field)
+            folder = set_dir(self._root, ref.set, field=field)
+            if not folder.is_dir():
+                raise NotFound(f"there is no backup set {ref.set} in the backup directory")
+            entry = find_entry(read_manifest(folder), ref.volume)
+            try:
+                opened = open_in_backup_dir(self._root, folder / entry.file, field=field)
+            except InvalidCommand as exc:  # the set holds something else than its manifest says
+                raise IntegrityFailure(f"{ref.set}/{entry.file}: {exc}") from None
+        else:
+            assert file is not None
+            opened = open_in_backup_dir(self._root, file, field=field)
+        with opened:
+            path = Path(os.readlink(f"/proc/self/fd/{opened.fileno()}"))
+            if entry is None and (path.parent / MANIFEST_NAME).exists():
+                entry = entry_for_file(read_manifest(path.parent), path.name)
+            size = os.fstat(opened.fileno()).st_size
+            if entry is not None:
+                return self._described(opened, path, entry, size)
+            return _foreign(opened, path, size)
+
+    def _described(
+        self, opened: io.BufferedReader, path: Path, entry: ManifestEntry, size: int
+    ) -> BackupFile:
+        label = f"{path.parent.name}/{entry.file}"
+        if size != entry.size:
+            raise IntegrityFailure(
+                f"{label}: {size} bytes, the manifest records {entry.size}: "
+                "the file is truncated or was altered"
+            )
+        index = None
+        if entry.encryption != "public-key":  # else the secret key is off this host
+            index = self._head(opened, entry.compression, entry.encrypted, label)
+            if index.name != entry.volume:
+                raise IntegrityFailure(
+                    f"{label}: its backup/index.yaml names volume {index.name!r},"
+                    f" the manifest {entry.volume!r}"
+                )
+        return BackupFile(
+            path=str(path),
+            set_name=path.parent.name,
+            file_name=entry.file,
+            volume=entry.volume,
+            size=entry.size,
+            plaintext_size=entry.plaintext_size or entry.size,
+            sha256=entry.sha256,
+            encrypted=entry.encrypted,
+            compression=entry.compression,
+            in_manifest=True,
+            **_index_fields(index),
+            identity=file_identity(opened),
         )
 
+    def _head(
+        self, opened: io.BufferedReader, compression: Compression, encrypted: bool, label: str
+    ) -> ArchiveIndex:
+        if not encrypted:
+            return read_head(opened, compression, label=label)[1]
+        with self._decrypted(opened, label) as plaintext:
+            return read_head(plaintext, compression, label=label)[1]
+
     @contextmanager
-    def open_plaintext(self, backup: BackupFile) -> Iterator[io.BufferedReader]:
-        source = open_backup_file(Path(backup.path))
-        with source:
-            if not backup.encrypted:
-                yield source
-                return
-            if self._passphrase is None:
-                raise CryptoFailure(
-                    f"{backup.file_name} is encrypted and no [encryption] passphrase_file is"
-                    " configured (public-key backups decrypt only where the secret key is)"
+    def _decrypted(self, source: io.BufferedReader, label: str) -> Iterator[io.BufferedReader]:
+        if self._passphrase is None:
+            raise CryptoFailure(
+                f"{label} is encrypted and no [encryption] passphrase_file is"
+                " configured (public-key backups decrypt only where the secret key is)"
+            )
+        with self._gpg.open_decrypted(source, self._passphrase, label=label) as plaintext:
+            yield plaintext
+
+    def _reopen(self, backup: BackupFile) -> io.BufferedReader:
+        """The located file again, refused if another file took its place since."""
+        opened = open_in_backup_dir(self._root, backup.path, field="")
+        if backup.identity != (0, 0) and file_identity(opened) != backup.identity:
+            opened.close()
+            raise IntegrityFailure(
+                f"{backup.set_name}/{backup.file_name}: another file took its place"
+                " after it was located: refused"
+            )
+        return opened
+
+    async def verify_checksum(
+        self,
+        backup: BackupFile,
+        on_progress: ProgressCallback,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        if not backup.in_manifest:
+            return
+
+        def work(stop: Stop) -> None:
+            def between_chunks() -> None:
+                stop.check()
+                if checkpoint is not None:
+                    checkpoint()
+
+            with self._reopen(backup) as file:
+                verify_checksum(
+                    file, backup.size, backup.sha256, on_progress,
+                    label=f"{backup.set_name}/{backup.file_name}", checkpoint=between_chunks,
                 )
-            with self._gpg.open_decrypted(
-                source, self._passphrase, label=backup.file_name
-            ) as plaintext:
-                yield plaintext
+
+        await run_stoppable(work)
+
+    @contextmanager
+    def open_plaintext(
+        self, backup: BackupFile, checkpoint: Checkpoint | None = None
+    ) -> Iterator[_Checked]:
+        with self._reopen(backup) as source:
+            if not backup.encrypted:
+                yield _Checked(source, checkpoint)
+                return
+            with self._decrypted(source, backup.file_name) as plaintext:
+                yield _Checked(plaintext, checkpoint)
 
 
-def _resolve_file(root: Path, file: str) -> Path:
-    return resolve_in_backup_dir(root, file, field="$.file")
+def _index_fields(index: ArchiveIndex | None) -> dict[str, str]:
+    if index is None:
+        return {}
+    return {"pool": index.pool, "volume_type": index.type, "content_type": index.content_type}
 
 
-def _described(path: Path, entry: ManifestEntry) -> BackupFile:
-    return BackupFile(
-        path=str(path),
-        set_name=path.parent.name,
-        file_name=entry.file,
-        volume=entry.volume,
-        size=entry.size,
-        plaintext_size=entry.plaintext_size or entry.size,
-        sha256=entry.sha256,
-        encrypted=entry.encrypted,
-        compression=entry.compression,
-        in_manifest=True,
-    )
-
-
-def _foreign(path: Path) -> BackupFile:
-    """A tarball with no manifest beside it, e.g. from `incus storage volume export`."""
+def _foreign(opened: io.BufferedReader, path: Path, size: int) -> BackupFile:
+    """A tarball with no manifest beside it, e.g. from `incus storage volume export`:
+    the volume is the one its `backup/index.yaml` names, whatever the file is called."""
     named = parse_backup_name(path.name)
-    size = path.stat().st_size
     if named is not None and named.encrypted:
         raise IntegrityFailure(
             f"{path.name}: an encrypted backup needs its set's manifest, and there is none"
         )
+    # The content decides, as for Incus: what a `.tar.gz` from `incus storage volume
+    # export` holds is the server's `backups.compression_algorithm`, not its name.
+    compression, index = read_head(opened, None, label=path.name)
     return BackupFile(
         path=str(path),
         set_name=path.parent.name,
         file_name=path.name,
-        volume=named.volume if named else "",
+        volume=index.name,
         size=size,
         plaintext_size=size,
         sha256="",
         encrypted=False,
-        compression=named.compression if named else "none",
+        compression=compression,
         in_manifest=False,
+        **_index_fields(index),
+        identity=file_identity(opened),
     )

@@ -8,6 +8,7 @@ also kept per volume in the store, for the retained volume state.
 """
 
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
 
@@ -89,8 +90,14 @@ def catalog_entry(root: Path, backup: str) -> CatalogItem:
         raise IntegrityFailure(
             f"{ref.set}/{entry.file} points outside the backup directory: refused"
         )
-    if not path.is_file():
-        raise NotFound(f"{ref.set}/{entry.file} is in the manifest, but the file is missing")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise NotFound(
+            f"{ref.set}/{entry.file} is in the manifest, but the file is missing"
+        ) from None
+    if not stat.S_ISREG(mode):  # a FIFO would hang whoever reads it; never opened here
+        raise IntegrityFailure(f"{ref.set}/{entry.file} is not a regular file: refused")
     return CatalogItem(folder.name, entry)
 
 

@@ -16,16 +16,18 @@ from pathlib import Path
 import msgspec
 
 from agent.atomic_file import WrittenFile
-from agent.backup_paths import fsync_dir
+from agent.backup_paths import fsync_dir, open_regular
 from agent.gpg import EncryptionInfo
 from schemas.commands import Compression
-from schemas.errors import IntegrityFailure, NotFound, StorageFailure
+from schemas.errors import IntegrityFailure, InvalidCommand, NotFound, StorageFailure
 from schemas.manifest import Manifest, ManifestEntry, files_digest
 from schemas.timefmt import epoch_ms, iso
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".manifest.lock"
 TEMP_NAME = ".manifest.json.tmp"
+# Thousands of entries fit many times over; a bound keeps a bogus file from filling memory.
+MANIFEST_LIMIT = 64 << 20
 
 _decoder = msgspec.json.Decoder(Manifest)
 _folder_locks: dict[Path, threading.Lock] = {}
@@ -35,12 +37,17 @@ _folder_locks_guard = threading.Lock()
 def read_manifest(folder: Path) -> Manifest:
     """The manifest of a set folder; `IntegrityFailure` if missing, unreadable or altered."""
     path = folder / MANIFEST_NAME
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    try:  # not through a symlink, never blocking on a FIFO
+        with open_regular(path, follow_symlinks=False) as file:
+            data = file.read(MANIFEST_LIMIT + 1)
+    except NotFound:
         raise IntegrityFailure(f"{path}: the backup set has no manifest") from None
+    except InvalidCommand as exc:
+        raise IntegrityFailure(f"the manifest cannot be read: {exc}") from None
     except OSError as exc:
         raise StorageFailure(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > MANIFEST_LIMIT:
+        raise IntegrityFailure(f"{path}: the manifest is over {MANIFEST_LIMIT} bytes")
     try:
         manifest = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

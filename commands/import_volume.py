@@ -26,12 +26,22 @@ from schemas.commands import ImportCommand
 from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand
 
 
-def source_volume(command: ImportCommand) -> tuple[str, str]:
-    """The volume a backup holds, from its reference or file name, and the field named."""
+def source_volume(command: ImportCommand, backup: BackupFile | None = None) -> tuple[str, str]:
+    """The volume the backup holds, and the command field that names the backup.
+
+    A catalog reference names its volume. A `file` may be called anything: the volume
+    is the one its `backup/index.yaml` names, which `BackupFiles.locate` reads (pass
+    what it returned). Before that, a plan goes by the volume the command itself names:
+    `confirm` for `replace` (which execute then requires the file to hold), else the new
+    name `as`; never the file's name, which says nothing reliable.
+    """
     if command.backup is not None:
         return command.backup.partition("/")[2], "$.backup"
-    assert command.file is not None
-    return command.file.rsplit("/", 1)[-1].split(".tar", 1)[0], "$.file"
+    if backup is not None and backup.volume:
+        return backup.volume, "$.file"
+    if command.replace:
+        return command.confirm or "", "$.file"
+    return command.as_ or "", "$.file"
 
 
 def looks(command: ImportCommand, inventory: Inventory) -> Looks:
@@ -68,9 +78,7 @@ def _check_source_fields(command: ImportCommand) -> None:
 def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
     _check_source_fields(command)
     facts = inventory.facts
-    volume, field = source_volume(command)
-    if facts.backup is not None and facts.backup.volume:
-        volume = facts.backup.volume
+    volume, field = source_volume(command, facts.backup)
     # Named after the volume it becomes (`as`, or the replaced one: valid names both), with
     # a random token: never the file's name, never another job's.
     temp = temporary(command.as_ or volume, "import", now)
@@ -125,7 +133,7 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     backup = await ctx.backups.locate(command.backup, command.file)
     # The `as` name, or with replace the volume the backup held when it was admitted.
     target = plan.targets[0]
-    if command.replace and backup.volume and backup.volume != target:
+    if command.replace and backup.volume != target:
         raise InvalidCommand(
             f"the backup holds volume {backup.volume!r} now, not {target!r}"
             f" - at `{source_volume(command)[1]}`"
@@ -133,7 +141,8 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     if command.as_ is not None and await ctx.incus.volume_exists(command.as_):
         raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
     await ctx.backups.verify_checksum(
-        backup, lambda done, total: ctx.progress("verifying checksum", done, total)
+        backup, lambda done, total: ctx.progress("verifying checksum", done, total),
+        ctx.checkpoint,
     )
     ctx.checkpoint()
     temp = _step(plan, "import_volume").target
@@ -161,7 +170,7 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
 async def _upload(ctx: JobContext, backup: BackupFile, temp: str) -> None:
     phase = f"importing {backup.file_name} as {temp}"
     ctx.progress(phase, 0, backup.plaintext_size)
-    with ctx.backups.open_plaintext(backup) as plaintext:
+    with ctx.backups.open_plaintext(backup, ctx.checkpoint) as plaintext:
         await ctx.incus.import_backup(
             temp, plaintext, lambda done, _total: ctx.progress(phase, done, backup.plaintext_size)
         )

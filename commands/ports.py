@@ -41,6 +41,9 @@ class ServerInfo:
 # Called with (bytes_done, bytes_total); bytes_total is 0 when unknown.
 ProgressCallback = Callable[[int, int], None]
 
+# Raises `JobCancelled` when the job should stop; called between chunks, from any thread.
+Checkpoint = Callable[[], None]
+
 # What Incus compresses with on its side; its gzip costs ~45 s per GiB, so it is not offered.
 BackupCompression = Literal["zstd", "none"]
 
@@ -170,30 +173,58 @@ class BackupFile:
     encrypted: bool
     compression: str
     in_manifest: bool
+    # From the archive's `backup/index.yaml` (empty when the head could not be read
+    # without a secret key kept off the agent host: public-key encryption).
+    pool: str = ""
+    volume_type: str = ""
+    content_type: str = ""
+    # (device, inode) of the file located: reopening it refuses a file put in its place.
+    identity: tuple[int, int] = (0, 0)
 
 
 class BackupFiles(Protocol):
     """Reading backups from the backup directory: locating, checking, decrypting."""
 
     async def locate(self, backup: str | None, file: str | None) -> BackupFile:
-        """The file a catalog reference `<set>/<volume>` or a path names; refuses paths
-        outside the backup directory and a missing or altered manifest."""
+        """The file a catalog reference `<set>/<volume>` or a path names, checked enough
+        to be refused before a job exists, reading only the head of the archive:
+
+        - `InvalidCommand` naming `$.backup` or `$.file` for what the command got wrong:
+          neither or both given, a malformed reference, a path with `..`, outside the
+          backup directory, `.`, a symlink, a FIFO, a directory or any non-regular file;
+        - `NotFound` (naming the field) for a missing set, volume entry or file;
+        - `IntegrityFailure` (naming the field) for a damaged backup: a missing or
+          altered manifest, a size other than the manifest's, a file that is not a
+          zstd, gzip or bare tarball (in the compression its manifest entry says), no
+          `backup/index.yaml` among its first members, an index that does not parse or
+          names another volume than the manifest, an encrypted file without a manifest;
+        - `CryptoFailure` when an encrypted file cannot be decrypted with the passphrase.
+
+        `volume` is the volume the archive's index names, whatever the file's name."""
         ...
 
-    async def verify_checksum(self, backup: BackupFile, on_progress: ProgressCallback) -> None:
-        """`IntegrityFailure` unless size and sha256 match the manifest."""
+    async def verify_checksum(
+        self,
+        backup: BackupFile,
+        on_progress: ProgressCallback,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        """`IntegrityFailure` unless size and sha256 match the manifest; stops between
+        chunks when `checkpoint` raises (a cancel) or the awaiting task is cancelled."""
         ...
 
-    def open_plaintext(self, backup: BackupFile) -> AbstractContextManager[BinaryReader]:
+    def open_plaintext(
+        self, backup: BackupFile, checkpoint: Checkpoint | None = None
+    ) -> AbstractContextManager[BinaryReader]:
         """The tarball's bytes, decrypted on the fly when encrypted (no plaintext on disk).
-        Reading past the end raises instead of ending when decryption failed."""
+        Reading past the end raises instead of ending when decryption failed; each read
+        calls `checkpoint` first, so a cancel reaches a long read between chunks. The
+        file is reopened safely and must still be the one `locate` found."""
         ...
 
 
 # -- writing exports, inspecting archives, the catalog (export, verify, list)
 
-# Raises `JobCancelled` when the job should stop; called between chunks, from any thread.
-Checkpoint = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -257,6 +288,16 @@ class ExportFiles(Protocol):
 
 
 @dataclass(frozen=True)
+class ArchiveIndex:
+    """What an Incus backup's `backup/index.yaml` says of the volume it holds."""
+
+    name: str
+    pool: str
+    type: str  # "custom": a custom storage volume
+    content_type: str  # "filesystem" or "block"; "" when the index does not say
+
+
+@dataclass(frozen=True)
 class ArchiveTree:
     """What a volume backup tarball holds: it is whole, and its files, fingerprinted.
 
@@ -267,11 +308,15 @@ class ArchiveTree:
     members: int
     tar_size: int
     files: Mapping[str, str] = field(default_factory=dict)
+    index: ArchiveIndex | None = None
+
 
 
 class ArchiveInspector(Protocol):
     """Reads a volume backup tarball to its end, writing nothing, and fingerprints it.
-    A damaged archive, or one without `backup/index.yaml`, is an `IntegrityFailure`."""
+    A damaged archive, one without a valid `backup/index.yaml`, or one with unsafe members
+    (`..`, absolute paths, devices, FIFOs, links out of the volume) is an
+    `IntegrityFailure` that names them."""
 
     async def scan(
         self,

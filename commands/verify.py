@@ -1,11 +1,13 @@
 """`verify`: prove that a backup file can bring its volume back, writing no plaintext.
 
 In order: the file's size and sha256 against its manifest; decryption and the archive read
-to its end (`backup/index.yaml` there, every member readable, the compression's checks
-passing); and with `restore_test`, an import into a scratch volume whose files (paths,
-sizes, modes, content hashes) must equal the backup's, read back through a fresh Incus
-export. The scratch volume and that export are journalled and always removed. Each
-volume's retained state then shows the last verify and whether it passed.
+to its end (`backup/index.yaml` there, parsed, naming the manifest's volume as a custom
+volume; every member readable and safe to unpack: no `..`, absolute path, device node,
+FIFO or link out of the volume; the compression's checks passing); and with
+`restore_test`, an import into a scratch volume whose files (paths, sizes, modes, content
+hashes) must equal the backup's, read back through a fresh Incus export. The scratch
+volume and that export are journalled and always removed. Each volume's retained state
+then shows the last verify and whether it passed.
 """
 
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.journalled import backup_taken, made, volume_taken
 from commands.names import temporary, unique
-from commands.ports import ArchiveTree, BackupFile, CatalogItem
+from commands.ports import ArchiveIndex, ArchiveTree, BackupFile, CatalogItem
 from commands.steps import error_info
 from schemas.commands import VerifyCommand
 from schemas.errors import (
@@ -91,16 +93,18 @@ async def _verify(ctx: JobContext, step: Step) -> dict[str, Any]:
     backup = await ctx.backups.locate(ref, None)
     label = f"verifying {ref}"
     await ctx.backups.verify_checksum(
-        backup, lambda done, total: ctx.progress(f"{label}: sha256", done, total)
+        backup, lambda done, total: ctx.progress(f"{label}: sha256", done, total), ctx.checkpoint
     )
     checks = {"sha256": "ok"}
     if entry.encryption == "public-key":
-        checks |= {"decrypt": f"skipped: {NO_SECRET_KEY}", "archive": f"skipped: {NO_SECRET_KEY}"}
+        skipped = f"skipped: {NO_SECRET_KEY}"
+        checks |= {"decrypt": skipped, "archive": skipped, "index": skipped}
     else:
         ctx.checkpoint()
         tree = await _scan_file(ctx, item, backup, label)
         checks["decrypt"] = "ok" if entry.encrypted else "not encrypted"
         checks["archive"] = f"ok: {tree.members} members, {len(tree.files)} paths"
+        checks["index"] = _check_index(tree.index, entry.volume, ref)
         if restore_test:
             ctx.checkpoint()
             restored = await _restore_test(ctx, step, backup, label)
@@ -121,7 +125,7 @@ async def _scan_file(
     ctx: JobContext, item: CatalogItem, backup: BackupFile, label: str
 ) -> ArchiveTree:
     phase = f"{label}: decrypting and reading the archive"
-    with ctx.backups.open_plaintext(backup) as plaintext:
+    with ctx.backups.open_plaintext(backup, ctx.checkpoint) as plaintext:
         return await ctx.archives.scan(
             plaintext,
             item.entry.compression,
@@ -169,6 +173,24 @@ async def _restore_test(
                 on_progress=lambda done, total: ctx.progress(reading, done, total),
                 checkpoint=ctx.checkpoint,
             )
+
+
+def _check_index(index: ArchiveIndex | None, volume: str, ref: str) -> str:
+    """The archive's `backup/index.yaml` against the manifest: the same volume, a custom
+    one. (The manifest records no pool: the index must name one, which is all there is to
+    check; Incus imports into the agent's configured pool whatever the index says.)"""
+    if index is None:
+        raise IntegrityFailure(f"{ref}: the archive has no backup/index.yaml")
+    if index.name != volume:
+        raise IntegrityFailure(
+            f"{ref}: backup/index.yaml names volume {index.name!r}, the manifest {volume!r}"
+        )
+    if index.type != "custom" or not index.pool:
+        raise IntegrityFailure(
+            f"{ref}: backup/index.yaml says type {index.type!r} in pool {index.pool!r}:"
+            " not a custom volume's backup"
+        )
+    return f"ok: volume {index.name}, type {index.type}, pool {index.pool}"
 
 
 def tree_differences(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:

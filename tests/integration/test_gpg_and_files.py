@@ -22,6 +22,7 @@ import pytest
 from agent.archive_check import check_archive, check_backup_archive, verify_checksum
 from agent.atomic_file import WRITE_BEHIND, AtomicFile, find_parts, remove_stale_parts
 from agent.backup_paths import backup_file_name, ensure_set_dir, parse_backup_name
+from agent.backup_reader import LocalBackupFiles
 from agent.gpg import GpgHome, PassphraseFile, Recipients
 from agent.manifest_store import read_manifest, record_backup
 from schemas.commands import Compression
@@ -682,3 +683,27 @@ def test_concurrent_encryptions_in_one_home_all_succeed(
         thread.join()
     assert errors == []
     assert home.decrypt_test(tmp_path / "v0.tar.gpg", passphrase).ok
+
+
+# -- locating an encrypted backup: its head is read through gpg
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+def test_an_encrypted_backup_is_located_by_the_index_inside(
+    home: GpgHome, passphrase: PassphraseFile, backup_dir: Path, compression: Compression
+) -> None:
+    folder = ensure_set_dir(backup_dir, "20261128")
+    data = compress(incus_backup(os.urandom(2_000_000)), compression)
+    name = backup_file_name("grafana01-data", compression, True)
+    path, sha256, size = encrypt_to_file(home, folder, name, data, passphrase)
+    record_backup(folder, entry_for(path, sha256, size, compression),
+                  now=datetime.now(UTC), agent_version="test")
+    files = LocalBackupFiles(backup_dir, home, str(passphrase.path))
+    backup = files._locate("20261128/grafana01-data", None)
+    assert (backup.volume, backup.pool, backup.encrypted) == ("grafana01-data", "local", True)
+    assert sorted(backup_dir.rglob("*")) == sorted([folder, path, *folder.glob("*manifest*")])
+
+    wrong = passphrase.path.with_name("wrong")
+    wrong.write_text("not the passphrase\n")
+    with pytest.raises(CryptoFailure, match=re.escape("at `$.backup`")):
+        LocalBackupFiles(backup_dir, home, str(wrong))._locate("20261128/grafana01-data", None)

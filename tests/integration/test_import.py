@@ -1,10 +1,12 @@
 """`import`: backups become volumes again, and the original is never lost first."""
 
+import gzip
 import os
 import signal
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from tests.support.backups import (
     truncate,
 )
 from tests.support.incus_env import IncusProject
+from tests.support.incus_tarball import INDEX_YAML, tar_bytes
 
 
 def test_a_tarball_made_by_the_incus_cli_imports_beside_the_original(
@@ -116,9 +119,23 @@ def test_a_corrupted_byte_fails_the_checksum_and_changes_nothing(
     agent: AgentHarness, atlas: IncusProject
 ) -> None:
     atlas.write("alertmanager01", "/data/state", "original")
-    flip_byte(catalog_backup(atlas, "alertmanager01-data", agent.backup_dir))
+    # Random data past the head: the head check passes, only the checksum can tell.
+    atlas.run("exec", "alertmanager01", "--", "sh", "-c",
+              "head -c 2000000 /dev/urandom > /data/blob")
+    backup = catalog_backup(atlas, "alertmanager01-data", agent.backup_dir)
+    flip_byte(backup, backup.stat().st_size * 3 // 4)
     job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
     assert "sha256" in str(job["error"])
+
+
+def test_a_corrupted_head_fails_before_anything_is_read_further(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    flip_byte(catalog_backup(atlas, "alertmanager01-data", agent.backup_dir), 20)
+    job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
+    assert "alertmanager01-data.tar.zst: " in str(job["error"])
+    assert "importing" not in agent.process.log()
 
 
 def test_a_truncated_file_fails_and_changes_nothing(
@@ -166,7 +183,12 @@ def test_incus_refusing_the_import_changes_nothing(
     atlas.write("alertmanager01", "/data/state", "original")
     folder = agent.backup_dir / "junk"
     folder.mkdir(parents=True)
-    (folder / "alertmanager01-data.tar").write_bytes(os.urandom(64 * 1024))
+    # Its head is a volume backup's, so the agent uploads it; the rest is cut off.
+    tarball = gzip.compress(tar_bytes({
+        "backup/index.yaml": INDEX_YAML.replace(b"grafana01-data", b"alertmanager01-data"),
+        "backup/volume/state": os.urandom(256 * 1024),
+    }))
+    (folder / "alertmanager01-data.tar").write_bytes(tarball[: len(tarball) // 2])
     command = {"action": "import", "file": "junk/alertmanager01-data.tar", "replace": True,
                "confirm": "alertmanager01-data"}
     _expect_failure_without_harm(agent, atlas, command, "incus_error")
@@ -205,6 +227,112 @@ def test_a_symlink_out_of_the_backup_dir_is_refused(
     assert response["status"] == "rejected"
     assert "outside the backup directory" in response["error"]["message"]
     assert "z" not in atlas.volumes()
+
+
+def refused(agent: AgentHarness, command: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    """The error of a command refused before it changed anything: rejected outright, or
+    failed as a job where the dispatcher does not check the backup before a job exists."""
+    response = agent.client.command(command)
+    if response["status"] == "rejected":
+        return dict(response["error"])
+    job = agent.client.wait_job(response["job"], timeout=timeout)
+    assert job["state"] == "failed", job
+    return dict(job["error"])
+
+
+def test_a_symlink_in_a_set_pointing_out_of_the_backup_dir_is_not_followed(
+    agent: AgentHarness, atlas: IncusProject, tmp_path: Path
+) -> None:
+    inside = catalog_backup(atlas, "grafana01-data", agent.backup_dir)
+    outside = tmp_path / "elsewhere" / inside.name
+    outside.parent.mkdir()
+    inside.rename(outside)
+    inside.symlink_to(outside)  # the manifest's size and sha256 match what it points at
+    error = refused(agent, {"action": "import", "backup": f"{SET}/grafana01-data", "as": "z"})
+    assert "outside the backup directory" in error["message"]
+    assert "`$.backup`" in error["message"]
+    assert "z" not in atlas.volumes()
+    assert not leftovers(atlas)
+
+
+def test_a_symlink_to_a_system_file_is_not_followed(agent: AgentHarness) -> None:
+    folder = agent.backup_dir / "manual"
+    folder.mkdir(parents=True)
+    (folder / "grafana01-data.tar.gz").symlink_to("/etc/passwd")
+    error = refused(agent, {"action": "import", "file": "manual/grafana01-data.tar.gz", "as": "z"})
+    assert error["code"] == "invalid_command"
+    assert "outside the backup directory - at `$.file`" in error["message"]
+
+
+def test_a_fifo_is_refused_at_once_and_the_agent_goes_on(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    folder = agent.backup_dir / "manual"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "grafana01-data.tar.zst")
+    error = refused(
+        agent, {"action": "import", "file": "manual/grafana01-data.tar.zst", "as": "z"},
+        timeout=20,
+    )
+    assert "is a FIFO, not a regular file - at `$.file`" in error["message"]
+    assert agent.client.run({"action": "list"}, timeout=20)["state"] == "succeeded"
+    assert not leftovers(atlas)
+
+
+def test_a_300_mb_file_that_is_no_tarball_is_refused_before_any_upload(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    folder = agent.backup_dir / "junk"
+    folder.mkdir(parents=True)
+    with (folder / "alertmanager01-data.tar.zst").open("wb") as file:
+        file.write(os.urandom(1 << 20))
+        file.truncate(300 << 20)
+    started = time.monotonic()
+    error = refused(
+        agent, {"action": "import", "file": "junk/alertmanager01-data.tar.zst",
+                "replace": True, "confirm": "alertmanager01-data"},
+    )
+    assert time.monotonic() - started < 10
+    assert error["code"] == "integrity_error", error
+    assert "not a tarball" in error["message"]
+    assert "importing" not in agent.process.log()  # no temporary volume was ever made
+    assert not leftovers(atlas)
+    assert atlas.read("alertmanager01", "/data/state") == "original"
+
+
+def test_the_runbooks_tarball_with_a_date_in_its_name_replaces_its_volume(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("prometheus01", "/data/state", "from the runbook")
+    folder = agent.backup_dir / "manual"
+    folder.mkdir(parents=True)
+    # The runbook's own command, the server's default compression.
+    atlas.run("storage", "volume", "export", atlas.pool, "prometheus01-data",
+              str(folder / "prometheus01-data-20241126.tar.gz"), "--volume-only")
+    atlas.write("prometheus01", "/data/state", "lost data")
+    job = agent.client.run(
+        {"action": "import", "file": "manual/prometheus01-data-20241126.tar.gz",
+         "replace": True, "confirm": "prometheus01-data"},
+        timeout=120,
+    )
+    assert job["state"] == "succeeded", job
+    assert job["result"]["volume"] == "prometheus01-data"
+    assert atlas.state("prometheus01") == "Running"
+    assert atlas.read("prometheus01", "/data/state") == "from the runbook"
+    assert not leftovers(atlas)
+
+
+def test_a_file_holding_another_volume_than_confirm_names_is_refused(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    folder = agent.backup_dir / "manual"
+    folder.mkdir(parents=True)
+    cli_export(atlas, "grafana01-data", folder / "loki01-data.tar.zst")
+    error = refused(agent, {"action": "import", "file": "manual/loki01-data.tar.zst",
+                            "replace": True, "confirm": "loki01-data"})
+    assert "holds volume 'grafana01-data', not 'loki01-data' - at `$.file`" in error["message"]
+    assert not leftovers(atlas)
 
 
 FAULT_POINTS = [

@@ -1,9 +1,11 @@
 """`verify` end to end: backups the agent exported, checked, damaged on purpose, and
 imported into a scratch volume that never outlives the job."""
 
+import io
 import json
 import shutil
 import signal
+import tarfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from agent.manifest_store import MANIFEST_NAME, read_manifest, record_backup
 from tests.integration.conftest import ATLAS, AgentHarness
-from tests.support.backups import flip_byte, truncate
+from tests.support.backups import flip_byte, recorded_tarball, truncate
 from tests.support.broker import Broker
 from tests.support.custom_agent import custom_agent
 from tests.support.export_checks import (
@@ -24,6 +26,7 @@ from tests.support.export_checks import (
 )
 from tests.support.gpg_keys import OperatorKey, generate_operator_key, stop_agent
 from tests.support.incus_env import IncusProject, incus_project
+from tests.support.incus_tarball import INDEX_YAML, compress
 
 FAULT_ENV = "ATLAS_BACKUP_FAULT"
 JOB_TIMEOUT_S = 120.0
@@ -190,6 +193,79 @@ def test_a_backup_file_pointing_out_of_the_backup_dir_is_refused(agent: AgentHar
     assert job["state"] == "failed", job
     assert job["error"]["code"] == "integrity_error"
     assert "points outside the backup directory" in job["error"]["message"]
+
+
+def incus_tarball(*members: tuple[tarfile.TarInfo, bytes], index: bytes = INDEX_YAML) -> bytes:
+    """A gzipped Incus-shaped tarball: `backup/index.yaml`, the volume root, `members`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("backup/index.yaml")
+        info.size = len(index)
+        tar.addfile(info, io.BytesIO(index))
+        root = tarfile.TarInfo("backup/volume")
+        root.type = tarfile.DIRTYPE
+        tar.addfile(root)
+        for member, data in members:
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return compress(buffer.getvalue(), "gzip")
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+def test_a_tarball_whose_index_yaml_is_garbage_fails_its_verify(agent: AgentHarness) -> None:
+    data = incus_tarball((member("backup/volume/a"), b"a"), index=b"\x00{{ [not: yaml")
+    backup = recorded_tarball(agent.backup_dir, "grafana01-data", data, "gzip")
+    job = verified(agent, backup=backup)
+    assert job["state"] == "failed", job
+    assert job["error"]["code"] == "integrity_error"
+    assert "backup/index.yaml is not valid YAML" in job["error"]["message"]
+
+
+def test_an_index_naming_another_volume_than_the_manifest_fails_its_verify(
+    agent: AgentHarness,
+) -> None:
+    data = incus_tarball((member("backup/volume/a"), b"a"))  # grafana01-data's index
+    backup = recorded_tarball(agent.backup_dir, "loki01-data", data, "gzip")
+    job = verified(agent, backup=backup)
+    assert job["state"] == "failed", job
+    assert "names volume 'grafana01-data'" in job["error"]["message"]
+
+
+UNSAFE_MEMBERS = {
+    "dotdot": (member("backup/volume/../../../etc/cron.d/x"), "`..` in its path"),
+    "absolute": (member("/etc/cron.d/x"), "an absolute path"),
+    "device": (member("backup/volume/sda", tarfile.BLKTYPE), "a device node"),
+    "fifo": (member("backup/volume/pipe", tarfile.FIFOTYPE), "a FIFO"),
+    "symlink-out": (member("backup/volume/up", tarfile.SYMTYPE, "../../.."), "a symlink to"),
+    "hardlink-out": (member("backup/volume/pw", tarfile.LNKTYPE, "/etc/passwd"), "a hard link"),
+}
+
+
+@pytest.mark.parametrize("kind", UNSAFE_MEMBERS)
+def test_a_tarball_with_unsafe_members_fails_its_verify_naming_them(
+    agent: AgentHarness, kind: str
+) -> None:
+    unsafe, reason = UNSAFE_MEMBERS[kind]
+    data = incus_tarball((member("backup/volume/a"), b"a"), (unsafe, b""))
+    backup = recorded_tarball(agent.backup_dir, "grafana01-data", data, "gzip")
+    job = verified(agent, backup=backup)
+    assert job["state"] == "failed", job
+    assert job["error"]["code"] == "integrity_error"
+    assert "1 unsafe members, refused" in job["error"]["message"]
+    assert reason in job["error"]["message"]
+
+
+def test_a_good_backup_reports_its_index(agent: AgentHarness) -> None:
+    backup = exported(agent, "prometheus01-data")["backup"]
+    job = verified(agent, backup=backup)
+    assert job["state"] == "succeeded", job
+    checks = job["result"]["verified"][0]["checks"]
+    assert checks["index"].startswith("ok: volume prometheus01-data, type custom, pool ")
 
 
 def test_a_volume_without_backups_fails_its_verify_and_the_others_pass(

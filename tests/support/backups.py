@@ -1,14 +1,16 @@
 """Backup files made the runbook's way (`incus storage volume export`), for import tests,
 with a manifest written by the agent's own manifest code."""
 
+import hashlib
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.atomic_file import AtomicFile
-from agent.backup_paths import ensure_set_dir
+from agent.atomic_file import AtomicFile, WrittenFile
+from agent.backup_paths import backup_file_name, ensure_set_dir
 from agent.gpg import GpgHome, PassphraseFile
 from agent.manifest_store import new_entry, record_backup
+from schemas.commands import Compression
 from tests.support.incus_env import IncusProject
 
 SET = "20261128"
@@ -78,3 +80,19 @@ def leftovers(project: IncusProject) -> list[str]:
 
 def run(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def recorded_tarball(backup_dir: Path, volume: str, data: bytes, compression: Compression) -> str:
+    """`data` as the backup of `volume` in set SET, with its manifest entry; its reference."""
+    folder = ensure_set_dir(backup_dir, SET)
+    path = folder / backup_file_name(volume, compression, False)
+    path.write_bytes(data)
+    written = WrittenFile(path, len(data), hashlib.sha256(data).hexdigest())
+    now = datetime.now(UTC)
+    entry = new_entry(
+        written, volume=volume, service=volume.split("01-", maxsplit=1)[0], instance=volume[:-5],
+        source_snapshot="", compression=compression, encryption=None, created=now,
+        agent_version="test", incus_version="6.0.4",
+    )
+    record_backup(folder, entry, now=now, agent_version="test")
+    return f"{SET}/{volume}"
