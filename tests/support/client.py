@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -192,13 +193,18 @@ def response_properties(response_topic: str, correlation: bytes) -> Properties:
 
 
 def wipe_session(port: int, client_id: str, username: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
     """Connect with `client_id` and a clean start, as a careless or hostile client would:
-    the broker ends whatever session that id had (and the client holding it)."""
+    the broker ends whatever session that id had (and the client holding it).
+    `tls` is (CA, client certificate, client key)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv5)
     if username is not None:
         client.username_pw_set(username, password)
+    if tls is not None:
+        ca, cert, key = tls
+        client.tls_set(str(ca), str(cert), str(key))
     connected = threading.Event()
     client.on_connect = lambda *a: connected.set()
     client.connect("127.0.0.1", port, clean_start=True)
