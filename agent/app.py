@@ -216,9 +216,8 @@ class Agent:
         mqtt = self.config.mqtt
         session = f"{mqtt.host}:{mqtt.port}/{mqtt.client_id}"
         facts = self.store.agent_facts()
-        if self.session.session_present or mqtt.session_expiry_s == 0:
-            pass
-        elif facts.get("mqtt_session") == session:
+        expected = mqtt.session_expiry_s > 0 and facts.get("mqtt_session") == session
+        if expected and not self.session.session_present:
             now = self.clock()
             lost = int(facts.get("session_lost", 0)) + 1
             log.warning(
