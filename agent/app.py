@@ -132,8 +132,10 @@ class Agent:
             try:
                 async with anyio.create_task_group() as serving:
                     self._serving = serving.cancel_scope
-                    await self.session.subscribe(self.topics.command, qos=1)
-                    await self.session.subscribe(self.topics.admin_command, qos=1)
+                    # Commands are events: no retained message is sent on subscribing.
+                    await self.session.subscribe(self.topics.command, qos=1, retained=False)
+                    await self.session.subscribe(self.topics.admin_command, qos=1,
+                                                 retained=False)
                     await serving.start(self.runner.run)
                     await self._recover()
                     serving.start_soon(self._take_commands)
@@ -185,8 +187,9 @@ class Agent:
             await self.publisher.job(state_from_row(row, self.clock()))
             return
         created = from_ms(row.created_ms) or self.clock()
-        job = Job(id=row.id, action=row.action, command=command, plan=plan, created=created)
-        await self.runner.submit(job)
+        job = Job(id=row.id, action=row.action, command=command, plan=plan, created=created,
+                  admin=bool(row.admin))
+        await self.runner.submit(job, requeue=True)
 
     async def _take_commands(self) -> None:
         async for message in self.session.messages():
@@ -195,6 +198,7 @@ class Agent:
                 response_topic=message.response_topic,
                 correlation_data=message.correlation_data,
                 admin=message.topic == self.topics.admin_command,
+                retain=message.retain,
             )
 
             async def ack(message: Any = message) -> None:
@@ -210,12 +214,41 @@ class Agent:
                 await ack()
 
     async def _on_connect(self) -> None:
+        self._note_session()
         await self.publisher.republish_all()
         await self.publish_agent_state()
 
     async def _publish_status(self) -> None:
         await self.publish_agent_state()
         await self.publish_volume_states()
+
+    def _note_session(self) -> None:
+        """Say so when the broker no longer had the session this state dir last used.
+
+        Expected: this agent (this state dir, this broker and client id) connected before,
+        with a session that outlives the connection. Found missing: it expired, a client
+        with our client id took it over with a clean start, or the broker lost its state;
+        commands the broker held for us may be lost.
+        """
+        mqtt = self.config.mqtt
+        session = f"{mqtt.host}:{mqtt.port}/{mqtt.client_id}"
+        facts = self.store.agent_facts()
+        expected = mqtt.session_expiry_s > 0 and facts.get("mqtt_session") == session
+        if expected and not self.session.session_present:
+            now = self.clock()
+            lost = int(facts.get("session_lost", 0)) + 1
+            log.warning(
+                "MQTT session lost: the broker no longer had the session of client id %s"
+                " (expired, taken over by another client with that id, or the broker lost its"
+                " state); commands sent for the agent meanwhile may be lost (%d times so far)",
+                mqtt.client_id, lost,
+            )
+            self.store.set_agent_facts(
+                {"session_lost": lost, "session_lost_at_ms": epoch_ms(now)}
+            )
+        if facts.get("mqtt_session") != session:
+            self.store.set_agent_facts({"mqtt_session": session})
+
 
     async def _retry_undo(self) -> None:
         """Retry the undo of what failed to undo (Incus down at start, or gone mid-job)."""
@@ -229,6 +262,9 @@ class Agent:
             await self.publisher.forget_job(job_id)
 
     async def publish_agent_state(self) -> None:
+        facts = self.store.agent_facts()
+        lost_ms = int(facts.get("session_lost_at_ms", 0))
+        lost_at = from_ms(lost_ms)
         await self.publisher.agent(
             AgentState(
                 version=__version__,
@@ -237,6 +273,9 @@ class Agent:
                 queue=self.runner.queued,
                 running=self.runner.running_ids,
                 incus=IncusInfo(server=self.server.server, version=self.server.version),
+                session_lost=int(facts.get("session_lost", 0)),
+                session_lost_at=iso(lost_at) if lost_at else "",
+                session_lost_at_ts=lost_ms,
             )
         )
 

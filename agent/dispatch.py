@@ -17,11 +17,11 @@ from agent.clock import Clock
 from agent.jobs import Job, new_job_id
 from agent.publisher import Publisher, ReplyTarget
 from agent.runner import JobRunner
-from agent.store import Store
+from agent.store import JobRow, Store
 from commands.base import Plan
 from commands.inventory import Inventory
 from commands.registry import action_for
-from schemas.commands import AnyCommand, Command
+from schemas.commands import AnyCommand, CancelCommand, Command
 from schemas.errors import AtlasError, InvalidCommand, NotAllowed, QueueFull
 from schemas.messages import ErrorInfo, Response
 
@@ -29,7 +29,15 @@ log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TOPIC = re.compile(r"^[^#+\x00]{1,512}$")
+# msgspec names a missing or unknown field without the field in the path:
+# "Object missing required field `x`", with " - at `$.parent`" only below the top level.
+_FIELD_ERROR = re.compile(
+    r"^Object (?P<what>missing required|contains unknown) field `(?P<field>.*?)`"
+    r"(?: - at `(?P<path>\$[^`]*)`)?$",
+    re.DOTALL,
+)
+_PLAIN_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESPONSE_TOPIC_FIELD = "the MQTT 5 Response Topic property"
 
 _decoder = msgspec.json.Decoder(AnyCommand)
 # msgspec raises RecursionError, not a DecodeError, for JSON nested too deeply.
@@ -55,6 +63,8 @@ class Incoming:
     correlation_data: bytes | None
     # Arrived on `<prefix>/cmd/admin`, the only topic that takes the `admin_actions`.
     admin: bool = False
+    # Published with the retain flag (or delivered as a retained message): never executed.
+    retain: bool = False
 
 
 def decode_command(payload: bytes) -> Command:
@@ -65,10 +75,7 @@ def decode_command(payload: bytes) -> Command:
     try:
         command: Command = _decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        if "missing required field `action`" in message:
-            message += " - at `$.action`"
-        raise InvalidCommand(message) from None
+        raise InvalidCommand(_with_field_path(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise InvalidCommand(f"not a JSON object: {exc} - at `$`") from None
     except RecursionError:
@@ -76,8 +83,19 @@ def decode_command(payload: bytes) -> Command:
     return command
 
 
+def _with_field_path(message: str) -> str:
+    """msgspec's error, with a missing or unknown field named by its full `$.` path."""
+    found = _FIELD_ERROR.match(message)
+    if found is None:
+        return message
+    field = found["field"]
+    step = f".{field}" if _PLAIN_FIELD.match(field) else f"[{msgspec.json.encode(field).decode()}]"
+    return (f"Object {found['what']} field `{field}` - at `{found['path'] or '$'}{step}`")
+
+
 def _envelope(payload: bytes) -> tuple[str, str | None]:
-    """The id and reply_to of any payload, when they are valid; ("", None) otherwise."""
+    """The id of any payload when it is valid (else ""), and its reply_to when it is a
+    string (else None): `Topics.reply_problem` then says whether a reply may go there."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return "", None
     try:
@@ -86,7 +104,7 @@ def _envelope(payload: bytes) -> tuple[str, str | None]:
         return "", None
     job_id = envelope.id if isinstance(envelope.id, str) and _ID.match(envelope.id) else ""
     reply = envelope.reply_to
-    return job_id, reply if isinstance(reply, str) and _TOPIC.match(reply) else None
+    return job_id, reply if isinstance(reply, str) else None
 
 
 class Dispatcher:
@@ -111,43 +129,125 @@ class Dispatcher:
         self._admin_only = admin_actions
         self._clock = clock
 
-    def _reply_target(self, message: Incoming, reply_to: str | None) -> ReplyTarget:
-        if message.response_topic:
-            return ReplyTarget(message.response_topic, message.correlation_data)
-        return ReplyTarget(reply_to or self._publisher.topics.response)
+    def _reply_target(
+        self, message: Incoming, reply_to: str | None
+    ) -> tuple[ReplyTarget, str | None]:
+        """Where the response goes, and why a place the command asked for is refused.
+
+        The MQTT 5 Response Topic wins over `reply_to`; both must pass the topic rule. A
+        refused command is answered on `<p>/response`, never where it asked.
+        """
+        topics = self._publisher.topics
+        fallback = ReplyTarget(topics.response, message.correlation_data)
+        if message.response_topic is not None:
+            problem = topics.reply_problem(message.response_topic)
+            if problem is not None:
+                return fallback, (
+                    f"{RESPONSE_TOPIC_FIELD} {message.response_topic!r} {problem}"
+                )
+        if reply_to is not None:
+            problem = topics.reply_problem(reply_to)
+            if problem is not None:
+                return fallback, f"reply_to {reply_to!r} {problem} - at `$.reply_to`"
+        if message.response_topic is not None:
+            return ReplyTarget(message.response_topic, message.correlation_data), None
+        return ReplyTarget(reply_to or topics.response), None
 
     async def handle(self, message: Incoming, ack: Callable[[], Awaitable[None]]) -> None:
+        if message.retain:
+            await ack()
+            if not message.payload:  # a client clearing a retained message
+                return
+            log.warning(
+                "ignored a command published with the retain flag (%d bytes): commands are"
+                " events, and a retained one would run again on every new session; clear it"
+                " with an empty retained message",
+                len(message.payload),
+            )
+            return
         request_id, reply_to = _envelope(message.payload)
-        target = self._reply_target(message, reply_to)
+        target, reply_problem = self._reply_target(message, reply_to)
+        known = None if reply_problem or not request_id else self._store.get_job(request_id)
+        if known is not None:
+            await ack()
+            log.info("command %s repeats a known job; nothing new started", known.id)
+            await self._respond(target, _known_job_response(request_id, known))
+            return
         try:
+            if reply_problem is not None:
+                raise InvalidCommand(reply_problem)
             job = await self._accept(message.payload, admin=message.admin)
-            known = self._store.get_job(job.id)
-            if known is None and not self._runner.can_take(job):
+            job.admin = message.admin
+            self._check_cancel(job, admin=message.admin)
+            if not self._runner.can_take(job):
                 raise QueueFull(f"the job queue is full ({self._runner.queued} jobs waiting)")
         except AtlasError as exc:
             await ack()
             log.info("rejected command %s: %s", request_id or "(no id)", exc)
-            await self._publisher.response(
+            await self._respond(
                 target,
                 Response(id=request_id, status="rejected",
                          error=ErrorInfo(code=exc.code, message=str(exc))),
             )
             return
-        recorded = known is None and self._store.insert_job(job.to_row())
+        recorded = self._store.insert_job(job.to_row())
         await ack()
-        response = Response(
-            id=job.command.id or "",
-            status="accepted",
-            job=job.id,
-            action=known.action if known else job.action,
-            plan=job.plan.as_list() if job.command.dry_run else None,
+        if not recorded:  # an id known since the check above
+            existing = self._store.get_job(job.id)
+            if existing is not None:
+                await self._respond(target, _known_job_response(request_id, existing))
+            return
+        await self._respond(
+            target,
+            Response(
+                id=job.command.id or "",
+                status="accepted",
+                job=job.id,
+                action=job.action,
+                plan=job.plan.as_list() if job.command.dry_run else None,
+            ),
         )
-        await self._publisher.response(target, response)
-        if recorded:
-            log.info("accepted %s job %s", job.action, job.id)
+        log.info("accepted %s job %s", job.action, job.id)
+        await self._start(job)
+
+    async def _respond(self, target: ReplyTarget, response: Response) -> None:
+        """Publish a response; one that cannot be sent is logged and never stops a job."""
+        try:
+            await self._publisher.response(target, response)
+        except Exception as exc:
+            log.warning("could not send the response for %s to %r (the job goes on): %s",
+                        response.id or "(no id)", target.topic, exc)
+
+    async def _start(self, job: Job) -> None:
+        """Hand a recorded job to the runner; if it cannot take it, the job fails on record
+        rather than waiting, queued, for the next restart."""
+        try:
             await self._runner.submit(job)
-        else:
-            log.info("command %s repeats a known job; nothing new started", job.id)
+        except AtlasError as exc:
+            log.error("job %s could not be started: %s", job.id, exc)
+            job.state = "failed"
+            job.error = {"code": exc.code, "message": f"could not be started: {exc}"}
+            job.finished = self._clock()
+            self._store.update_job(job.to_row())
+            await self._publisher.job(job.to_state(job.finished))
+
+    def _check_cancel(self, job: Job, *, admin: bool) -> None:
+        """A job started on the admin topic is cancelled only from there."""
+        command = job.command
+        if admin or not isinstance(command, CancelCommand):
+            return
+        target = self._store.get_job(command.job)
+        if target is None:
+            return  # the cancel job reports the unknown job
+        from_admin = target.admin if target.admin is not None else (
+            target.action in self._admin_only  # recorded before the origin was kept
+        )
+        if from_admin:
+            raise NotAllowed(
+                f"job {target.id!r} was started on the admin topic"
+                f" {self._publisher.topics.admin_command} and is cancelled only there"
+                " - at `$.job`"
+            )
 
     async def _accept(self, payload: bytes, *, admin: bool) -> Job:
         """Decode, check and plan a command; raises with the offending field named."""
@@ -170,3 +270,14 @@ class Dispatcher:
         plan: Plan = action.plan(command, self._inventory.seeing(facts), now)
         job_id = command.id or new_job_id(action_name, now)
         return Job(id=job_id, action=action_name, command=command, plan=plan, created=now)
+
+
+def _known_job_response(request_id: str, known: JobRow) -> Response:
+    """The answer to a repeated id: the existing job as recorded, never the new command."""
+    return Response(
+        id=request_id,
+        status="accepted",
+        job=known.id,
+        action=known.action,
+        plan=known.plan if known.dry_run else None,
+    )

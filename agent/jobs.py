@@ -40,6 +40,8 @@ class Job:
     finished: datetime | None = None
     result: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] = field(default_factory=dict)
+    # Sent on `<p>/cmd/admin`: such a job is cancelled only from there (kept in the store).
+    admin: bool = False
 
     @property
     def final(self) -> bool:
@@ -63,6 +65,8 @@ class Job:
             finished_ms=epoch_ms(self.finished) if self.finished else 0,
             result=self.result,
             error=self.error,
+            admin=self.admin,
+            plan=self.plan.as_list(),
         )
 
     def to_state(self, now: datetime) -> JobState:

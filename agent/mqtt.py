@@ -175,13 +175,15 @@ class MqttSession:
         ](incoming_capacity + INCOMING_HEADROOM)
         self._streams_ended = False
         self._outbox: deque[_Outgoing] = deque()
-        self._subscriptions: dict[str, int] = {}
+        # Topic filter -> (QoS, whether retained messages are sent on subscribing).
+        self._subscriptions: dict[str, tuple[int, bool]] = {}
         self._replies: dict[int, _Reply] = {}
         # Delivered QoS 1 messages not acked yet, by mid; a mid is the session's, not the
         # connection's, so an ack made after a reconnect still settles the message.
         self._unacked: dict[int, Incoming] = {}
         self._acked_offline: set[int] = set()
         self._link_up = False  # CONNACK accepted on the current socket
+        self._session_present = False  # ... and the broker had kept our session
         self._connected = False  # ... and subscriptions renewed
         self._ready = anyio.Event()
         self._connack = anyio.Event()
@@ -204,6 +206,12 @@ class MqttSession:
         return self._connected
 
     @property
+    def session_present(self) -> bool:
+        """The broker still had our session at the last CONNACK (subscriptions, queued
+        messages); False after a first connect, an expiry, or a session taken over."""
+        return self._session_present
+
+    @property
     def last_error(self) -> MqttFailure | None:
         """Why the last connection attempt failed; None once connected."""
         return self._last_error
@@ -222,19 +230,21 @@ class MqttSession:
             return _ended_stream()
         return self._incoming_receive.clone()
 
-    async def subscribe(self, topic: str, qos: int = 1) -> None:
+    async def subscribe(self, topic: str, qos: int = 1, *, retained: bool = True) -> None:
         """Subscribe, and renew the subscription on every (re)connect.
 
+        With `retained=False` the broker sends no retained message on subscribing, and
+        keeps the retain flag of live messages as published, so the consumer can tell them.
         When connected this waits for the SUBACK and raises MqttFailure if the broker
         refuses; when not, the subscription is made on connecting.
         """
         _check_topic_filter(topic)
         if qos not in (0, 1):
             raise MqttFailure(f"subscription QoS must be 0 or 1, not {qos}")
-        self._subscriptions[topic] = qos
+        self._subscriptions[topic] = (qos, retained)
         if not self._link_up:
             return
-        codes = await self._subscribe_and_wait({topic: qos})
+        codes = await self._subscribe_and_wait({topic: (qos, retained)})
         if codes and codes[0].is_failure:
             self._subscriptions.pop(topic, None)
             raise MqttFailure(f"the broker refused the subscription to {topic!r}: {codes[0]}")
@@ -566,14 +576,12 @@ class MqttSession:
         except Exception:
             log.exception("MQTT on_connect callback failed; the session stays up")
 
-    async def _subscribe_and_wait(self, topics: dict[str, int]) -> list[ReasonCode] | None:
+    async def _subscribe_and_wait(
+        self, topics: dict[str, tuple[int, bool]]
+    ) -> list[ReasonCode] | None:
         """One SUBSCRIBE; its reason codes, or None if the connection dropped first."""
-        # Retained messages only for a new subscription, not again on every renewal.
-        renewal = SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
-        options = [
-            (topic, SubscribeOptions(qos=qos, retainHandling=renewal))
-            for topic, qos in topics.items()
-        ]
+        options = [(topic, _subscribe_options(qos, retained))
+                   for topic, (qos, retained) in topics.items()]
         result, mid = self._client.subscribe(options)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             return None
@@ -648,6 +656,7 @@ class MqttSession:
         """CONNACK accepted: publishes and acks go straight to paho from now on."""
         if not session_present:
             self._forget_session()
+        self._session_present = session_present
         self._link_up = True
         self._up_since = time.monotonic()
         self._last_error = None
@@ -708,6 +717,15 @@ def _incoming(message: MQTTMessage) -> Incoming:
         dup=bool(message.dup),
         response_topic=getattr(properties, "ResponseTopic", None),
         correlation_data=getattr(properties, "CorrelationData", None),
+    )
+
+
+def _subscribe_options(qos: int, retained: bool) -> SubscribeOptions:
+    if retained:
+        # Retained messages only for a new subscription, not again on every renewal.
+        return SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+    return SubscribeOptions(
+        qos=qos, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND, retainAsPublished=True
     )
 
 

@@ -15,10 +15,10 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from agent.clock import Clock
 from agent.context import RunningJob, StoreJournal
-from agent.jobs import Job
+from agent.jobs import Job, state_from_row
 from agent.publisher import Publisher
 from agent.scheduling import Waiting, runnable
-from agent.store import Store
+from agent.store import JobRow, Store
 from commands.base import Control, Outcome
 from commands.inventory import Inventory
 from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
@@ -84,16 +84,25 @@ class JobRunner:
 
     # Submitting and cancelling
 
-    async def submit(self, job: Job) -> None:
-        """Take a recorded job: immediate actions start now, others wait their turn."""
+    async def submit(self, job: Job, *, requeue: bool = False) -> None:
+        """Take a recorded job: immediate actions start now, others wait their turn.
+
+        A job cancelled while recorded but not yet here is not taken. Jobs requeued by
+        recovery were admitted before the restart, so the queue's bound does not refuse them.
+        """
         if self._task_group is None:
             raise RuntimeError("the runner is not running")
+        row = self._deps.store.get_job(job.id)
+        if row is not None and row.state != "queued":
+            log.info("job %s is %s already; not started", job.id, row.state)
+            return
         action = action_for(job.command)
         immediate = action is not None and action.immediate
-        if not immediate and not self.has_room():
+        if not immediate and not requeue and not self.has_room():
             raise QueueFull(f"the job queue is full ({self._max_queue} jobs)")
         await self._announce(job)
         if immediate:
+            self._running[job.id] = self._context(job)  # cancellable from this moment
             self._task_group.start_soon(self._run_job, job)
             return
         self._queue.append(job)
@@ -113,7 +122,29 @@ class JobRunner:
         row = self._deps.store.get_job(job_id)
         if row is None:
             raise NotFound(f"no job {job_id!r} is known")
+        if row.state == "queued":
+            # Recorded but never handed to the runner (or not yet): cancelled on record, so
+            # neither `submit` nor recovery's requeue starts it.
+            self._cancel_recorded(row)
+            return {"job": job_id, "was": "queued", "state": "cancelled"}
         return {"job": job_id, "was": row.state, "state": row.state}
+
+    def _cancel_recorded(self, row: JobRow) -> None:
+        now = self._deps.clock()
+        row.state, row.finished_ms = "cancelled", epoch_ms(now)
+        row.error = {"code": "cancelled", "message": "cancelled before it started"}
+        self._deps.store.update_job(row)
+        assert self._task_group is not None
+        self._task_group.start_soon(self._announce_row, row)
+
+    async def _announce_row(self, row: JobRow) -> None:
+        with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
+            now = self._deps.clock()
+            await self._deps.publisher.job(state_from_row(row, now))
+            await self._deps.publisher.event(
+                Event(job=row.id, action=row.action, state=row.state, at=iso(now),
+                      at_ts=epoch_ms(now))
+            )
 
     # The scheduling loop
 

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS agent_facts (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS effects (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL,
@@ -48,6 +52,18 @@ CREATE TABLE IF NOT EXISTS volume_facts (
 );
 """
 
+# Columns added to `jobs` after its first release, added to older databases on opening.
+ADDED_JOB_COLUMNS = {
+    # 1: sent on `<p>/cmd/admin`, 0: on `<p>/cmd`; NULL: recorded before this was kept.
+    "admin": "INTEGER",
+    # The plan as `dry_run` answered it, for repeats of the same id.
+    "plan": "TEXT NOT NULL DEFAULT '[]'",
+}
+_JOB_COLUMNS = (
+    "id, action, command, state, phase, targets, dry_run, created_ms, started_ms,"
+    " finished_ms, result, error, admin, plan"
+)
+
 
 @dataclass
 class JobRow:
@@ -63,6 +79,9 @@ class JobRow:
     finished_ms: int
     result: dict[str, Any]
     error: dict[str, Any]
+    # Sent on the admin topic; None for jobs recorded before the origin was kept.
+    admin: bool | None = None
+    plan: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -84,7 +103,16 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._migrate()
         path.chmod(0o600)
+
+    def _migrate(self) -> None:
+        """Add the columns an older database lacks; existing rows keep their defaults."""
+        with self._transaction() as db:
+            have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            for column, declaration in ADDED_JOB_COLUMNS.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self._db.close()
@@ -106,7 +134,7 @@ class Store:
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO jobs (id, action, command, state, phase, targets,"
-                " dry_run, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " dry_run, created_ms, admin, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.id,
                     row.action,
@@ -116,6 +144,8 @@ class Store:
                     json.dumps(row.targets),
                     int(row.dry_run),
                     row.created_ms,
+                    None if row.admin is None else int(row.admin),
+                    json.dumps(row.plan, default=str),
                 ),
             )
             return cursor.rowcount == 1
@@ -137,13 +167,17 @@ class Store:
             )
 
     def get_job(self, job_id: str) -> JobRow | None:
-        found = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        found = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)
+        ).fetchone()
         return _job_row(found) if found else None
 
     def jobs_in_state(self, *states: str) -> list[JobRow]:
         marks = ",".join("?" * len(states))
         rows = self._db.execute(
-            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_ms, rowid", states
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks})"
+            " ORDER BY created_ms, rowid",
+            states,
         ).fetchall()
         return [_job_row(r) for r in rows]
 
@@ -209,6 +243,20 @@ class Store:
                 [(volume, key, json.dumps(value)) for key, value in facts.items()],
             )
 
+    # Facts about the agent itself (its MQTT session), kept across restarts
+
+    def agent_facts(self) -> dict[str, Any]:
+        rows = self._db.execute("SELECT key, value FROM agent_facts").fetchall()
+        return {key: json.loads(value) for key, value in rows}
+
+    def set_agent_facts(self, facts: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO agent_facts (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                [(key, json.dumps(value)) for key, value in facts.items()],
+            )
+
     def volume_facts(self, volume: str) -> dict[str, Any]:
         rows = self._db.execute(
             "SELECT key, value FROM volume_facts WHERE volume=?", (volume,)
@@ -230,4 +278,6 @@ def _job_row(r: tuple[Any, ...]) -> JobRow:
         finished_ms=r[9],
         result=json.loads(r[10]),
         error=json.loads(r[11]),
+        admin=None if r[12] is None else bool(r[12]),
+        plan=json.loads(r[13]),
     )

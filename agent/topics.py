@@ -1,8 +1,10 @@
-"""Every topic the agent uses, built in one place from the configured prefix."""
+"""Every topic the agent uses, built in one place from the configured prefix, and the rule
+for where a client may have the agent reply."""
 
 from dataclasses import dataclass
 
 HA_DISCOVERY_PREFIX = "homeassistant"
+MAX_REPLY_TOPIC_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,29 @@ class Topics:
 
     def drill(self, service: str) -> str:
         return f"{self.prefix}/drills/{service}"
+
+    def reply_problem(self, topic: str) -> str | None:
+        """Why the agent may not publish a reply on `topic` (None when it may).
+
+        A reply goes out under the agent's own identity, so a client must not point it at
+        the agent's state topics (a subscriber would take a foreign payload for state), at
+        Home Assistant discovery, or at a name the broker refuses (wildcards, NUL, `$...`).
+        Only `<p>/response` and below are the agent's topics open to replies.
+        """
+        if not topic or len(topic) > MAX_REPLY_TOPIC_CHARS:
+            return f"must be 1 to {MAX_REPLY_TOPIC_CHARS} characters"
+        if any(c in topic for c in "+#\x00"):
+            return "must not contain a wildcard (+, #) or NUL"
+        if topic.startswith("$"):
+            return "must not start with $ (broker topics)"
+        if _under(topic, self.response):
+            return None
+        for owned in (self.prefix, HA_DISCOVERY_PREFIX):
+            if _under(topic, owned):
+                return f"must not be under {owned}/ (only {self.response}/... is open to replies)"
+        return None
+
+
+def _under(topic: str, root: str) -> bool:
+    """`topic` is `root` itself or a topic below it."""
+    return topic == root or topic.startswith(f"{root}/")

@@ -97,6 +97,12 @@ class AgentState(msgspec.Struct, kw_only=True):
     queue: int = 0
     running: list[str] = msgspec.field(default_factory=list)
     incus: IncusInfo = msgspec.field(default_factory=IncusInfo)
+    # Times the broker had lost the session the agent expected to resume (expired, taken
+    # over by a client with its client id, a broker that lost its state): commands sent
+    # meanwhile may be lost. Counted over the life of the state directory.
+    session_lost: int = 0
+    session_lost_at: str = ""
+    session_lost_at_ts: int = 0
 
 
 class AgentOffline(msgspec.Struct, kw_only=True):

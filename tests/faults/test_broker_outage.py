@@ -93,5 +93,9 @@ def test_a_broker_that_lost_its_data_gets_every_retained_state_again(
             client.wait_for(retained_on(f"{agent.prefix}/volumes/{volume}"))
         online = client.wait_for(retained_on(f"{agent.prefix}/agent"))
         assert online.json()["state"] == "online"
+        # Its session went with the data: commands held for it may be lost, and it says so.
+        assert online.json()["session_lost"] == 1
+        assert online.json()["session_lost_at_ts"] > 0
     finally:
         client.close()
+    assert "MQTT session lost" in agent.log

@@ -133,7 +133,7 @@ def payloads(draw: st.DrawFn, prefix: str) -> tuple[str, bytes]:
         if str(value.get("action")) not in SAFE_ACTIONS:
             value["dry_run"] = True
         if isinstance(value.get("reply_to"), str):  # answers must come where we listen
-            value["reply_to"] = f"{prefix}/reply/{draw(st.integers(0, 9))}"
+            value["reply_to"] = f"{prefix}/response/{draw(st.integers(0, 9))}"
     return topic, json.dumps(value).encode()
 
 
@@ -188,7 +188,7 @@ def test_two_thousand_generated_payloads_are_each_answered_and_the_agent_stays_s
     def responses() -> list[Received]:
         return [r for r in agent.client.everything()[mark:]
                 if r.topic == f"{agent.prefix}/response"
-                or r.topic.startswith(f"{agent.prefix}/reply/")]
+                or r.topic.startswith(f"{agent.prefix}/response/")]
 
     answered = wait_count(lambda: len(responses()), COUNT, timeout=120)
     after = memory_kib(pid)

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.faults.conftest import AgentFactory, Evidence, FaultAgent, wait_until
 from tests.support.broker import Broker, free_port, running_broker, wait_listening
-from tests.support.client import TestClient
+from tests.support.client import TestClient, wipe_session
 from tests.support.incus_env import IncusProject
 from tests.support.pki import Certificates, make_certificates
 
@@ -294,3 +294,34 @@ def test_with_no_admin_actions_restore_is_taken_on_the_command_topic(
     job = agent.client.wait_job(str(command["id"]))
     assert job["state"] == "succeeded", job
     assert atlas.read("step-ca01", "/data/state") == "signed"
+
+
+def test_another_identity_cannot_take_over_the_agents_session(
+    secure_agent: FaultAgent, secure: SecureBroker, atlas: IncusProject
+) -> None:
+    """Finding 10: a client of another identity connecting with the agent's client id (clean
+    start) neither knocks the agent off nor wipes the commands its session holds."""
+    agent_ids = (f"agent-{PREFIX.replace('/', '-')}", "atlas-backup")  # configured; username
+    attackers = ("grafana", "homeassistant")
+
+    certs = secure.certs
+    def take_over() -> None:  # on the deployed listener, with a valid certificate
+        for user in attackers:
+            for client_id in agent_ids:
+                wipe_session(secure.tls_port, client_id, user, PASSWORDS[user],
+                             tls=(certs.ca, certs.client_cert, certs.client_key))
+
+    take_over()  # while the agent runs
+    assert secure_agent.client.command({"action": "status"})["status"] == "accepted"
+    assert "MQTT connection lost" not in secure_agent.log
+
+    secure_agent.process.stop()
+    name = f"held-{uuid.uuid4().hex[:8]}"
+    secure_agent.client.publish({"id": name, "action": "snapshot",
+                                 "volumes": ["grafana01-data"], "name": name})
+    take_over()  # while it is away: the session holds the command
+    secure_agent.start()
+    job = secure_agent.client.wait_job(name, timeout=30)
+    assert job["state"] == "succeeded", job
+    assert name in atlas.snapshots("grafana01-data")
+    assert secure_agent.client.latest(f"{PREFIX}/agent")["session_lost"] == 0

@@ -209,7 +209,7 @@ def test_list_reports_volumes_instances_and_snapshots(agent: AgentHarness) -> No
 
 
 def test_mqtt5_response_topic_and_correlation_data_are_honoured(agent: AgentHarness) -> None:
-    reply = f"{agent.prefix}/replies/me"
+    reply = f"{agent.prefix}/response/me"
     mark = agent.client.mark()
     agent.client.publish(
         {"id": "corr-1", "action": "status"},
@@ -222,7 +222,7 @@ def test_mqtt5_response_topic_and_correlation_data_are_honoured(agent: AgentHarn
 
 
 def test_reply_to_directs_the_response(agent: AgentHarness) -> None:
-    reply = f"{agent.prefix}/replies/legacy"
+    reply = f"{agent.prefix}/response/legacy"
     mark = agent.client.mark()
     agent.client.publish({"id": "rt-1", "action": "status", "reply_to": reply})
     answer = agent.client.wait_for(lambda r: r.topic == reply, since=mark)

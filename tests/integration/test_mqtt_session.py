@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from agent.config import MqttConfig
 from agent.mqtt import Incoming, MqttFailure, MqttSession
 from tests.support.broker import Broker, running_broker
+from tests.support.client import wipe_session
 from tests.support.pki import Certificates, make_certificates
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -303,6 +304,47 @@ async def test_reconnects_after_a_broker_restart_and_calls_on_connect_again(
             await mosquitto_pub(mosquitto, topic, "after-restart")
             assert (await receive(messages)).payload == b"after-restart"
     assert callback_threads == [loop_thread, loop_thread]
+
+
+async def mosquitto_pub_retained(broker: Broker, topic: str, payload: str) -> None:
+    await anyio.run_process(
+        ["mosquitto_pub", "-p", str(broker.port), "-V", "mqttv5", "-q", "1", "-r",
+         "-t", topic, "-m", payload]
+    )
+
+
+async def test_a_subscription_without_retained_gets_none_and_sees_the_flag_of_live_ones(
+    mosquitto: Broker, topic: str
+) -> None:
+    await mosquitto_pub_retained(mosquitto, topic, "old")
+    async with running(session_for(config_for(mosquitto))) as session:
+        with session.messages() as messages:
+            await session.subscribe(topic, retained=False)
+            await session.wait_connected()
+            await mosquitto_pub_retained(mosquitto, topic, "live")
+            await mosquitto_pub(mosquitto, topic, "plain")
+            first, second = await receive(messages), await receive(messages)
+            assert (first.payload, first.retain) == (b"live", True)
+            assert (second.payload, second.retain) == (b"plain", False)
+            await session.ack(first)
+            await session.ack(second)
+
+
+async def test_session_present_tells_a_resumed_session_from_one_the_broker_lost(
+    mosquitto: Broker, topic: str
+) -> None:
+    config = config_for(mosquitto)
+    seen: list[bool] = []
+    for wipe in (False, False, True):
+        if wipe:
+            await anyio.to_thread.run_sync(wipe_session, mosquitto.port, config.client_id)
+        session = session_for(config)
+        async with running(session):
+            await session.subscribe(topic)
+            await session.wait_connected()
+            seen.append(session.session_present)
+            await session.close()
+    assert seen == [False, True, False]
 
 
 async def test_response_topic_and_correlation_data_round_trip(

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -107,13 +108,14 @@ class TestClient:
             self.puback_codes[mid] = int(reason_code.value)
 
     def publish(self, payload: bytes | dict[str, Any], topic: str | None = None,
-                properties: Properties | None = None, qos: int = 1) -> float:
+                properties: Properties | None = None, qos: int = 1,
+                retain: bool = False) -> float:
         """Publish (a command, by default, on the topic its action belongs to); waits for
         the PUBACK at QoS 1, whose reason code `last_puback()` then tells."""
         data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
         sent = time.monotonic()
         info = self._client.publish(topic or command_topic(self.prefix, data), data, qos=qos,
-                                    properties=properties)
+                                    retain=retain, properties=properties)
         info.wait_for_publish(10)
         self._last_mid = info.mid
         return sent
@@ -188,3 +190,28 @@ def response_properties(response_topic: str, correlation: bytes) -> Properties:
     props.ResponseTopic = response_topic
     props.CorrelationData = correlation
     return props
+
+
+def wipe_session(port: int, client_id: str, username: str | None = None,
+                 password: str | None = None,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
+    """Connect with `client_id` and a clean start, as a careless or hostile client would:
+    the broker ends whatever session that id had (and the client holding it).
+    `tls` is (CA, client certificate, client key)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    if username is not None:
+        client.username_pw_set(username, password)
+    if tls is not None:
+        ca, cert, key = tls
+        client.tls_set(str(ca), str(cert), str(key))
+    connected = threading.Event()
+    client.on_connect = lambda *a: connected.set()
+    client.connect("127.0.0.1", port, clean_start=True)
+    client.loop_start()
+    try:
+        if not connected.wait(10):
+            raise RuntimeError(f"could not connect as {client_id}")
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -3,7 +3,7 @@
 import msgspec
 import pytest
 
-from agent.dispatch import MAX_PAYLOAD_BYTES, decode_command
+from agent.dispatch import MAX_PAYLOAD_BYTES, _with_field_path, decode_command
 from schemas.commands import RestoreCommand, SnapshotCommand
 from schemas.errors import InvalidCommand
 
@@ -19,11 +19,12 @@ from schemas.errors import InvalidCommand
         (b'{"action": "snapshot", "volumes": [5]}', "`$.volumes[0]`"),
         (b'{"action": "snapshot", "volumes": ["../x"]}', "`$.volumes[0]`"),
         (b'{"action": "snapshot", "volumes": "al"}', "`$.volumes`"),
-        (b'{"action": "snapshot", "volumes": "all", "colour": "red"}', "`colour`"),
+        (b'{"action": "snapshot", "volumes": "all", "colour": "red"}', "- at `$.colour`"),
         (b'{"action": "snapshot", "volumes": "all", "id": "../x"}', "`$.id`"),
         (b'{"action": "snapshot", "volumes": "all", "reply_to": "a/#"}', "`$.reply_to`"),
         (b'{"action": "restore", "volume": "v", "snapshot": "a/b"}', "`$.snapshot`"),
-        (b'{"action": "cancel"}', "`job`"),
+        (b'{"action": "cancel"}', "- at `$.job`"),
+        (b'{"action": "restore", "volume": "v", "confirm": "v"}', "- at `$.snapshot`"),
     ],
 )
 def test_invalid_payload_is_rejected_naming_the_field(payload: bytes, names: str) -> None:
@@ -53,3 +54,19 @@ def test_valid_commands_decode_to_their_types() -> None:
 def test_import_accepts_the_as_field_under_its_wire_name() -> None:
     command = decode_command(b'{"action": "import", "backup": "20261128/v1", "as": "v2"}')
     assert msgspec.structs.asdict(command)["as_"] == "v2"
+
+
+@pytest.mark.parametrize(
+    ("message", "named"),
+    [
+        ("Object missing required field `job`", "Object missing required field `job` - at `$.job`"),
+        ("Object contains unknown field `x` - at `$.volumes[0]`",
+         "Object contains unknown field `x` - at `$.volumes[0].x`"),
+        ("Object contains unknown field `a b`",
+         'Object contains unknown field `a b` - at `$["a b"]`'),
+        ("Expected `str`, got `int` - at `$.volumes[0]`",
+         "Expected `str`, got `int` - at `$.volumes[0]`"),
+    ],
+)
+def test_missing_and_unknown_fields_are_named_by_their_full_path(message: str, named: str) -> None:
+    assert _with_field_path(message) == named

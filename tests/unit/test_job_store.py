@@ -1,0 +1,69 @@
+"""The job record keeps where a job came from and its plan, also in a database made before
+those columns existed, and the agent's own facts survive a reopen."""
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.jobs import Job
+from agent.store import Store
+from commands.base import Plan, Step
+from schemas.commands import SnapshotCommand
+
+NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+# The jobs table as the first release made it.
+OLD_JOBS = """
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY, action TEXT NOT NULL, command TEXT NOT NULL, state TEXT NOT NULL,
+    phase TEXT NOT NULL DEFAULT '', targets TEXT NOT NULL DEFAULT '[]',
+    dry_run INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0,
+    result TEXT NOT NULL DEFAULT '{}', error TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+def job(job_id: str, *, admin: bool) -> Job:
+    plan = Plan(targets=("v1",), steps=(Step("snapshot", "v1", {"name": "s"}),))
+    return Job(id=job_id, action="snapshot", command=SnapshotCommand(volumes=["v1"]),
+               plan=plan, created=NOW, admin=admin)
+
+
+def test_a_jobs_origin_and_plan_survive_a_restart(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    assert store.insert_job(job("from-admin", admin=True).to_row())
+    assert store.insert_job(job("from-plain", admin=False).to_row())
+    store.close()
+    reopened = Store(tmp_path / "db")
+    admin_row, plain_row = reopened.get_job("from-admin"), reopened.get_job("from-plain")
+    assert admin_row is not None
+    assert plain_row is not None
+    assert (admin_row.admin, plain_row.admin) == (True, False)
+    assert admin_row.plan == [{"op": "snapshot", "target": "v1", "name": "s"}]
+    assert [r.id for r in reopened.jobs_in_state("queued")] == ["from-admin", "from-plain"]
+
+
+def test_an_older_database_gains_the_columns_and_its_jobs_have_no_known_origin(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_JOBS)
+        db.execute("INSERT INTO jobs (id, action, command, state, created_ms)"
+                   " VALUES ('old-1', 'restore', '{}', 'queued', 1)")
+    store = Store(path)
+    old = store.get_job("old-1")
+    assert old is not None
+    assert (old.admin, old.plan, old.state) == (None, [], "queued")
+    assert store.insert_job(job("new-1", admin=True).to_row())
+    new = store.get_job("new-1")
+    assert new is not None
+    assert new.admin is True
+
+
+def test_agent_facts_are_kept_across_a_reopen(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    store.set_agent_facts({"session_lost": 1, "mqtt_session": "h:1/c"})
+    store.set_agent_facts({"session_lost": 2})
+    store.close()
+    assert Store(tmp_path / "db").agent_facts() == {"session_lost": 2, "mqtt_session": "h:1/c"}
