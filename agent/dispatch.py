@@ -21,14 +21,14 @@ from agent.store import JobRow, Store
 from commands.base import Plan
 from commands.inventory import Inventory
 from commands.registry import action_for
-from schemas.commands import AnyCommand, CancelCommand, Command
+from schemas.commands import REQUEST_ID_PATTERN, AnyCommand, CancelCommand, Command
 from schemas.errors import AtlasError, InvalidCommand, NotAllowed, QueueFull
 from schemas.messages import ErrorInfo, Response
 
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ID = re.compile(REQUEST_ID_PATTERN)
 # msgspec names a missing or unknown field without the field in the path:
 # "Object missing required field `x`", with " - at `$.parent`" only below the top level.
 _FIELD_ERROR = re.compile(

@@ -12,7 +12,9 @@ import msgspec
 # `$(?!\n)`: Python's `$` (msgspec's matcher) also matches before a final newline.
 INCUS_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$(?!\n)"
 IncusName = Annotated[str, msgspec.Meta(pattern=INCUS_NAME_PATTERN, max_length=63)]
-RequestId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+# A request id becomes the job id and a topic level: the same rule, up to 64 characters.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$(?!\n)"
+RequestId = Annotated[str, msgspec.Meta(pattern=REQUEST_ID_PATTERN)]
 # A topic to answer on: no wildcards, no empty levels at the ends, bounded length.
 ReplyTopic = Annotated[str, msgspec.Meta(pattern=r"^[^#+\x00]{1,512}$")]
 # `<set>/<volume>`: a backup set (date folder) and a volume name.

@@ -70,3 +70,9 @@ def test_import_accepts_the_as_field_under_its_wire_name() -> None:
 )
 def test_missing_and_unknown_fields_are_named_by_their_full_path(message: str, named: str) -> None:
     assert _with_field_path(message) == named
+
+
+def test_an_id_with_a_trailing_newline_is_rejected_naming_the_field() -> None:
+    # Python's `$` matches before a final newline; the id becomes a topic level.
+    with pytest.raises(InvalidCommand, match=r"\$\.id"):
+        decode_command(b'{"action": "status", "id": "abc\\n"}')
