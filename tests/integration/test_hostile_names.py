@@ -59,8 +59,8 @@ DECOY_BACKUP = f"b0-{uuid.uuid4().hex[:6]}"
 BASELINE_BACKUPS = (f"victim/{DECOY_BACKUP}",)
 RUNBOOK_VICTIM = "victim-20241126.tar.gz"
 RUNBOOK_GRAFANA = "grafana01-data-20241126.tar.gz"
-NAME_MAX_EXAMPLES = 45
-TOPIC_MAX_EXAMPLES = 20
+NAME_MAX_EXAMPLES = 70
+TOPIC_MAX_EXAMPLES = 25
 ANSWER_TIMEOUT_S = 10.0
 JOB_TIMEOUT_S = 90.0
 
@@ -249,18 +249,22 @@ REPLY_TOPICS = [
 replies: st.SearchStrategy[str] = st.one_of(
     st.sampled_from(REPLY_TOPICS), st.builds(lambda n: "replies/" + n, hostile_names)
 )
-request_ids: st.SearchStrategy[str | None] = st.one_of(
-    st.just("{fresh}"), st.just("{fresh}"), st.none(), st.just("{known_job}"),
+hostile_ids: st.SearchStrategy[str | None] = st.one_of(
+    st.none(), st.just("{known_job}"),
     st.sampled_from(["", "../x", "a/b", "a#b", "+", "x" * 65, "\u00e9", "a\x00", " a", ".a",
                      "-a", "a b", "{fresh}?x", "{fresh}/x"]),
     hostile_names,
+)
+# Mostly a fresh valid id: a hostile one gets the command rejected before anything else.
+request_ids: st.SearchStrategy[str | None] = st.integers(0, 7).flatmap(
+    lambda n: hostile_ids if n == 7 else st.just("{fresh}")
 )
 
 
 @dataclass(frozen=True)
 class Case:
     """One command as generated: placeholders still in; `swap_topic` sends an admin action
-    on the plain topic (and any other on the admin one)."""
+    on the plain topic (and any other on the admin one, which takes every action)."""
 
     action: str
     fields: Mapping[str, object]
@@ -320,12 +324,16 @@ def action_fields(draw: st.DrawFn, action: str) -> dict[str, object]:
         keys = [draw(st.sampled_from(["backup", "volumes"]))]
     elif action in ("restore", "rebuild"):
         keys.append("confirm")
-    hostile = draw(st.sets(st.sampled_from(keys), min_size=min(1, len(keys)), max_size=2)
-                   if keys else st.just(set()))
+    hostile: set[str] = set()
+    if keys:  # a file or a reference first: they reach furthest into the agent
+        first = [k for k in keys if k in ("file", "backup")] * 2 + keys
+        hostile.add(draw(st.sampled_from(first)))
+        if draw(st.integers(0, 3)) == 3:
+            hostile.add(draw(st.sampled_from(keys)))
     fields = {k: draw(HOSTILE[k] if k in hostile else VALID[action][k]) for k in keys}
     if action == "import" and "confirm" in fields:
         fields["replace"] = True
-    if action == "snapshot" and draw(st.integers(0, 4)) == 0:
+    if action == "snapshot" and draw(st.integers(0, 4)) == 4:
         fields["quiesce"] = True
     return fields
 
@@ -338,19 +346,19 @@ def cases(draw: st.DrawFn, hostile_topics: bool) -> Case:
     """Hostile names, files and references (and ids); with `hostile_topics`, hostile
     `reply_to` and Response Topics too, which would otherwise fail most examples first."""
     action = draw(st.sampled_from(
-        ["import"] * 6 + ["snapshot"] * 2 + ["restore"] * 2 + ["verify"] * 2 + ACTIONS
+        ["import"] * 8 + ["snapshot"] * 2 + ["restore"] * 2 + ["verify"] * 2 + ACTIONS
     ))  # fmt: skip
     fields = draw(action_fields(action))
-    if draw(st.integers(0, 9)) == 0:
+    if draw(st.integers(0, 9)) == 9:
         fields["dry_run"] = True
-    materialize = "file" in fields and draw(st.integers(0, 4)) > 0
+    materialize = "file" in fields and draw(st.integers(0, 4)) < 4
     reply_to = response_topic = None
     if hostile_topics:
         reply_to = _optional(draw, replies, 1)
         response_topic = None if draw(st.integers(0, 2)) else draw(replies)
     return Case(
         action, fields, id=draw(request_ids), reply_to=reply_to,
-        response_topic=response_topic, swap_topic=draw(st.integers(0, 9)) == 0,
+        response_topic=response_topic, swap_topic=draw(st.integers(0, 9)) == 9,
         materialize=materialize,
     )
 
@@ -591,7 +599,7 @@ def bindings(sent: Sent, stage: Stage, before: World) -> dict[str, list[str]] | 
     rejects it (or it is a dry run, or on the wrong topic)."""
     p = sent.payload
     admin_only = sent.action in ADMIN_ACTIONS
-    if p.get("dry_run") or admin_only != sent.topic.endswith("/admin"):
+    if p.get("dry_run") or (admin_only and not sent.topic.endswith("/admin")):
         return None
     if not reply_allowed(p.get("reply_to", PREFIX + "/response")):
         return None
