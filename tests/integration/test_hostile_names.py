@@ -16,8 +16,9 @@ agent still serves afterwards. Hostile topics have a test of their own: they fai
 examples they are in, which would hide the name findings behind them.
 
 One agent process serves every example. Each example starts from the same decoys (what
-an earlier one deleted is made again, what it left is removed), and from a fresh agent
-process when the last one stopped answering, so examples stay independent and shrink.
+an earlier one deleted is made again, what it left is removed), and an agent that
+stopped answering is restarted before its example ends, so examples stay independent
+and shrink.
 `{set}`, `{decoy_project}`, `{backup_dir}`, `{outside}`, `{known_job}` and `{fresh}` in
 a generated value are filled in when it is sent.
 """
@@ -62,6 +63,7 @@ RUNBOOK_GRAFANA = "grafana01-data-20241126.tar.gz"
 NAME_MAX_EXAMPLES = 70
 TOPIC_MAX_EXAMPLES = 25
 ANSWER_TIMEOUT_S = 10.0
+SETTLE_TIMEOUT_S = 3.0  # for a job whose answer was lost (there may be none)
 JOB_TIMEOUT_S = 90.0
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # schemas.commands.IncusName
@@ -380,15 +382,26 @@ class Stage:
         self.holds: dict[str, str] = {}
         self.baseline: World = {}
         self.sent = 0
-        # False once the agent stopped answering: the next example starts a fresh process,
+        # False once the agent stopped answering: it is restarted before the example ends,
         # so one poisoned agent does not fail (and shrink) every later example.
         self.healthy = True
+        self.restarts = 0
 
-    def ensure_agent(self) -> None:
-        if not self.healthy:
-            self.agent.process.stop()
+    def recover_agent(self) -> str:
+        """Restart an agent that stopped answering; if it does not come back online with
+        its state, start it on an empty state folder. What happened, for the report."""
+        self.agent.process.stop()
+        self.healthy = True
+        try:
             self.agent.start()
-            self.healthy = True
+            return "it came back after a restart"
+        except TimeoutError:
+            self.agent.process.stop()
+            self.restarts += 1
+            state = self.agent.workdir / "state"
+            state.rename(state.with_name(f"state.stuck-{self.restarts}"))
+            self.agent.start()
+            return "it did NOT come back online after a restart with its state (kept aside)"
 
     def __repr__(self) -> str:
         return f"Stage(project={self.atlas.name!r}, decoy={self.decoy.name!r})"
@@ -851,11 +864,10 @@ def settle(sent: Sent, stage: Stage) -> None:
     request_id = sent.payload.get("id")
     if isinstance(request_id, str) and REQUEST_ID.fullmatch(request_id):
         with contextlib.suppress(TimeoutError):
-            stage.agent.client.wait_job(request_id, ANSWER_TIMEOUT_S)
+            stage.agent.client.wait_job(request_id, SETTLE_TIMEOUT_S)
 
 
 def run_case(case: Case, stage: Stage) -> None:
-    stage.ensure_agent()
     before = stage.restore_baseline()
     sent, made = prepare(case, stage)
     try:
@@ -864,6 +876,8 @@ def run_case(case: Case, stage: Stage) -> None:
             failure = exchange(sent, stage)
         except PropertyFailure as exc:
             failure = exc
+        if not stage.healthy and failure is not None:
+            failure.args = (f"{failure.args[0]}; {stage.recover_agent()}",)
         after = stage.observe()
     finally:
         _remove(made)
