@@ -144,6 +144,7 @@ class Dispatcher:
             if problem is not None:
                 return fallback, (
                     f"{RESPONSE_TOPIC_FIELD} {message.response_topic!r} {problem}"
+                    " - at `Response Topic`"
                 )
         if reply_to is not None:
             problem = topics.reply_problem(reply_to)

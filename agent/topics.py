@@ -1,9 +1,12 @@
 """Every topic the agent uses, built in one place from the configured prefix, and the rule
 for where a client may have the agent reply."""
 
+import unicodedata
 from dataclasses import dataclass
 
 HA_DISCOVERY_PREFIX = "homeassistant"
+# Control characters (NUL included) and surrogates: not valid in a topic the broker takes.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs"})
 MAX_REPLY_TOPIC_CHARS = 512
 
 
@@ -51,8 +54,12 @@ class Topics:
         """
         if not topic or len(topic) > MAX_REPLY_TOPIC_CHARS:
             return f"must be 1 to {MAX_REPLY_TOPIC_CHARS} characters"
-        if any(c in topic for c in "+#\x00"):
-            return "must not contain a wildcard (+, #) or NUL"
+        if any(c in topic for c in "+#"):
+            return "must not contain a wildcard (+, #)"
+        if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in topic):
+            # Mosquitto drops a client that publishes to such a topic, and paho would send
+            # the reply again on every reconnect: one command would keep the agent off.
+            return "must not contain control characters, NUL or unpaired surrogates"
         if topic.startswith("$"):
             return "must not start with $ (broker topics)"
         if _under(topic, self.response):

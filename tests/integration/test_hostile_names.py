@@ -72,7 +72,8 @@ BACKUP_REF = re.compile(rf"{NAME.pattern}/{NAME.pattern}")
 # A topic the agent may answer on: API.md's rule, and no control character (Mosquitto
 # drops a client that publishes one).
 TOPIC = re.compile(r"[^#+\x00-\x1f\x7f-\x9f]{1,512}")
-FIELD_PATH = re.compile(r"at `\$[^`]*`")
+# A JSON field (`$.reply_to`), or the MQTT 5 property that is not in the JSON.
+FIELD_PATH = re.compile(r"at `(\$[^`]*|Response Topic)`")
 
 
 # One failure type per property, so that Hypothesis shrinks and reports each on its own.
@@ -877,6 +878,8 @@ def run_case(case: Case, stage: Stage) -> None:
     sent, made = prepare(case, stage)
     try:
         before = stage.observe() if made else before
+        # What the command may touch depends on the files it names: read while they exist.
+        bound = bindings(sent, stage, before)
         try:
             failure = exchange(sent, stage)
         except PropertyFailure as exc:
@@ -886,7 +889,6 @@ def run_case(case: Case, stage: Stage) -> None:
         after = stage.observe()
     finally:
         _remove(made)
-    bound = bindings(sent, stage, before)
     bad = [c for c in changes(before, after) if not allowed(c, sent, bound, stage.atlas.name)]
     bad += [Change(o, "changed", before[o], after[o]) for o in before
             if o.kind == "instance" and o in after

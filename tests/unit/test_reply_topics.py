@@ -31,6 +31,9 @@ def test_a_reply_may_go_to_the_response_topics_and_to_foreign_topics(topic: str)
         ("atlas/backup/response/+", "wildcard"),
         ("a/#", "wildcard"),
         ("a/\x00", "NUL"),
+        ("replies/\x7f", "control characters"),  # Mosquitto drops the publisher
+        ("replies/\n", "control characters"),
+        ("replies/\ud800", "surrogates"),
         ("$SYS/broker", "must not start with $"),
         ("", "1 to 512 characters"),
         ("x" * 513, "1 to 512 characters"),
