@@ -36,7 +36,7 @@ from commands.registry import action_for
 from schemas.commands import AnyCommand
 from schemas.config import Config
 from schemas.errors import AtlasError, NotFound
-from schemas.messages import AgentState, IncusInfo
+from schemas.messages import AgentState, ErrorInfo, IncusInfo
 from schemas.timefmt import epoch_ms, iso
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class Agent:
         report = await recover(self.store, self.incus, self.clock)
         now = self.clock()
         for row in report.interrupted:
-            log.warning("job %s was interrupted: %s", row.id, row.error.get("message"))
+            log.warning("job %s was interrupted: %s", row.id, row.error.message)
             await self.publisher.job(state_from_row(row, now))
         for row in report.requeue:
             await self._requeue(row)
@@ -182,7 +182,7 @@ class Agent:
             plan = action.plan(command, self.inventory, self.clock())
         except (AtlasError, msgspec.ValidationError) as exc:
             row.state, row.finished_ms = "failed", epoch_ms(self.clock())
-            row.error = {"code": "invalid_command", "message": f"cannot run again: {exc}"}
+            row.error = ErrorInfo(code="invalid_command", message=f"cannot run again: {exc}")
             self.store.update_job(row)
             await self.publisher.job(state_from_row(row, self.clock()))
             return
@@ -313,7 +313,7 @@ class Agent:
         failed = job.result.get("failed", {})
         for volume in job.targets:
             state = job.state
-            error = job.error.get("message", "")
+            error = job.error.message
             if job.state == "partial":
                 state = "failed" if volume in failed else "succeeded"
                 error = failed.get(volume, {}).get("message", "")

@@ -10,7 +10,7 @@ import msgspec
 from agent.store import JobRow
 from commands.base import Plan
 from schemas.commands import Command
-from schemas.messages import FINAL_STATES, JobState, JobStateName
+from schemas.messages import FINAL_STATES, ErrorInfo, JobState, JobStateName
 from schemas.timefmt import compact, epoch_ms, iso
 
 
@@ -39,7 +39,7 @@ class Job:
     started: datetime | None = None
     finished: datetime | None = None
     result: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] = field(default_factory=dict)
+    error: ErrorInfo = field(default_factory=ErrorInfo)
     # Sent on `<p>/cmd/admin`: such a job is cancelled only from there (kept in the store).
     admin: bool = False
 

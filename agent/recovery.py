@@ -19,6 +19,7 @@ from agent.store import Effect, JobRow, Store
 from commands.journalled import OURS, STATE
 from commands.ports import Incus
 from schemas.errors import AtlasError, InvalidCommand, NotFound
+from schemas.messages import ErrorInfo
 from schemas.timefmt import epoch_ms
 
 log = logging.getLogger(__name__)
@@ -168,12 +169,12 @@ async def recover(store: Store, incus: Incus, clock: Clock) -> RecoveryReport:
         row.result = {**row.result, "undone": undone}
         if pending:
             row.result["undo_pending"] = pending
-        row.error = {
-            "code": "interrupted",
-            "message": "the agent stopped while the job ran"
+        row.error = ErrorInfo(
+            code="interrupted",
+            message="the agent stopped while the job ran"
             + (f"; undone: {'; '.join(undone)}" if undone else "")
             + (f"; not undone yet, retried: {'; '.join(pending)}" if pending else ""),
-        }
+        )
         store.update_job(row)
         report.interrupted.append(row)
     report.requeue = store.jobs_in_state("queued")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent.clock import Clock
@@ -25,7 +26,7 @@ from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, 
 from commands.registry import action_for
 from commands.steps import error_info
 from schemas.errors import AtlasError, JobCancelled, NotFound, QueueFull
-from schemas.messages import Event
+from schemas.messages import ErrorInfo, Event
 from schemas.timefmt import epoch_ms, iso
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class JobRunner:
     def _cancel_recorded(self, row: JobRow) -> None:
         now = self._deps.clock()
         row.state, row.finished_ms = "cancelled", epoch_ms(now)
-        row.error = {"code": "cancelled", "message": "cancelled before it started"}
+        row.error = ErrorInfo(code="cancelled", message="cancelled before it started")
         self._deps.store.update_job(row)
         assert self._task_group is not None
         self._task_group.start_soon(self._announce_row, row)
@@ -204,14 +205,14 @@ class JobRunner:
             log.warning("job %s failed: %s", job.id, exc)
         except anyio.get_cancelled_exc_class():
             job.state = "interrupted"
-            job.error = {"code": "interrupted", "message": "the agent stopped while the job ran"}
+            job.error = ErrorInfo(code="interrupted", message="the agent stopped while the job ran")
             with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
                 await self._finish(job)
             raise
         except Exception as exc:
             log.exception("job %s crashed", job.id)
             job.state = "failed"
-            job.error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+            job.error = ErrorInfo(code="internal_error", message=f"{type(exc).__name__}: {exc}")
         with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
             await self._finish(job)
 
@@ -233,15 +234,15 @@ class JobRunner:
         if not outcome.failed:
             job.state = "succeeded"
             return
-        job.result["failed"] = outcome.failed
+        job.result["failed"] = msgspec.to_builtins(outcome.failed)
         job.result["succeeded"] = outcome.succeeded
         job.state = "partial" if outcome.succeeded else "failed"
         first, info = next(iter(outcome.failed.items()))
-        job.error = {
-            "code": info["code"],
-            "message": f"{len(outcome.failed)} of {len(outcome.failed) + len(outcome.succeeded)}"
-            f" targets failed; {first}: {info['message']}",
-        }
+        job.error = ErrorInfo(
+            code=info.code,
+            message=f"{len(outcome.failed)} of {len(outcome.failed) + len(outcome.succeeded)}"
+            f" targets failed; {first}: {info.message}",
+        )
 
     async def _pump_progress(self, running: RunningJob, scope: anyio.CancelScope) -> None:
         """Publish the job's progress at most every PROGRESS_INTERVAL_S while it moves."""
@@ -265,7 +266,7 @@ class JobRunner:
 
     async def _finish_cancelled_queued(self, job: Job) -> None:
         job.state = "cancelled"
-        job.error = {"code": "cancelled", "message": "cancelled before it started"}
+        job.error = ErrorInfo(code="cancelled", message="cancelled before it started")
         await self._finish(job)
 
     async def _transition(self, job: Job) -> None:

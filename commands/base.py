@@ -13,6 +13,7 @@ from commands.facts import Looks
 from commands.inventory import Inventory
 from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
 from schemas.commands import Command
+from schemas.messages import ErrorInfo
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Outcome:
     """What a job produced. `failed` maps a target to its error; some failed is `partial`."""
 
     result: dict[str, Any] = field(default_factory=dict)
-    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    failed: dict[str, ErrorInfo] = field(default_factory=dict)
     succeeded: list[str] = field(default_factory=list)
 
 

@@ -16,9 +16,12 @@ FINAL_STATES: frozenset[str] = frozenset(
 )
 
 
-class ErrorInfo(msgspec.Struct, kw_only=True):
-    code: str
-    message: str
+class ErrorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An error on the wire: its stable `code` (`schemas.errors`) and a message naming the
+    cause. A job state without an error carries the empty `ErrorInfo()`, sent as `{}`."""
+
+    code: str = ""
+    message: str = ""
 
 
 class Response(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -52,7 +55,7 @@ class JobState(msgspec.Struct, kw_only=True):
     targets: list[str] = msgspec.field(default_factory=list)
     dry_run: bool = False
     result: dict[str, Any] = msgspec.field(default_factory=dict)
-    error: dict[str, Any] = msgspec.field(default_factory=dict)
+    error: ErrorInfo = msgspec.field(default_factory=ErrorInfo)
 
 
 class VolumeState(msgspec.Struct, kw_only=True):

@@ -70,7 +70,7 @@ async def test_a_job_recorded_but_not_yet_in_the_runner_is_cancelled_and_never_s
         tg.cancel_scope.cancel()
     row = store.get_job("rec-1")
     assert row is not None
-    assert (row.state, row.error["code"]) == ("cancelled", "cancelled")
+    assert (row.state, row.error.code) == ("cancelled", "cancelled")
     assert store.jobs_in_state("queued") == []
     states = [msgspec.json.decode(p)["state"] for t, p in transport.sent if t == "p/jobs/rec-1"]
     assert states == ["cancelled"]
