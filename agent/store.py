@@ -81,6 +81,8 @@ class JobRow:
     created_ms: int
     started_ms: int
     finished_ms: int
+    # The result as stored: the JSON of a `schemas.results` Struct, kept as read (a row's
+    # action and state say which Struct, and `{}` is any action's empty result).
     result: dict[str, Any]
     error: ErrorInfo
     # Sent on the admin topic; None for jobs recorded before the origin was kept.

@@ -4,7 +4,7 @@ Every timestamp has an epoch-millisecond twin `<field>_ts`; fields that later ho
 number start at 0 or "" rather than null, because Grafana types a field on first sight.
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -35,6 +35,18 @@ class Response(msgspec.Struct, kw_only=True, omit_defaults=True):
     plan: list[dict[str, Any]] | None = None
 
 
+# Typed per action in `schemas.results`, chosen by the job state's `action`: msgspec puts
+# Structs in one union only when tagged, and a tag would add a field to every result.
+JobResultObject = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        description="What the action produced: the type named by `action`, as exported in"
+        " result-<action>.schema.json, or result-dry-run.schema.json when `dry_run` is"
+        " true. `{}` until the job ends, and when it failed before producing anything."
+    ),
+]
+
+
 class JobState(msgspec.Struct, kw_only=True):
     """Retained at `<p>/jobs/<job_id>`."""
 
@@ -54,7 +66,7 @@ class JobState(msgspec.Struct, kw_only=True):
     duration_s: float = 0.0
     targets: list[str] = msgspec.field(default_factory=list)
     dry_run: bool = False
-    result: dict[str, Any] = msgspec.field(default_factory=dict)
+    result: JobResultObject = msgspec.field(default_factory=dict)
     error: ErrorInfo = msgspec.field(default_factory=ErrorInfo)
 
 

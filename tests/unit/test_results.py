@@ -1,10 +1,20 @@
 """Job results are typed per action, round-trip through JSON, and keep the wire's shape."""
 
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
+from agent.jobs import Job
+from agent.recovery import with_undo
+from agent.runner import JobRunner
+from agent.store import Store
+from commands.base import Outcome, Plan
 from commands.registry import ACTIONS
+from schemas.commands import SnapshotCommand
+from schemas.errors import JobCancelled
 from schemas.messages import ErrorInfo
 from schemas.results import (
     RESULT_TYPES,
@@ -27,6 +37,7 @@ from schemas.results import (
     VerifyResult,
 )
 
+NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 SHA = "ab" * 32
 
 EXAMPLES: list[JobResult] = [
@@ -98,4 +109,71 @@ def test_fields_not_yet_set_are_absent_never_null() -> None:
     assert b"restore_test" not in msgspec.json.encode(
         VerifyChecks(sha256="ok", decrypt="ok", archive="ok", index="ok")
     )
+
+
+def _job() -> Job:
+    return Job(id="j1", action="snapshot", command=SnapshotCommand(volumes=["v1", "v2"]),
+               plan=Plan(targets=("v1", "v2"), steps=()), created=NOW)
+
+
+def test_a_partial_job_adds_failed_and_succeeded_to_the_actions_result() -> None:
+    job = _job()
+    error = ErrorInfo(code="incus_error", message="Incus did not answer")
+    outcome = Outcome(SnapshotResult(snapshots={"v1": "s1"}), failed={"v2": error},
+                      succeeded=["v1"])
+    JobRunner._settle(job, outcome)
+    state = msgspec.json.decode(msgspec.json.encode(job.to_state(NOW)))
+    assert job.state == "partial"
+    assert state["result"] == {
+        "snapshots": {"v1": "s1"},
+        "failed": {"v2": {"code": "incus_error", "message": "Incus did not answer"}},
+        "succeeded": ["v1"],
+    }
+    assert state["error"] == {
+        "code": "incus_error", "message": "1 of 2 targets failed; v2: Incus did not answer"
+    }
+
+
+def test_a_job_without_result_or_error_sends_empty_objects() -> None:
+    state = msgspec.json.decode(msgspec.json.encode(_job().to_state(NOW)))
+    assert (state["result"], state["error"]) == ({}, {})
+
+
+def test_a_cancel_mid_job_carries_what_succeeded_so_far() -> None:
+    outcome = Outcome(SnapshotResult(snapshots={"v1": "s1"}), succeeded=["v1"])
+    cancelled = outcome.cancelled(JobCancelled("job j1 was cancelled"))
+    assert str(cancelled) == "job j1 was cancelled"
+    assert msgspec.to_builtins(cancelled.result) == {
+        "snapshots": {"v1": "s1"}, "succeeded": ["v1"]
+    }
+    assert msgspec.to_builtins(JobCancelled("stopped").result) == {}
+
+
+def test_undo_is_added_to_any_stored_result_and_pending_undo_cleared() -> None:
+    stored: dict[str, Any] = {"snapshots": {"v1": "s1"}, "undo_pending": ["could not undo x"]}
+    assert with_undo(stored, ["undid x"], []) == {"snapshots": {"v1": "s1"}, "undone": ["undid x"]}
+    assert with_undo({}, [], ["could not undo y"]) == {
+        "undone": [], "undo_pending": ["could not undo y"]
+    }
+
+
+def test_the_store_keeps_the_result_json_and_reads_errors_back_typed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    job = _job()
+    assert store.insert_job(job.to_row())
+    job.state, job.result = "failed", SnapshotResult(
+        snapshots={}, failed={"v1": ErrorInfo(code="conflict", message="taken")}, succeeded=[]
+    )
+    job.error = ErrorInfo(code="conflict", message="taken")
+    store.update_job(job.to_row())
+    row = store.get_job("j1")
+    assert row is not None
+    assert row.error == ErrorInfo(code="conflict", message="taken")
+    assert msgspec.convert(row.result, SnapshotResult) == job.result
+    assert store.insert_job(Job(id="j2", action="snapshot", command=job.command, plan=job.plan,
+                                created=NOW).to_row())
+    fresh = store.get_job("j2")
+    assert fresh is not None
+    assert (fresh.result, fresh.error) == ({}, ErrorInfo())
+    store.close()
 
