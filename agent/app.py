@@ -36,7 +36,8 @@ from commands.registry import action_for
 from schemas.commands import AnyCommand
 from schemas.config import Config
 from schemas.errors import AtlasError, NotFound
-from schemas.messages import AgentState, IncusInfo
+from schemas.messages import AgentState, ErrorInfo, IncusInfo
+from schemas.results import CancelResult, StatusResult
 from schemas.timefmt import epoch_ms, iso
 
 log = logging.getLogger(__name__)
@@ -103,17 +104,15 @@ class Agent:
 
     # The Control port, for `status` and `cancel`
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
+    def cancel_job(self, job_id: str) -> CancelResult:
         return self.runner.cancel(job_id)
 
-    async def republish(self) -> dict[str, Any]:
+    async def republish(self) -> StatusResult:
         await self.publish_agent_state()
         volumes = await self.publish_volume_states()
-        return {
-            "queue": self.runner.queued,
-            "running": self.runner.running_ids,
-            "volumes": volumes,
-        }
+        return StatusResult(
+            queue=self.runner.queued, running=self.runner.running_ids, volumes=volumes
+        )
 
     # Running
 
@@ -167,7 +166,7 @@ class Agent:
         report = await recover(self.store, self.incus, self.clock)
         now = self.clock()
         for row in report.interrupted:
-            log.warning("job %s was interrupted: %s", row.id, row.error.get("message"))
+            log.warning("job %s was interrupted: %s", row.id, row.error.message)
             await self.publisher.job(state_from_row(row, now))
         for row in report.requeue:
             await self._requeue(row)
@@ -182,7 +181,7 @@ class Agent:
             plan = action.plan(command, self.inventory, self.clock())
         except (AtlasError, msgspec.ValidationError) as exc:
             row.state, row.finished_ms = "failed", epoch_ms(self.clock())
-            row.error = {"code": "invalid_command", "message": f"cannot run again: {exc}"}
+            row.error = ErrorInfo(code="invalid_command", message=f"cannot run again: {exc}")
             self.store.update_job(row)
             await self.publisher.job(state_from_row(row, self.clock()))
             return
@@ -310,13 +309,13 @@ class Agent:
         """Remember the outcome per volume and republish the volumes it touched."""
         if job.command.dry_run or not job.targets:
             return
-        failed = job.result.get("failed", {})
+        failed = job.result.failed or {}
         for volume in job.targets:
             state = job.state
-            error = job.error.get("message", "")
+            error = job.error.message
             if job.state == "partial":
                 state = "failed" if volume in failed else "succeeded"
-                error = failed.get(volume, {}).get("message", "")
+                error = failed.get(volume, ErrorInfo()).message
             self.store.set_volume_facts(
                 volume,
                 {"last_job_id": job.id, "last_job_state": state, "last_error": error},

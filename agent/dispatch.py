@@ -227,7 +227,7 @@ class Dispatcher:
         except AtlasError as exc:
             log.error("job %s could not be started: %s", job.id, exc)
             job.state = "failed"
-            job.error = {"code": exc.code, "message": f"could not be started: {exc}"}
+            job.error = ErrorInfo(code=exc.code, message=f"could not be started: {exc}")
             job.finished = self._clock()
             self._store.update_job(job.to_row())
             await self._publisher.job(job.to_state(job.finished))

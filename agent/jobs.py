@@ -3,14 +3,14 @@
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 
 from agent.store import JobRow
 from commands.base import Plan
 from schemas.commands import Command
-from schemas.messages import FINAL_STATES, JobState, JobStateName
+from schemas.messages import FINAL_STATES, ErrorInfo, JobState, JobStateName
+from schemas.results import JobResult, NoResult
 from schemas.timefmt import compact, epoch_ms, iso
 
 
@@ -38,8 +38,9 @@ class Job:
     steps_total: int = 0
     started: datetime | None = None
     finished: datetime | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] = field(default_factory=dict)
+    # The action's result once it has one (`schemas.results`); `{}` until then.
+    result: JobResult = field(default_factory=NoResult)
+    error: ErrorInfo = field(default_factory=ErrorInfo)
     # Sent on `<p>/cmd/admin`: such a job is cancelled only from there (kept in the store).
     admin: bool = False
 
@@ -63,7 +64,7 @@ class Job:
             created_ms=epoch_ms(self.created),
             started_ms=epoch_ms(self.started) if self.started else 0,
             finished_ms=epoch_ms(self.finished) if self.finished else 0,
-            result=self.result,
+            result=msgspec.to_builtins(self.result),
             error=self.error,
             admin=self.admin,
             plan=self.plan.as_list(),
@@ -97,7 +98,7 @@ class Job:
             duration_s=round(duration, 3),
             targets=self.targets,
             dry_run=self.command.dry_run,
-            result=self.result,
+            result=msgspec.to_builtins(self.result),
             error=self.error,
         )
 

@@ -12,6 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from agent.backup_paths import PART_SUFFIX
 from agent.clock import Clock
@@ -19,6 +22,8 @@ from agent.store import Effect, JobRow, Store
 from commands.journalled import OURS, STATE
 from commands.ports import Incus
 from schemas.errors import AtlasError, InvalidCommand, NotFound
+from schemas.messages import ErrorInfo
+from schemas.results import NoResult
 from schemas.timefmt import epoch_ms
 
 log = logging.getLogger(__name__)
@@ -156,6 +161,16 @@ async def _undo(
         report.undone.setdefault(effect.job_id, []).append(what)
 
 
+def with_undo(result: dict[str, Any], undone: list[str], pending: list[str]) -> dict[str, Any]:
+    """A stored result with `undone` set, and `undo_pending` only while undo still fails
+    (fields of `JobResult`, whatever the action's result type)."""
+    kept = {key: value for key, value in result.items() if key != "undo_pending"}
+    undo: dict[str, Any] = msgspec.to_builtins(
+        NoResult(undone=undone, undo_pending=pending or msgspec.UNSET)
+    )
+    return kept | undo
+
+
 async def recover(store: Store, incus: Incus, clock: Clock) -> RecoveryReport:
     report = RecoveryReport()
     await _undo(store, incus, clock, store.open_effects(), report)
@@ -165,15 +180,13 @@ async def recover(store: Store, incus: Incus, clock: Clock) -> RecoveryReport:
         pending = report.pending.get(row.id, [])
         row.state = "interrupted"
         row.finished_ms = now_ms
-        row.result = {**row.result, "undone": undone}
-        if pending:
-            row.result["undo_pending"] = pending
-        row.error = {
-            "code": "interrupted",
-            "message": "the agent stopped while the job ran"
+        row.result = with_undo(row.result, undone, pending)
+        row.error = ErrorInfo(
+            code="interrupted",
+            message="the agent stopped while the job ran"
             + (f"; undone: {'; '.join(undone)}" if undone else "")
             + (f"; not undone yet, retried: {'; '.join(pending)}" if pending else ""),
-        }
+        )
         store.update_job(row)
         report.interrupted.append(row)
     report.requeue = store.jobs_in_state("queued")
@@ -197,10 +210,9 @@ async def retry_undo(
         row = store.get_job(job_id)
         if row is None:
             continue
-        row.result = {**row.result, "undone": [*row.result.get("undone", []), *undone]}
-        row.result.pop("undo_pending", None)
-        if job_id in report.pending:
-            row.result["undo_pending"] = report.pending[job_id]
+        row.result = with_undo(
+            row.result, [*row.result.get("undone", []), *undone], report.pending.get(job_id, [])
+        )
         store.update_job(row)
         changed.append(row)
     return changed

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent.clock import Clock
@@ -25,7 +26,8 @@ from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, 
 from commands.registry import action_for
 from commands.steps import error_info
 from schemas.errors import AtlasError, JobCancelled, NotFound, QueueFull
-from schemas.messages import Event
+from schemas.messages import ErrorInfo, Event
+from schemas.results import CancelResult, DryRunResult
 from schemas.timefmt import epoch_ms, iso
 
 log = logging.getLogger(__name__)
@@ -108,17 +110,17 @@ class JobRunner:
         self._queue.append(job)
         self._wake.set()
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> CancelResult:
         for job in self._queue:
             if job.id == job_id:
                 self._queue.remove(job)
                 assert self._task_group is not None
                 self._task_group.start_soon(self._finish_cancelled_queued, job)
-                return {"job": job_id, "was": "queued", "state": "cancelled"}
+                return CancelResult(job=job_id, was="queued", state="cancelled")
         running = self._running.get(job_id)
         if running is not None:
             running.cancel_requested = True
-            return {"job": job_id, "was": "running", "state": "cancelling"}
+            return CancelResult(job=job_id, was="running", state="cancelling")
         row = self._deps.store.get_job(job_id)
         if row is None:
             raise NotFound(f"no job {job_id!r} is known")
@@ -126,13 +128,13 @@ class JobRunner:
             # Recorded but never handed to the runner (or not yet): cancelled on record, so
             # neither `submit` nor recovery's requeue starts it.
             self._cancel_recorded(row)
-            return {"job": job_id, "was": "queued", "state": "cancelled"}
-        return {"job": job_id, "was": row.state, "state": row.state}
+            return CancelResult(job=job_id, was="queued", state="cancelled")
+        return CancelResult(job=job_id, was=row.state, state=row.state)
 
     def _cancel_recorded(self, row: JobRow) -> None:
         now = self._deps.clock()
         row.state, row.finished_ms = "cancelled", epoch_ms(now)
-        row.error = {"code": "cancelled", "message": "cancelled before it started"}
+        row.error = ErrorInfo(code="cancelled", message="cancelled before it started")
         self._deps.store.update_job(row)
         assert self._task_group is not None
         self._task_group.start_soon(self._announce_row, row)
@@ -198,50 +200,47 @@ class JobRunner:
                 pump.cancel()
             self._settle(job, outcome)
         except JobCancelled as exc:
-            job.state, job.error, job.result = "cancelled", error_info(exc), dict(exc.result)
+            job.state, job.error, job.result = "cancelled", error_info(exc), exc.result
         except AtlasError as exc:
             job.state, job.error = "failed", error_info(exc)
             log.warning("job %s failed: %s", job.id, exc)
         except anyio.get_cancelled_exc_class():
             job.state = "interrupted"
-            job.error = {"code": "interrupted", "message": "the agent stopped while the job ran"}
+            job.error = ErrorInfo(code="interrupted", message="the agent stopped while the job ran")
             with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
                 await self._finish(job)
             raise
         except Exception as exc:
             log.exception("job %s crashed", job.id)
             job.state = "failed"
-            job.error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+            job.error = ErrorInfo(code="internal_error", message=f"{type(exc).__name__}: {exc}")
         with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
             await self._finish(job)
 
-    async def _execute(self, running: RunningJob) -> Outcome:
+    async def _execute(self, running: RunningJob) -> Outcome[Any]:
         job = running.job
         action = action_for(job.command)
         if action is None:
             raise AtlasError(f"no handler for action {job.action!r}")
         if job.command.dry_run:
-            return Outcome(
-                result={"dry_run": True, "plan": job.plan.as_list()},
-                succeeded=job.targets,
-            )
+            return Outcome(DryRunResult(plan=job.plan.as_list()), succeeded=job.targets)
         return await action.execute(job.command, job.plan, running)
 
     @staticmethod
-    def _settle(job: Job, outcome: Outcome) -> None:
-        job.result = dict(outcome.result)
+    def _settle(job: Job, outcome: Outcome[Any]) -> None:
         if not outcome.failed:
-            job.state = "succeeded"
+            job.result, job.state = outcome.result, "succeeded"
             return
-        job.result["failed"] = outcome.failed
-        job.result["succeeded"] = outcome.succeeded
+        job.result = msgspec.structs.replace(
+            outcome.result, failed=dict(outcome.failed), succeeded=list(outcome.succeeded)
+        )
         job.state = "partial" if outcome.succeeded else "failed"
         first, info = next(iter(outcome.failed.items()))
-        job.error = {
-            "code": info["code"],
-            "message": f"{len(outcome.failed)} of {len(outcome.failed) + len(outcome.succeeded)}"
-            f" targets failed; {first}: {info['message']}",
-        }
+        job.error = ErrorInfo(
+            code=info.code,
+            message=f"{len(outcome.failed)} of {len(outcome.failed) + len(outcome.succeeded)}"
+            f" targets failed; {first}: {info.message}",
+        )
 
     async def _pump_progress(self, running: RunningJob, scope: anyio.CancelScope) -> None:
         """Publish the job's progress at most every PROGRESS_INTERVAL_S while it moves."""
@@ -265,7 +264,7 @@ class JobRunner:
 
     async def _finish_cancelled_queued(self, job: Job) -> None:
         job.state = "cancelled"
-        job.error = {"code": "cancelled", "message": "cancelled before it started"}
+        job.error = ErrorInfo(code="cancelled", message="cancelled before it started")
         await self._finish(job)
 
     async def _transition(self, job: Job) -> None:

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from schemas.messages import ErrorInfo
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -77,8 +81,10 @@ class JobRow:
     created_ms: int
     started_ms: int
     finished_ms: int
+    # The result as stored: the JSON of a `schemas.results` Struct, kept as read (a row's
+    # action and state say which Struct, and `{}` is any action's empty result).
     result: dict[str, Any]
-    error: dict[str, Any]
+    error: ErrorInfo
     # Sent on the admin topic; None for jobs recorded before the origin was kept.
     admin: bool | None = None
     plan: list[dict[str, Any]] = field(default_factory=list)
@@ -161,7 +167,7 @@ class Store:
                     row.started_ms,
                     row.finished_ms,
                     json.dumps(row.result, default=str),
-                    json.dumps(row.error, default=str),
+                    msgspec.json.encode(row.error).decode(),
                     row.id,
                 ),
             )
@@ -277,7 +283,7 @@ def _job_row(r: tuple[Any, ...]) -> JobRow:
         started_ms=r[8],
         finished_ms=r[9],
         result=json.loads(r[10]),
-        error=json.loads(r[11]),
+        error=msgspec.json.decode(r[11], type=ErrorInfo),
         admin=None if r[12] is None else bool(r[12]),
         plan=json.loads(r[13]),
     )

@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+import msgspec
+
 from commands.facts import Looks
 from commands.inventory import Inventory
 from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
 from schemas.commands import Command
+from schemas.errors import JobCancelled
+from schemas.messages import ErrorInfo
+from schemas.results import CancelResult, JobResult, StatusResult
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,23 @@ class Plan:
         return [step.as_dict() for step in self.steps]
 
 
-@dataclass
-class Outcome:
-    """What a job produced. `failed` maps a target to its error; some failed is `partial`."""
+R = TypeVar("R", bound=JobResult)
 
-    result: dict[str, Any] = field(default_factory=dict)
-    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+
+@dataclass
+class Outcome(Generic[R]):
+    """What a job produced: its action's result (`schemas.results`), which the runner
+    stores and publishes. `failed` maps a target to its error; some failed is `partial`."""
+
+    result: R
+    failed: dict[str, ErrorInfo] = field(default_factory=dict)
     succeeded: list[str] = field(default_factory=list)
+
+    def cancelled(self, exc: JobCancelled) -> JobCancelled:
+        """The cancel to raise in place of `exc`, carrying what was done so far."""
+        return JobCancelled(
+            str(exc), msgspec.structs.replace(self.result, succeeded=list(self.succeeded))
+        )
 
 
 class Journal(Protocol):
@@ -62,9 +77,9 @@ class Journal(Protocol):
 class Control(Protocol):
     """The agent's own controls, for `cancel` and `status`."""
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]: ...
+    def cancel_job(self, job_id: str) -> CancelResult: ...
 
-    async def republish(self) -> dict[str, Any]: ...
+    async def republish(self) -> StatusResult: ...
 
 
 class JobContext(Protocol):
@@ -117,6 +132,6 @@ class Action(Generic[C]):
     `looks` says what to look up in Incus and the backup directory before `plan`."""
 
     plan: Callable[[C, Inventory, datetime], Plan]
-    execute: Callable[[C, Plan, JobContext], Awaitable[Outcome]]
+    execute: Callable[[C, Plan, JobContext], Awaitable[Outcome[Any]]]
     immediate: bool = False
     looks: Callable[[C, Inventory], Looks] = looks_at_nothing

@@ -29,6 +29,7 @@ from schemas.commands import Compression, ExportCommand, ExportMode
 from schemas.config import EncryptionConfig, ServiceConfig
 from schemas.errors import AtlasError, InvalidCommand, JobCancelled
 from schemas.manifest import EncryptionMethod
+from schemas.results import ExportedFileResult, ExportResult
 from schemas.timefmt import iso
 
 WRITE = "write_backup_file"
@@ -170,12 +171,12 @@ def _steps(export: VolumeExport, instances: Sequence[str]) -> list[Step]:
     ]
 
 
-async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcome:
+async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcome[ExportResult]:
     exports = [VolumeExport.from_step(s) for s in plan.steps if s.op == WRITE]
     if any(e.encryption != "none" for e in exports):
         await ctx.exports.check_encryption()  # a missing key fails before anything stops
     incus_version = (await ctx.incus.server_info()).version
-    outcome = Outcome(result={"files": []})
+    outcome = Outcome(ExportResult(files=[]))
     for export in exports:
         try:
             ctx.checkpoint()
@@ -185,13 +186,12 @@ async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcom
             ]
             done = await _export_volume(ctx, export, stops, incus_version)
         except JobCancelled as exc:
-            so_far = {**outcome.result, "succeeded": outcome.succeeded}
-            raise JobCancelled(str(exc), so_far) from None
+            raise outcome.cancelled(exc) from None
         except AtlasError as exc:
             outcome.failed[export.volume] = error_info(exc)
             continue
         await ctx.catalog.record_export(export.volume, done.file)
-        outcome.result["files"].append(done.as_result(export))
+        outcome.result.files.append(done.as_result(export))
         outcome.succeeded.append(export.volume)
     return outcome
 
@@ -201,24 +201,24 @@ class Done:
     file: ExportedFile
     downtime_s: float
 
-    def as_result(self, export: VolumeExport) -> dict[str, Any]:
+    def as_result(self, export: VolumeExport) -> ExportedFileResult:
         file = self.file
-        return {
-            "volume": export.volume,
-            "backup": file.backup,
-            "file": file.file,
-            "size": file.size,
-            "sha256": file.sha256,
-            "compression": file.compression,
-            "encrypted": file.encryption != "none",
-            "encryption": file.encryption,
-            "key_ids": list(file.key_ids),
-            "mode": export.mode,
-            "source_snapshot": export.snapshot,
-            "created": iso(file.created),
-            "downtime_s": round(self.downtime_s, 3),
-            "replaced": list(file.replaced),
-        }
+        return ExportedFileResult(
+            volume=export.volume,
+            backup=file.backup,
+            file=file.file,
+            size=file.size,
+            sha256=file.sha256,
+            compression=file.compression,
+            encrypted=file.encryption != "none",
+            encryption=file.encryption,
+            key_ids=list(file.key_ids),
+            mode=export.mode,
+            source_snapshot=export.snapshot,
+            created=iso(file.created),
+            downtime_s=round(self.downtime_s, 3),
+            replaced=list(file.replaced),
+        )
 
 
 async def _export_volume(

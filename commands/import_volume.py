@@ -10,7 +10,6 @@ the old volume is swapped back and the instance started on it.
 from contextlib import AsyncExitStack
 from datetime import datetime
 from functools import partial
-from typing import Any
 
 import anyio
 
@@ -24,6 +23,7 @@ from commands.ports import BackupFile
 from commands.steps import instance_stopped
 from schemas.commands import ImportCommand
 from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand
+from schemas.results import ImportResult
 
 
 def source_volume(command: ImportCommand, backup: BackupFile | None = None) -> tuple[str, str]:
@@ -129,7 +129,7 @@ def _step(plan: Plan, op: str) -> Step:
     return next(s for s in plan.steps if s.op == op)
 
 
-async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcome:
+async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcome[ImportResult]:
     backup = await ctx.backups.locate(command.backup, command.file)
     # The `as` name, or with replace the volume the backup held when it was admitted.
     target = plan.targets[0]
@@ -164,7 +164,7 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
         else:
             await ctx.incus.rename_volume(temp, target)
             restarted = []
-    return Outcome(result=_result(backup, target, command.replace, restarted), succeeded=[target])
+    return Outcome(_result(backup, target, command.replace, restarted), succeeded=[target])
 
 
 async def _upload(ctx: JobContext, backup: BackupFile, temp: str) -> None:
@@ -252,14 +252,14 @@ async def _swap_back(
 
 def _result(
     backup: BackupFile, target: str, replaced: bool, restarted: list[str]
-) -> dict[str, Any]:
-    return {
-        "volume": target,
-        "replaced": replaced,
-        "file": f"{backup.set_name}/{backup.file_name}",
-        "size": backup.size,
-        "sha256": backup.sha256,
-        "checksum_verified": backup.in_manifest,
-        "encrypted": backup.encrypted,
-        "instances_restarted": restarted,
-    }
+) -> ImportResult:
+    return ImportResult(
+        volume=target,
+        replaced=replaced,
+        file=f"{backup.set_name}/{backup.file_name}",
+        size=backup.size,
+        sha256=backup.sha256,
+        checksum_verified=backup.in_manifest,
+        encrypted=backup.encrypted,
+        instances_restarted=restarted,
+    )

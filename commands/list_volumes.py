@@ -2,13 +2,15 @@
 the catalog: each volume's exported backups with their manifest data, newest first."""
 
 from datetime import datetime
-from typing import Any
+
+import msgspec
 
 from commands.base import JobContext, Outcome, Plan, Step
 from commands.inventory import Inventory
 from commands.ports import CatalogListing
 from schemas.commands import ListCommand
 from schemas.errors import AtlasError, NotFound
+from schemas.results import ListedBackup, ListedSnapshot, ListedVolume, ListResult
 from schemas.timefmt import epoch_ms, iso
 
 
@@ -26,34 +28,39 @@ async def _catalog(ctx: JobContext) -> CatalogListing:
         return CatalogListing(items=(), problems=(str(exc),))
 
 
-async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome:
+async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome[ListResult]:
     catalog = await _catalog(ctx)
-    backups: dict[str, list[dict[str, Any]]] = {}
+    backups: dict[str, list[ListedBackup]] = {}
     for item in catalog.items:
-        backups.setdefault(item.entry.volume, []).append(item.as_dict())
-    volumes: list[dict[str, Any]] = []
+        listed = ListedBackup(
+            backup=item.backup, set=item.set_name, **msgspec.structs.asdict(item.entry)
+        )
+        backups.setdefault(item.entry.volume, []).append(listed)
+    volumes: list[ListedVolume] = []
     for step in plan.steps:
         service = ctx.inventory.require_volume(step.target, "$.volumes")
-        entry: dict[str, Any] = {
-            "volume": service.volume,
-            "service": service.name,
-            "instance": service.instance,
-            "criticality": service.criticality,
-            "backups": backups.get(service.volume, []),
-        }
+        entry = ListedVolume(
+            volume=service.volume,
+            service=service.name,
+            instance=service.instance,
+            criticality=service.criticality,
+            backups=backups.get(service.volume, []),
+            exists=False,
+            used_by=[],
+            snapshots=[],
+        )
         try:
             info = await ctx.incus.get_volume(service.volume)
         except NotFound:
-            volumes.append({**entry, "exists": False, "used_by": [], "snapshots": []})
+            volumes.append(entry)
             continue
-        snapshots = [
-            {"name": s.name, "created": iso(s.created), "created_ts": epoch_ms(s.created)}
+        entry.exists, entry.used_by = True, list(info.used_by)
+        entry.snapshots = [
+            ListedSnapshot(name=s.name, created=iso(s.created), created_ts=epoch_ms(s.created))
             for s in info.snapshots
         ]
-        volumes.append(
-            {**entry, "exists": True, "used_by": list(info.used_by), "snapshots": snapshots}
-        )
+        volumes.append(entry)
     return Outcome(
-        result={"volumes": volumes, "catalog_problems": list(catalog.problems)},
-        succeeded=[v["volume"] for v in volumes],
+        ListResult(volumes=volumes, catalog_problems=list(catalog.problems)),
+        succeeded=[v.volume for v in volumes],
     )

@@ -14,6 +14,7 @@ from commands.snapshot_kinds import SAFETY
 from commands.steps import instance_stopped
 from schemas.commands import RestoreCommand
 from schemas.errors import AtlasError, InvalidCommand, NotFound
+from schemas.results import RestoreResult
 
 
 def safety_name(now: datetime) -> str:
@@ -57,7 +58,9 @@ def plan(command: RestoreCommand, inventory: Inventory, now: datetime) -> Plan:
     )
 
 
-async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outcome:
+async def execute(
+    command: RestoreCommand, plan: Plan, ctx: JobContext
+) -> Outcome[RestoreResult]:
     volume, snapshot = command.volume, command.snapshot
     safety = next(s.detail["name"] for s in plan.steps if s.op == "create_snapshot")
     info = await ctx.incus.get_volume(volume)
@@ -89,12 +92,9 @@ async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outco
         fault_point("restored")
         ctx.journal.resolve(seq)
     return Outcome(
-        result={
-            "volume": volume,
-            "snapshot": snapshot,
-            "safety_snapshot": safety,
-            "instances_restarted": stopped,
-        },
+        RestoreResult(
+            volume=volume, snapshot=snapshot, safety_snapshot=safety, instances_restarted=stopped
+        ),
         succeeded=[volume],
     )
 

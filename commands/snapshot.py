@@ -11,6 +11,7 @@ from commands.snapshot_kinds import BACKUP, RESERVED_PREFIXES
 from commands.steps import error_info, instance_stopped
 from schemas.commands import SnapshotCommand
 from schemas.errors import AtlasError, InvalidCommand, JobCancelled
+from schemas.results import SnapshotResult
 from schemas.timefmt import compact
 
 
@@ -49,17 +50,17 @@ def plan(command: SnapshotCommand, inventory: Inventory, now: datetime) -> Plan:
     return Plan(targets=tuple(s.volume for s in services), steps=tuple(steps))
 
 
-async def execute(command: SnapshotCommand, plan: Plan, ctx: JobContext) -> Outcome:
-    outcome = Outcome(result={"snapshots": {}})
+async def execute(
+    command: SnapshotCommand, plan: Plan, ctx: JobContext
+) -> Outcome[SnapshotResult]:
+    outcome = Outcome(SnapshotResult(snapshots={}))
     total = len(plan.targets)
     creates = [s for s in plan.steps if s.op == "create_snapshot"]
     for index, step in enumerate(creates):
         try:
             ctx.checkpoint()
         except JobCancelled as exc:
-            raise JobCancelled(
-                str(exc), {**outcome.result, "succeeded": outcome.succeeded}
-            ) from None
+            raise outcome.cancelled(exc) from None
         volume = step.target
         ctx.progress(f"snapshotting {volume}", index, total, unit="steps")
         stops = [
@@ -74,7 +75,7 @@ async def execute(command: SnapshotCommand, plan: Plan, ctx: JobContext) -> Outc
         except AtlasError as exc:
             outcome.failed[volume] = error_info(exc)
             continue
-        outcome.result["snapshots"][volume] = step.detail["name"]
+        outcome.result.snapshots[volume] = step.detail["name"]
         outcome.succeeded.append(volume)
     ctx.progress("done", total, total, unit="steps")
     return outcome

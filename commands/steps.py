@@ -9,6 +9,7 @@ import anyio
 from commands.base import JobContext
 from commands.faults import fault_point
 from schemas.errors import AtlasError
+from schemas.messages import ErrorInfo
 
 log = logging.getLogger(__name__)
 
@@ -52,5 +53,5 @@ async def _start_again(ctx: JobContext, instance: str, seq: int, *, failing: boo
     ctx.journal.resolve(seq)
 
 
-def error_info(exc: AtlasError) -> dict[str, str]:
-    return {"code": exc.code, "message": str(exc)}
+def error_info(exc: AtlasError) -> ErrorInfo:
+    return ErrorInfo(code=exc.code, message=str(exc))

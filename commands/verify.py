@@ -31,6 +31,7 @@ from schemas.errors import (
     JobCancelled,
     NotFound,
 )
+from schemas.results import VerifiedBackup, VerifyChecks, VerifyResult
 
 VERIFY = "verify_backup"
 NEWEST = "newest"
@@ -59,27 +60,26 @@ def plan(command: VerifyCommand, inventory: Inventory, now: datetime) -> Plan:
     return Plan(targets=tuple(volume for volume, _ in wanted), steps=tuple(steps))
 
 
-async def execute(command: VerifyCommand, plan: Plan, ctx: JobContext) -> Outcome:
-    outcome = Outcome(result={"verified": []})
+async def execute(command: VerifyCommand, plan: Plan, ctx: JobContext) -> Outcome[VerifyResult]:
+    outcome = Outcome(VerifyResult(verified=[]))
     for step in (s for s in plan.steps if s.op == VERIFY):
         volume = step.target
         try:
             ctx.checkpoint()
             report = await _verify(ctx, step)
         except JobCancelled as exc:
-            so_far = {**outcome.result, "succeeded": outcome.succeeded}
-            raise JobCancelled(str(exc), so_far) from None
+            raise outcome.cancelled(exc) from None
         except AtlasError as exc:
             outcome.failed[volume] = error_info(exc)
             await ctx.catalog.record_verify(volume, False, ctx.now())
             continue
         await ctx.catalog.record_verify(volume, True, ctx.now())
-        outcome.result["verified"].append(report)
+        outcome.result.verified.append(report)
         outcome.succeeded.append(volume)
     return outcome
 
 
-async def _verify(ctx: JobContext, step: Step) -> dict[str, Any]:
+async def _verify(ctx: JobContext, step: Step) -> VerifiedBackup:
     volume, restore_test = step.target, "restore_test" in step.detail["checks"]
     ref = step.detail["backup"]
     if ref == NEWEST:
@@ -95,30 +95,32 @@ async def _verify(ctx: JobContext, step: Step) -> dict[str, Any]:
     await ctx.backups.verify_checksum(
         backup, lambda done, total: ctx.progress(f"{label}: sha256", done, total), ctx.checkpoint
     )
-    checks = {"sha256": "ok"}
     if entry.encryption == "public-key":
         skipped = f"skipped: {NO_SECRET_KEY}"
-        checks |= {"decrypt": skipped, "archive": skipped, "index": skipped}
+        checks = VerifyChecks(sha256="ok", decrypt=skipped, archive=skipped, index=skipped)
     else:
         ctx.checkpoint()
         tree = await _scan_file(ctx, item, backup, label)
-        checks["decrypt"] = "ok" if entry.encrypted else "not encrypted"
-        checks["archive"] = f"ok: {tree.members} members, {len(tree.files)} paths"
-        checks["index"] = _check_index(tree.index, entry.volume, ref)
+        checks = VerifyChecks(
+            sha256="ok",
+            decrypt="ok" if entry.encrypted else "not encrypted",
+            archive=f"ok: {tree.members} members, {len(tree.files)} paths",
+            index=_check_index(tree.index, entry.volume, ref),
+        )
         if restore_test:
             ctx.checkpoint()
             restored = await _restore_test(ctx, step, backup, label)
             _require_same(tree.files, restored.files, ref)
-            checks["restore_test"] = f"ok: {len(tree.files)} paths identical"
-    return {
-        "volume": volume,
-        "backup": ref,
-        "file": f"{item.set_name}/{entry.file}",
-        "size": entry.size,
-        "sha256": entry.sha256,
-        "encryption": entry.encryption,
-        "checks": checks,
-    }
+            checks.restore_test = f"ok: {len(tree.files)} paths identical"
+    return VerifiedBackup(
+        volume=volume,
+        backup=ref,
+        file=f"{item.set_name}/{entry.file}",
+        size=entry.size,
+        sha256=entry.sha256,
+        encryption=entry.encryption,
+        checks=checks,
+    )
 
 
 async def _scan_file(

@@ -1,5 +1,7 @@
 """The project's error tree. Each class carries the stable `code` sent on the wire."""
 
+from schemas.results import JobResult, NoResult
+
 
 class AtlasError(Exception):
     """Root of every error the agent reports; `code` goes on the wire, `str()` is the message."""
@@ -68,9 +70,9 @@ class JobCancelled(AtlasError):
 
     code = "cancelled"
 
-    def __init__(self, message: str, result: dict[str, object] | None = None) -> None:
+    def __init__(self, message: str, result: JobResult | None = None) -> None:
         super().__init__(message)
-        self.result = result or {}
+        self.result = result if result is not None else NoResult()
 
 
 class ConfigError(AtlasError):

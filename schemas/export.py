@@ -22,6 +22,7 @@ from schemas.messages import (
     Response,
     VolumeState,
 )
+from schemas.results import RESULT_TYPES, DryRunResult, NoResult
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,6 +36,10 @@ SCHEMAS: dict[str, Any] = {
     "event": Event,
     "drill-state": DrillState,
     "config": Config,
+    # A job's `result`, one file per action (its job state's `action` names it): the
+    # action's result, or `NoResult` when it produced none. A tuple is exported as `anyOf`.
+    **{f"result-{action}": (result, NoResult) for action, result in RESULT_TYPES.items()},
+    "result-dry-run": (DryRunResult, NoResult),
 }
 
 
@@ -52,8 +57,17 @@ def clean_descriptions(node: Any) -> Any:
     return node
 
 
+def _schema(types: Any) -> dict[str, Any]:
+    """msgspec's schema of a type, or `anyOf` a tuple of types: untagged Structs, which
+    msgspec accepts in a union only with a tag field."""
+    if not isinstance(types, tuple):
+        return msgspec.json.schema(types)
+    refs, components = msgspec.json.schema_components(types)
+    return {"anyOf": list(refs), "$defs": components}
+
+
 def schema_for(name: str) -> dict[str, Any]:
-    schema: dict[str, Any] = clean_descriptions(msgspec.json.schema(SCHEMAS[name]))
+    schema: dict[str, Any] = clean_descriptions(_schema(SCHEMAS[name]))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"atlas-backup {name} (API v1)"
     return schema

@@ -4,7 +4,7 @@ Every timestamp has an epoch-millisecond twin `<field>_ts`; fields that later ho
 number start at 0 or "" rather than null, because Grafana types a field on first sight.
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -16,9 +16,12 @@ FINAL_STATES: frozenset[str] = frozenset(
 )
 
 
-class ErrorInfo(msgspec.Struct, kw_only=True):
-    code: str
-    message: str
+class ErrorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An error on the wire: its stable `code` (`schemas.errors`) and a message naming the
+    cause. A job state without an error carries the empty `ErrorInfo()`, sent as `{}`."""
+
+    code: str = ""
+    message: str = ""
 
 
 class Response(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -30,6 +33,18 @@ class Response(msgspec.Struct, kw_only=True, omit_defaults=True):
     action: str = ""
     error: ErrorInfo | None = None
     plan: list[dict[str, Any]] | None = None
+
+
+# Typed per action in `schemas.results`, chosen by the job state's `action`: msgspec puts
+# Structs in one union only when tagged, and a tag would add a field to every result.
+JobResultObject = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        description="What the action produced: the type named by `action`, as exported in"
+        " result-<action>.schema.json, or result-dry-run.schema.json when `dry_run` is"
+        " true. `{}` until the job ends, and when it failed before producing anything."
+    ),
+]
 
 
 class JobState(msgspec.Struct, kw_only=True):
@@ -51,8 +66,8 @@ class JobState(msgspec.Struct, kw_only=True):
     duration_s: float = 0.0
     targets: list[str] = msgspec.field(default_factory=list)
     dry_run: bool = False
-    result: dict[str, Any] = msgspec.field(default_factory=dict)
-    error: dict[str, Any] = msgspec.field(default_factory=dict)
+    result: JobResultObject = msgspec.field(default_factory=dict)
+    error: ErrorInfo = msgspec.field(default_factory=ErrorInfo)
 
 
 class VolumeState(msgspec.Struct, kw_only=True):

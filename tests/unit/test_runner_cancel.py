@@ -17,6 +17,7 @@ from agent.topics import Topics
 from commands.base import Plan
 from commands.inventory import Inventory
 from schemas.commands import SnapshotCommand
+from schemas.results import CancelResult
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
@@ -61,7 +62,7 @@ async def test_a_job_recorded_but_not_yet_in_the_runner_is_cancelled_and_never_s
     runner = runner_for(store, transport)
     async with anyio.create_task_group() as tg:
         await tg.start(runner.run)
-        assert runner.cancel("rec-1") == {"job": "rec-1", "was": "queued", "state": "cancelled"}
+        assert runner.cancel("rec-1") == CancelResult(job="rec-1", was="queued", state="cancelled")
         await runner.submit(job)  # late, or recovery's requeue: not taken
         assert (runner.queued, runner.running_ids) == (0, [])
         with anyio.fail_after(5):
@@ -70,7 +71,7 @@ async def test_a_job_recorded_but_not_yet_in_the_runner_is_cancelled_and_never_s
         tg.cancel_scope.cancel()
     row = store.get_job("rec-1")
     assert row is not None
-    assert (row.state, row.error["code"]) == ("cancelled", "cancelled")
+    assert (row.state, row.error.code) == ("cancelled", "cancelled")
     assert store.jobs_in_state("queued") == []
     states = [msgspec.json.decode(p)["state"] for t, p in transport.sent if t == "p/jobs/rec-1"]
     assert states == ["cancelled"]

@@ -1,0 +1,181 @@
+"""What each action's job leaves in `result` (API.md, "Job state"), one Struct per action.
+
+The job state's `action` says which type its `result` has (`RESULT_TYPES`), a dry run's is
+`DryRunResult`. Every result may also carry the fields of `JobResult`, which the runner and
+recovery add; they are absent, not null, until then. A job whose action produced nothing
+(failed, interrupted, or cancelled before it started) has a `NoResult`: `{}`, or only what
+recovery undid.
+"""
+
+from typing import Any, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from schemas.commands import Compression, ExportMode
+from schemas.manifest import EncryptionMethod, ManifestEntry
+from schemas.messages import ErrorInfo
+
+
+class JobResult(msgspec.Struct, kw_only=True):
+    """Fields any job's result may carry, added by the runner and by recovery."""
+
+    # Some targets failed (the job is `partial`, or `failed` when none succeeded): the
+    # error of each. Absent when no target failed.
+    failed: dict[str, ErrorInfo] | UnsetType = UNSET
+    # The targets that succeeded: set with `failed`, and by a cancel mid-job.
+    succeeded: list[str] | UnsetType = UNSET
+    # What the agent undid after the job was interrupted or left something behind.
+    undone: list[str] | UnsetType = UNSET
+    # Undo that failed so far and is retried (Incus down); absent once all is undone.
+    undo_pending: list[str] | UnsetType = UNSET
+
+
+class NoResult(JobResult, kw_only=True, forbid_unknown_fields=True):
+    """The result of a job whose action produced none: `{}`, or only what was undone."""
+
+
+class DryRunResult(JobResult, kw_only=True):
+    """A dry run's result: the plan, exactly as the response gave it; nothing changed."""
+
+    dry_run: Literal[True] = True
+    plan: list[dict[str, Any]]
+
+
+class ListedSnapshot(msgspec.Struct, kw_only=True):
+    name: str
+    created: str
+    created_ts: int
+
+
+class ListedBackup(ManifestEntry, kw_only=True, forbid_unknown_fields=False):
+    """An exported backup in the catalog: its reference and set, then its manifest entry."""
+
+    backup: str
+    set: str
+
+
+class ListedVolume(msgspec.Struct, kw_only=True):
+    volume: str
+    service: str
+    instance: str
+    criticality: str
+    # Newest first.
+    backups: list[ListedBackup]
+    # False when Incus has no such volume; then `used_by` and `snapshots` are empty.
+    exists: bool
+    used_by: list[str]
+    snapshots: list[ListedSnapshot]
+
+
+class ListResult(JobResult, kw_only=True):
+    volumes: list[ListedVolume]
+    # Backup sets whose manifest could not be read: named, never fatal to the listing.
+    catalog_problems: list[str]
+
+
+class SnapshotResult(JobResult, kw_only=True):
+    # Volume -> the snapshot taken of it.
+    snapshots: dict[str, str]
+
+
+class RestoreResult(JobResult, kw_only=True):
+    volume: str
+    snapshot: str
+    # What the volume held before, kept as a snapshot.
+    safety_snapshot: str
+    instances_restarted: list[str]
+
+
+class ExportedFileResult(msgspec.Struct, kw_only=True):
+    """One backup file written by an export."""
+
+    volume: str
+    backup: str  # `<set>/<volume>`, for `import` and `verify`
+    file: str  # `<set>/<file name>`, relative to the backup directory
+    size: int
+    sha256: str
+    compression: Compression
+    encrypted: bool
+    encryption: EncryptionMethod
+    key_ids: list[str]
+    mode: ExportMode
+    # The snapshot exported in `snapshot` mode; "" in `stop` mode.
+    source_snapshot: str
+    created: str
+    # How long the volume's instances were stopped; 0 in `snapshot` mode.
+    downtime_s: float
+    # Files of the same volume in the same set, under another name, that this one replaced.
+    replaced: list[str]
+
+
+class ExportResult(JobResult, kw_only=True):
+    files: list[ExportedFileResult]
+
+
+class ImportResult(JobResult, kw_only=True):
+    volume: str
+    # True: the volume was swapped out for the backup; False: imported under a new name.
+    replaced: bool
+    file: str
+    size: int
+    sha256: str
+    # False for a file outside any manifest: its checksum could not be checked.
+    checksum_verified: bool
+    encrypted: bool
+    instances_restarted: list[str]
+
+
+class VerifyChecks(msgspec.Struct, kw_only=True):
+    """Each check's verdict: `ok...`, `not encrypted` or `skipped: <why>`."""
+
+    sha256: str
+    decrypt: str
+    archive: str
+    index: str
+    # Only when the command asked for `restore_test`.
+    restore_test: str | UnsetType = UNSET
+
+
+class VerifiedBackup(msgspec.Struct, kw_only=True):
+    volume: str
+    backup: str
+    file: str
+    size: int
+    sha256: str
+    encryption: EncryptionMethod
+    checks: VerifyChecks
+
+
+class VerifyResult(JobResult, kw_only=True):
+    # The backups that passed; those that did not are in `failed`.
+    verified: list[VerifiedBackup]
+
+
+class StatusResult(JobResult, kw_only=True):
+    queue: int
+    running: list[str]
+    # How many volume states were republished.
+    volumes: int
+
+
+class CancelResult(JobResult, kw_only=True):
+    job: str
+    # The job's state when the cancel arrived.
+    was: str
+    # `cancelled`, `cancelling` (a running job stops at its next safe point), or the
+    # final state of a job that had finished already.
+    state: str
+
+
+# The one table: which result type each action's job has (the job state's `action`).
+RESULT_TYPES: dict[str, type[JobResult]] = {
+    "list": ListResult,
+    "snapshot": SnapshotResult,
+    "restore": RestoreResult,
+    "export": ExportResult,
+    "import": ImportResult,
+    "verify": VerifyResult,
+    "status": StatusResult,
+    "cancel": CancelResult,
+}
