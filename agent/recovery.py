@@ -80,7 +80,10 @@ async def _swap_back(incus: Incus, effect: Effect) -> str:
             await incus.rename_volume(keep, volume)
         for instance, devices in disks.items():
             await incus.attach_disks(instance, devices)
-        for instance in running:
+        # Those running now, and those the job had stopped (one may have stopped again on
+        # the imported data): all run on the original.
+        stopped_by_job = [str(i) for i in effect.data.get("stopped", [])]
+        for instance in dict.fromkeys([*running, *stopped_by_job]):
             await incus.start_instance(instance)
         return f"swapped the original {volume} back in"
     for instance, devices in disks.items():

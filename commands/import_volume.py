@@ -197,7 +197,10 @@ async def _replace(
             ctx.checkpoint()
             ctx.progress(f"swapping the imported volume in for {volume}")
             swap_seq = ctx.journal.record(
-                "volume_swap", volume, {"replacement": temp, "keep_as": keep, "disks": disks}
+                "volume_swap",
+                volume,
+                # `stopped`: what runs again once the original is back, whatever it does now.
+                {"replacement": temp, "keep_as": keep, "disks": disks, "stopped": stopped},
             )
             fault_point("import_swapping")
             await ctx.incus.swap_volume(volume, temp, keep)
@@ -206,7 +209,9 @@ async def _replace(
     except BaseException as exc:
         if swap_seq:
             with anyio.CancelScope(shield=True):
-                if await _swap_back(ctx, volume, keep, temp, instances, cause=exc):
+                if await _swap_back(
+                    ctx, volume, keep, temp, instances, was_running=stopped, cause=exc
+                ):
                     ctx.journal.resolve(swap_seq)
         raise
     # Proven: the old data may go. Journalled so a crash here still removes it.
@@ -233,10 +238,12 @@ async def _swap_back(
     temp: str,
     instances: list[str],
     *,
+    was_running: list[str],
     cause: BaseException,
 ) -> bool:
-    """Put the old data back under `volume` and start the instances on it; False when
-    that failed too, leaving the journal entry open for recovery to retry."""
+    """Put the old data back under `volume` and start the instances on it: those running
+    now, and those that ran before the job (one that stopped on the imported data too);
+    False when that failed too, leaving the journal entry open for recovery to retry."""
     ctx.progress(f"swapping the original {volume} back")
     try:
         async with AsyncExitStack() as stack:
@@ -244,6 +251,9 @@ async def _swap_back(
                 await stack.enter_async_context(instance_stopped(ctx, instance))
             if await ctx.incus.volume_exists(keep):
                 await ctx.incus.swap_volume(volume, keep, temp)
+        for instance in was_running:
+            if await ctx.incus.instance_status(instance) != "Running":
+                await ctx.incus.start_instance(instance)
     except AtlasError as exc:
         cause.add_note(f"swapping the original back failed too: {exc}")
         return False
