@@ -12,24 +12,24 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from agent import __version__
-from agent.admission import Admission
-from agent.archive_tree import LocalArchives
-from agent.backup_reader import LocalBackupFiles
-from agent.catalog import BackupCatalog
+from agent.backups.archive_tree import LocalArchives
+from agent.backups.backup_reader import LocalBackupFiles
+from agent.backups.catalog import BackupCatalog
+from agent.backups.export_writer import LocalExportFiles
 from agent.clock import Clock, utc_now
-from agent.dispatch import Dispatcher, Incoming
-from agent.export_writer import LocalExportFiles
-from agent.gpg import GpgHome
-from agent.incus import AsyncIncus, IncusClient
-from agent.jobs import Job, from_ms, state_from_row
-from agent.mqtt import MqttSession
-from agent.periodic import every
-from agent.publisher import OFFLINE_PAYLOAD, Publisher
-from agent.recovery import recover, retry_undo
-from agent.runner import JobRunner, RunnerDeps
-from agent.store import JobRow, Store
-from agent.topics import Topics
-from agent.volume_status import build_volume_state
+from agent.crypto.gpg import GpgHome
+from agent.incus.client import AsyncIncus, IncusClient
+from agent.mqtt.publisher import OFFLINE_PAYLOAD, Publisher
+from agent.mqtt.session import MqttSession
+from agent.mqtt.topics import Topics
+from agent.runtime.admission import Admission
+from agent.runtime.dispatch import Dispatcher, Incoming
+from agent.runtime.jobs import Job, from_ms, state_from_row
+from agent.runtime.periodic import every
+from agent.runtime.recovery import recover, retry_undo
+from agent.runtime.runner import JobRunner, RunnerDeps
+from agent.runtime.store import JobRow, Store
+from agent.status.volumes import build_volume_state
 from commands.inventory import Inventory
 from commands.ports import Incus, ServerInfo, VolumeInfo
 from commands.registry import action_for

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.atomic_file import AtomicFile
-from agent.gpg import GpgHome, PassphraseFile, symmetric_args
+from agent.backups.atomic_file import AtomicFile
+from agent.crypto.gpg import GpgHome, PassphraseFile, symmetric_args
 
 MIB = 1024 * 1024
 

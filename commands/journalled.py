@@ -8,7 +8,7 @@ The journal entry of each goes through three states, in `data["state"]`:
 - `creating`: the name was free when looked up after that, and the create is under way;
 - `created`: the create returned.
 
-The rule, here and in `agent.recovery`: the agent removes only what is `created`, or
+The rule, here and in `agent.runtime.recovery`: the agent removes only what is `created`, or
 `creating` (the agent may have died while Incus made it). A name found taken, or a create
 that Incus refuses because the name is taken (`Conflict`), is someone else's: never
 removed, and the entry is closed. An entry still `intended` (or from an agent before this

@@ -19,12 +19,12 @@ from typing import Any
 import gnupg
 import pytest
 
-from agent.archive_check import check_archive, check_backup_archive, verify_checksum
-from agent.atomic_file import WRITE_BEHIND, AtomicFile, find_parts, remove_stale_parts
-from agent.backup_paths import backup_file_name, ensure_set_dir, parse_backup_name
-from agent.backup_reader import LocalBackupFiles
-from agent.gpg import GpgHome, PassphraseFile, Recipients
-from agent.manifest_store import read_manifest, record_backup
+from agent.backups.archive_check import check_archive, check_backup_archive, verify_checksum
+from agent.backups.atomic_file import WRITE_BEHIND, AtomicFile, find_parts, remove_stale_parts
+from agent.backups.backup_reader import LocalBackupFiles
+from agent.backups.manifests import read_manifest, record_backup
+from agent.backups.paths import backup_file_name, ensure_set_dir, parse_backup_name
+from agent.crypto.gpg import GpgHome, PassphraseFile, Recipients
 from schemas.commands import Compression
 from schemas.errors import Conflict, CryptoFailure, IntegrityFailure, StorageFailure
 from schemas.manifest import ManifestEntry

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.gpg import (
+from agent.crypto.gpg import (
     CIPHER,
     PassphraseFile,
     Recipients,
@@ -15,7 +15,7 @@ from agent.gpg import (
     public_key_args,
     symmetric_args,
 )
-from agent.gpg_status import (
+from agent.crypto.gpg_status import (
     cipher_used,
     decryption_failure,
     decryption_succeeded,

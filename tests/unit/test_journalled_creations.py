@@ -8,10 +8,10 @@ from typing import Any, cast
 
 import pytest
 
-from agent.context import StoreJournal
-from agent.incus import checked_name
-from agent.recovery import recover
-from agent.store import Store
+from agent.incus.client import checked_name
+from agent.runtime.context import StoreJournal
+from agent.runtime.recovery import recover
+from agent.runtime.store import Store
 from commands.base import JobContext
 from commands.journalled import CREATED, CREATING, INTENDED, STATE, made
 from commands.ports import Incus

@@ -9,11 +9,11 @@ import anyio
 import msgspec
 import pytest
 
-from agent.jobs import Job
-from agent.publisher import Publisher
-from agent.runner import JobRunner, RunnerDeps
-from agent.store import Store
-from agent.topics import Topics
+from agent.mqtt.publisher import Publisher
+from agent.mqtt.topics import Topics
+from agent.runtime.jobs import Job
+from agent.runtime.runner import JobRunner, RunnerDeps
+from agent.runtime.store import Store
 from commands.base import Plan
 from commands.inventory import Inventory
 from schemas.commands import SnapshotCommand

@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from agent.clock import Clock
-from agent.jobs import Job
-from agent.store import Store
+from agent.runtime.jobs import Job
+from agent.runtime.store import Store
 from commands.base import Control
 from commands.inventory import Inventory
 from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import msgspec
 
-from agent.admission import Admission
 from agent.clock import Clock
-from agent.jobs import Job, new_job_id
-from agent.publisher import Publisher, ReplyTarget
-from agent.runner import JobRunner
-from agent.store import JobRow, Store
+from agent.mqtt.publisher import Publisher, ReplyTarget
+from agent.runtime.admission import Admission
+from agent.runtime.jobs import Job, new_job_id
+from agent.runtime.runner import JobRunner
+from agent.runtime.store import JobRow, Store
 from commands.base import Plan
 from commands.inventory import Inventory
 from commands.registry import action_for

@@ -14,11 +14,11 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent.clock import Clock
-from agent.context import RunningJob, StoreJournal
-from agent.jobs import Job, state_from_row
-from agent.publisher import Publisher
-from agent.scheduling import Waiting, runnable
-from agent.store import JobRow, Store
+from agent.mqtt.publisher import Publisher
+from agent.runtime.context import RunningJob, StoreJournal
+from agent.runtime.jobs import Job, state_from_row
+from agent.runtime.queue_order import Waiting, runnable
+from agent.runtime.store import JobRow, Store
 from commands.base import Control, Outcome
 from commands.inventory import Inventory
 from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus

@@ -35,8 +35,9 @@ from typing import Any, Literal, Self
 
 import gnupg
 
-from agent.backup_paths import ensure_private_dir, open_backup_file
-from agent.gpg_status import (
+from agent.backups.paths import ensure_private_dir, open_backup_file
+from agent.backups.streams import CHUNK_SIZE, ChunkChannel, Readable, Source, Writable, as_reader
+from agent.crypto.gpg_status import (
     GpgStatus,
     KeyRecord,
     cipher_used,
@@ -49,7 +50,6 @@ from agent.gpg_status import (
     recipient_key_ids,
 )
 from agent.logs import register_secret
-from agent.streams import CHUNK_SIZE, ChunkChannel, Readable, Source, Writable, as_reader
 from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ from typing import IO, Any
 
 import yaml
 
-from agent.backup_paths import open_backup_file
-from agent.gpg import GpgHome, PassphraseFile
-from agent.streams import CHUNK_SIZE, Readable, iter_chunks
+from agent.backups.paths import open_backup_file
+from agent.backups.streams import CHUNK_SIZE, Readable, iter_chunks
+from agent.crypto.gpg import GpgHome, PassphraseFile
 from commands.ports import ArchiveIndex, Checkpoint, ProgressCallback
 from schemas.commands import Compression
 from schemas.errors import CryptoFailure, IntegrityFailure, StorageFailure

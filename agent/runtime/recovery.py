@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.backup_paths import PART_SUFFIX
+from agent.backups.paths import PART_SUFFIX
 from agent.clock import Clock
-from agent.store import Effect, JobRow, Store
+from agent.runtime.store import Effect, JobRow, Store
 from commands.journalled import OURS, STATE
 from commands.ports import Incus
 from schemas.errors import AtlasError, InvalidCommand, NotFound

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from agent.store import JobRow
+from agent.runtime.store import JobRow
 from commands.base import Plan
 from schemas.commands import Command
 from schemas.messages import FINAL_STATES, JobState, JobStateName

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from agent.backup_paths import PART_SUFFIX, fsync_dir
+from agent.backups.paths import PART_SUFFIX, fsync_dir
 from schemas.errors import Conflict, StorageFailure
 
 # Gathers small writes (gzip's, gpg's); a download's chunks are larger and go straight

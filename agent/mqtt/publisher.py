@@ -12,7 +12,7 @@ from typing import Protocol
 
 import msgspec
 
-from agent.topics import Topics
+from agent.mqtt.topics import Topics
 from schemas.messages import AgentOffline, AgentState, Event, JobState, Response, VolumeState
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from pylxd import Client
 from pylxd import exceptions as lxd
 from pylxd.client import get_session_for_url
 
+from agent.backups.streams import CHUNK_SIZE
 from agent.config import IncusConfig
-from agent.streams import CHUNK_SIZE
 from commands.ports import (
     BackupCompression,
     BackupInfo,
