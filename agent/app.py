@@ -30,6 +30,7 @@ from agent.runtime.recovery import recover, retry_undo
 from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import JobRow, Store
 from agent.status.volumes import build_volume_state
+from commands.base import Ports
 from commands.inventory import Inventory
 from commands.ports import Incus, ServerInfo, VolumeInfo
 from commands.registry import action_for
@@ -63,6 +64,14 @@ class Agent:
             backup_dir, self.gpg, config.encryption, clock=clock, agent_version=__version__
         )
         self.catalog = BackupCatalog(backup_dir, self.store)
+        self.ports = Ports(
+            incus=self.incus,
+            backups=self.backups,
+            exports=self.exports,
+            archives=LocalArchives(),
+            catalog=self.catalog,
+            inventory=self.inventory,
+        )
         self.session = MqttSession(
             config.mqtt,
             will_topic=self.topics.agent,
@@ -74,12 +83,7 @@ class Agent:
             RunnerDeps(
                 store=self.store,
                 publisher=self.publisher,
-                incus=self.incus,
-                backups=self.backups,
-                exports=self.exports,
-                archives=LocalArchives(),
-                catalog=self.catalog,
-                inventory=self.inventory,
+                ports=self.ports,
                 control=self,
                 clock=clock,
                 on_finished=self.job_finished,

@@ -1,7 +1,7 @@
 """What every command is made of: a pure plan, and an execute step that walks it.
 
 `plan` validates against the inventory and returns data only; it is also what `dry_run`
-answers. `execute` makes the side effects through the ports of `JobContext`.
+answers. `execute` makes the side effects through `JobContext.ports`.
 """
 
 from collections.abc import Awaitable, Callable
@@ -47,6 +47,21 @@ class Outcome:
     succeeded: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Ports:
+    """The adapters a job reaches the world through, built once when the agent starts.
+
+    A new port is one field here, and one argument where the agent builds the bundle.
+    """
+
+    incus: Incus
+    backups: BackupFiles
+    exports: ExportFiles
+    archives: ArchiveInspector
+    catalog: Catalog
+    inventory: Inventory
+
+
 class Journal(Protocol):
     """Records a side effect before it is made, so a restarted agent can undo it."""
 
@@ -68,26 +83,14 @@ class Control(Protocol):
 
 
 class JobContext(Protocol):
+    """A running job's view of the agent: the job, the ports, its journal, the agent's
+    controls and the clock."""
+
     @property
     def job_id(self) -> str: ...
 
     @property
-    def incus(self) -> Incus: ...
-
-    @property
-    def inventory(self) -> Inventory: ...
-
-    @property
-    def backups(self) -> BackupFiles: ...
-
-    @property
-    def exports(self) -> ExportFiles: ...
-
-    @property
-    def archives(self) -> ArchiveInspector: ...
-
-    @property
-    def catalog(self) -> Catalog: ...
+    def ports(self) -> Ports: ...
 
     @property
     def journal(self) -> Journal: ...

@@ -173,8 +173,8 @@ def _steps(export: VolumeExport, instances: Sequence[str]) -> list[Step]:
 async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcome:
     exports = [VolumeExport.from_step(s) for s in plan.steps if s.op == WRITE]
     if any(e.encryption != "none" for e in exports):
-        await ctx.exports.check_encryption()  # a missing key fails before anything stops
-    incus_version = (await ctx.incus.server_info()).version
+        await ctx.ports.exports.check_encryption()  # a missing key fails before anything stops
+    incus_version = (await ctx.ports.incus.server_info()).version
     outcome = Outcome(result={"files": []})
     for export in exports:
         try:
@@ -190,7 +190,7 @@ async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcom
         except AtlasError as exc:
             outcome.failed[export.volume] = error_info(exc)
             continue
-        await ctx.catalog.record_export(export.volume, done.file)
+        await ctx.ports.catalog.record_export(export.volume, done.file)
         outcome.result["files"].append(done.as_result(export))
         outcome.succeeded.append(export.volume)
     return outcome
@@ -224,7 +224,7 @@ class Done:
 async def _export_volume(
     ctx: JobContext, export: VolumeExport, planned_stops: Sequence[str], incus_version: str
 ) -> Done:
-    service = ctx.inventory.require_volume(export.volume, "$.volumes")
+    service = ctx.ports.inventory.require_volume(export.volume, "$.volumes")
     spec = ExportSpec(
         set_name=export.set_name,
         volume=export.volume,
@@ -237,23 +237,23 @@ async def _export_volume(
     )
     if export.mode == "stop":
         # The planned instances, and any that began to use the volume since.
-        info = await ctx.incus.get_volume(export.volume)
+        info = await ctx.ports.incus.get_volume(export.volume)
         stop = [*planned_stops, *sorted(set(info.used_by) - set(planned_stops))]
         return await _backup_and_write(ctx, export, spec, stop)
     volume, snapshot, temp = export.volume, export.snapshot, export.temp_volume
     ctx.progress(f"exporting {volume}: snapshot {snapshot}")
     async with made(
         ctx, "export_snapshot", volume, {"name": snapshot}, f"snapshot {snapshot} of {volume}",
-        make=partial(ctx.incus.create_snapshot, volume, snapshot),
-        remove=partial(ctx.incus.delete_snapshot, volume, snapshot),
+        make=partial(ctx.ports.incus.create_snapshot, volume, snapshot),
+        remove=partial(ctx.ports.incus.delete_snapshot, volume, snapshot),
         exists=snapshot_taken(ctx, volume, snapshot),
         keep=True,  # the manifest names it as the source
     ):
         ctx.progress(f"exporting {volume}: copying {snapshot} to {temp}")
         async with made(
             ctx, "temp_volume", temp, {}, f"volume {temp}",
-            make=partial(ctx.incus.copy_volume, volume, snapshot, temp),
-            remove=partial(ctx.incus.delete_volume, temp),
+            make=partial(ctx.ports.incus.copy_volume, volume, snapshot, temp),
+            remove=partial(ctx.ports.incus.delete_volume, temp),
             exists=volume_taken(ctx, temp),
         ):
             fault_point("export_temp_volume")
@@ -278,7 +278,7 @@ async def _backup_and_write(
                 stopped_any |= await stopped.enter_async_context(instance_stopped(ctx, instance))
             ctx.checkpoint()
             ctx.progress(phase)
-            await ctx.incus.create_backup(
+            await ctx.ports.incus.create_backup(
                 source,
                 name,
                 server_compression(export.compression),
@@ -289,7 +289,7 @@ async def _backup_and_write(
 
     async with made(
         ctx, "server_backup", source, {"name": name}, f"backup {name} of {source}",
-        make=make, remove=partial(ctx.incus.delete_backup, source, name),
+        make=make, remove=partial(ctx.ports.incus.delete_backup, source, name),
         exists=backup_taken(ctx, source, name),
     ):
         return Done(await _write(ctx, export, spec), downtime)
@@ -300,10 +300,10 @@ async def _write(ctx: JobContext, export: VolumeExport, spec: ExportSpec) -> Exp
     ctx.checkpoint()
     verb = "downloading and encrypting" if spec.encrypt else "downloading"
     phase = f"exporting {export.volume}: {verb}"
-    seq = ctx.journal.record("part_file", ctx.exports.part_path(spec))
+    seq = ctx.journal.record("part_file", ctx.ports.exports.part_path(spec))
     try:
-        async with ctx.incus.export_backup(export.source, export.backup_name) as stream:
-            return await ctx.exports.write(
+        async with ctx.ports.incus.export_backup(export.source, export.backup_name) as stream:
+            return await ctx.ports.exports.write(
                 spec, stream, _reporting(ctx, phase, spec.encrypt), ctx.checkpoint
             )
     finally:

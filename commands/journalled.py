@@ -109,12 +109,12 @@ async def remove_journalled(ctx: JobContext, seq: int, what: str, remove: Call) 
 
 
 def volume_taken(ctx: JobContext, name: str) -> Exists:
-    return lambda: ctx.incus.volume_exists(name)
+    return lambda: ctx.ports.incus.volume_exists(name)
 
 
 def snapshot_taken(ctx: JobContext, volume: str, name: str) -> Exists:
     async def taken() -> bool:
-        info = await ctx.incus.get_volume(volume)
+        info = await ctx.ports.incus.get_volume(volume)
         return name in {snapshot.name for snapshot in info.snapshots}
 
     return taken
@@ -122,6 +122,6 @@ def snapshot_taken(ctx: JobContext, volume: str, name: str) -> Exists:
 
 def backup_taken(ctx: JobContext, volume: str, name: str) -> Exists:
     async def taken() -> bool:
-        return name in {backup.name for backup in await ctx.incus.list_backups(volume)}
+        return name in {backup.name for backup in await ctx.ports.incus.list_backups(volume)}
 
     return taken

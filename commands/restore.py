@@ -60,7 +60,7 @@ def plan(command: RestoreCommand, inventory: Inventory, now: datetime) -> Plan:
 async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outcome:
     volume, snapshot = command.volume, command.snapshot
     safety = next(s.detail["name"] for s in plan.steps if s.op == "create_snapshot")
-    info = await ctx.incus.get_volume(volume)
+    info = await ctx.ports.incus.get_volume(volume)
     if snapshot not in {s.name for s in info.snapshots}:
         raise NotFound(f"volume {volume!r} has no snapshot {snapshot!r}")
     # The planned instances, and any that began to use the volume since.
@@ -73,13 +73,13 @@ async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outco
                 stopped.append(instance)
         ctx.checkpoint()
         ctx.progress(f"safety snapshot {safety}")
-        await ctx.incus.create_snapshot(volume, safety)
+        await ctx.ports.incus.create_snapshot(volume, safety)
         fault_point("restore_safety_taken")
         ctx.progress(f"restoring {volume} to {snapshot}")
         seq = ctx.journal.record("restoring", volume, {"safety_snapshot": safety})
         fault_point("restoring")
         try:
-            await ctx.incus.restore_snapshot(volume, snapshot)
+            await ctx.ports.incus.restore_snapshot(volume, snapshot)
         except BaseException as exc:  # an Incus failure, or cancellation by a shutdown
             # Closed here, not left to the next start: by then the instance runs again and
             # Incus refuses to restore a volume a running instance uses.
@@ -104,7 +104,7 @@ async def _roll_back(ctx: JobContext, volume: str, safety: str, cause: BaseExcep
     with anyio.CancelScope(shield=True):
         ctx.progress(f"rolling {volume} back to {safety}")
         try:
-            await ctx.incus.restore_snapshot(volume, safety)
+            await ctx.ports.incus.restore_snapshot(volume, safety)
         except AtlasError as exc:
             cause.add_note(f"rollback to {safety} failed too: {exc}")
             return False

@@ -69,7 +69,7 @@ async def execute(command: SnapshotCommand, plan: Plan, ctx: JobContext) -> Outc
             async with AsyncExitStack() as stack:
                 for stop in stops:
                     await stack.enter_async_context(instance_stopped(ctx, stop.target))
-                await ctx.incus.create_snapshot(volume, step.detail["name"])
+                await ctx.ports.incus.create_snapshot(volume, step.detail["name"])
                 fault_point("snapshot_taken")
         except AtlasError as exc:
             outcome.failed[volume] = error_info(exc)

@@ -20,13 +20,13 @@ async def instance_stopped(ctx: JobContext, instance: str) -> AsyncIterator[bool
     The stop is journalled first, so an agent killed inside the block starts the instance
     on its next start. Yields whether the instance was running (and so was stopped).
     """
-    if await ctx.incus.instance_status(instance) != "Running":
+    if await ctx.ports.incus.instance_status(instance) != "Running":
         yield False
         return
     seq = ctx.journal.record("instance_stopped", instance)
     ctx.progress(f"stopping {instance}")
     try:
-        await ctx.incus.stop_instance(instance)
+        await ctx.ports.incus.stop_instance(instance)
         fault_point("instance_stopped")
         yield True
     except BaseException:
@@ -43,7 +43,7 @@ async def _start_again(ctx: JobContext, instance: str, seq: int, *, failing: boo
     open entry has the agent start the instance once Incus answers."""
     ctx.progress(f"starting {instance}")
     try:
-        await ctx.incus.start_instance(instance)
+        await ctx.ports.incus.start_instance(instance)
     except AtlasError as exc:
         if not failing:
             raise

@@ -1,4 +1,5 @@
-"""The running job's view of the agent: the ports a command's `execute` step may use."""
+"""The running job's view of the agent: the job, the ports, its journal, the controls and
+the clock a command's `execute` step may use."""
 
 import logging
 from dataclasses import dataclass, field
@@ -8,9 +9,7 @@ from typing import Any
 from agent.clock import Clock
 from agent.runtime.jobs import Job
 from agent.runtime.store import Store
-from commands.base import Control
-from commands.inventory import Inventory
-from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
+from commands.base import Control, Ports
 from schemas.errors import JobCancelled
 from schemas.timefmt import epoch_ms
 
@@ -40,12 +39,7 @@ class StoreJournal:
 @dataclass
 class RunningJob:
     job: Job
-    incus: Incus
-    backups: BackupFiles
-    exports: ExportFiles
-    archives: ArchiveInspector
-    catalog: Catalog
-    inventory: Inventory
+    ports: Ports
     journal: StoreJournal
     control: Control
     clock: Clock

@@ -19,9 +19,7 @@ from agent.runtime.context import RunningJob, StoreJournal
 from agent.runtime.jobs import Job, state_from_row
 from agent.runtime.queue_order import Waiting, runnable
 from agent.runtime.store import JobRow, Store
-from commands.base import Control, Outcome
-from commands.inventory import Inventory
-from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
+from commands.base import Control, Outcome, Ports
 from commands.registry import action_for
 from commands.steps import error_info
 from schemas.errors import AtlasError, JobCancelled, NotFound, QueueFull
@@ -39,12 +37,7 @@ FINALIZE_BOUND_S = 10.0
 class RunnerDeps:
     store: Store
     publisher: Publisher
-    incus: Incus
-    backups: BackupFiles
-    exports: ExportFiles
-    archives: ArchiveInspector
-    catalog: Catalog
-    inventory: Inventory
+    ports: Ports
     control: Control
     clock: Clock
     # Called with the targets of every finished job, to republish their volume states.
@@ -170,12 +163,7 @@ class JobRunner:
         deps = self._deps
         return RunningJob(
             job=job,
-            incus=deps.incus,
-            backups=deps.backups,
-            exports=deps.exports,
-            archives=deps.archives,
-            catalog=deps.catalog,
-            inventory=deps.inventory,
+            ports=deps.ports,
             journal=StoreJournal(deps.store, job.id, deps.clock),
             control=deps.control,
             clock=deps.clock,

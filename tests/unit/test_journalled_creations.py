@@ -41,8 +41,13 @@ class FakeIncus:
 
 
 @dataclass
-class FakeJob:
+class FakePorts:
     incus: FakeIncus
+
+
+@dataclass
+class FakeJob:
+    ports: FakePorts
     journal: StoreJournal
 
     def progress(self, phase: str, done: int = 0, total: int = 0, *, unit: str = "") -> None:
@@ -55,7 +60,7 @@ def store(tmp_path: Path) -> Store:
 
 
 def _job(store: Store, incus: FakeIncus) -> JobContext:
-    return cast(JobContext, FakeJob(incus, StoreJournal(store, "j1", lambda: NOW)))
+    return cast(JobContext, FakeJob(FakePorts(incus), StoreJournal(store, "j1", lambda: NOW)))
 
 
 def _made(ctx: JobContext, incus: FakeIncus, name: str, make: Any) -> Any:

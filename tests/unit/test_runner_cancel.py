@@ -14,7 +14,7 @@ from agent.mqtt.topics import Topics
 from agent.runtime.jobs import Job
 from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import Store
-from commands.base import Plan
+from commands.base import Plan, Ports
 from commands.inventory import Inventory
 from schemas.commands import SnapshotCommand
 
@@ -43,9 +43,10 @@ def runner_for(store: Store, transport: Transport) -> JobRunner:
 
     unused = cast(Any, None)
     deps = RunnerDeps(
-        store=store, publisher=Publisher(transport, Topics("p"), 3600), incus=unused,
-        backups=unused, exports=unused, archives=unused, catalog=unused,
-        inventory=Inventory((), unused), control=unused, clock=lambda: NOW,
+        store=store, publisher=Publisher(transport, Topics("p"), 3600),
+        ports=Ports(incus=unused, backups=unused, exports=unused, archives=unused,
+                    catalog=unused, inventory=Inventory((), unused)),
+        control=unused, clock=lambda: NOW,
         on_finished=finished,
     )
     return JobRunner(deps, max_queue=10, max_concurrent=1)
