@@ -1,12 +1,12 @@
 """The job runner: a bounded FIFO queue, a concurrency limit, one holder per volume.
 
 Jobs move queued -> running -> a final state; every transition is stored, then
-published (retained job state and an event). The final state is recorded inside a
+emitted on the event stream (the job's state, a transition, and at the end `JobFinished`),
+which the publisher puts on the broker. The final state is recorded inside a
 shielded scope, so a job cancelled by shutdown still ends `interrupted` on the broker.
 """
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +14,8 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent.clock import Clock
-from agent.mqtt.publisher import Publisher
 from agent.runtime.context import RunningJob, StoreJournal
+from agent.runtime.events import EventBus, JobFinished, JobStateChanged, JobTransitioned
 from agent.runtime.jobs import Job, state_from_row
 from agent.runtime.queue_order import Waiting, runnable
 from agent.runtime.store import JobRow, Store
@@ -36,12 +36,10 @@ FINALIZE_BOUND_S = 10.0
 @dataclass
 class RunnerDeps:
     store: Store
-    publisher: Publisher
+    events: EventBus
     ports: Ports
     control: Control
     clock: Clock
-    # Called with the targets of every finished job, to republish their volume states.
-    on_finished: Callable[[Job], Awaitable[None]]
 
 
 class JobRunner:
@@ -133,11 +131,11 @@ class JobRunner:
     async def _announce_row(self, row: JobRow) -> None:
         with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
             now = self._deps.clock()
-            await self._deps.publisher.job(state_from_row(row, now))
-            await self._deps.publisher.event(
+            await self._deps.events.emit(JobStateChanged(state_from_row(row, now)))
+            await self._deps.events.emit(JobTransitioned(
                 Event(job=row.id, action=row.action, state=row.state, at=iso(now),
                       at_ts=epoch_ms(now))
-            )
+            ))
 
     # The scheduling loop
 
@@ -247,7 +245,7 @@ class JobRunner:
         self._wake.set()
         try:
             await self._transition(job)
-            await self._deps.on_finished(job)
+            await self._deps.events.emit(JobFinished(job))
         except Exception:
             log.exception("could not record the final state of job %s", job.id)
 
@@ -265,7 +263,7 @@ class JobRunner:
         now = self._deps.clock()
         event = Event(job=job.id, action=job.action, state=job.state, at=iso(now),
                       at_ts=epoch_ms(now))
-        await self._deps.publisher.event(event)
+        await self._deps.events.emit(JobTransitioned(event))
 
     async def _publish(self, job: Job) -> None:
-        await self._deps.publisher.job(job.to_state(self._deps.clock()))
+        await self._deps.events.emit(JobStateChanged(job.to_state(self._deps.clock())))

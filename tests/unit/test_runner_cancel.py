@@ -11,6 +11,7 @@ import pytest
 
 from agent.mqtt.publisher import Publisher
 from agent.mqtt.topics import Topics
+from agent.runtime.events import EventBus
 from agent.runtime.jobs import Job
 from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import Store
@@ -38,16 +39,14 @@ class Transport:
 
 
 def runner_for(store: Store, transport: Transport) -> JobRunner:
-    async def finished(job: Job) -> None:
-        return None
-
     unused = cast(Any, None)
+    events = EventBus()
+    Publisher(transport, Topics("p"), 3600).follow(events)
     deps = RunnerDeps(
-        store=store, publisher=Publisher(transport, Topics("p"), 3600),
+        store=store, events=events,
         ports=Ports(incus=unused, backups=unused, exports=unused, archives=unused,
                     catalog=unused, inventory=Inventory((), unused)),
         control=unused, clock=lambda: NOW,
-        on_finished=finished,
     )
     return JobRunner(deps, max_queue=10, max_concurrent=1)
 
