@@ -7,6 +7,7 @@ answers. `execute` makes the side effects through `JobContext.ports`.
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
 from commands.facts import Looks
@@ -62,10 +63,25 @@ class Ports:
     inventory: Inventory
 
 
+class EffectKind(StrEnum):
+    """Every kind of side effect a job journals; recovery has an undo for each."""
+
+    INSTANCE_STOPPED = "instance_stopped"
+    RESTORING = "restoring"
+    TEMP_VOLUME = "temp_volume"
+    OLD_VOLUME = "old_volume"
+    VOLUME_SWAP = "volume_swap"
+    SERVER_BACKUP = "server_backup"
+    EXPORT_SNAPSHOT = "export_snapshot"
+    PART_FILE = "part_file"
+
+
 class Journal(Protocol):
     """Records a side effect before it is made, so a restarted agent can undo it."""
 
-    def record(self, kind: str, target: str, data: dict[str, Any] | None = None) -> int: ...
+    def record(
+        self, kind: EffectKind, target: str, data: dict[str, Any] | None = None
+    ) -> int: ...
 
     def update(self, seq: int, data: dict[str, Any]) -> None:
         """Replace an open entry's data: how far the side effect got."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from commands.base import JobContext, Outcome, Plan, Step
+from commands.base import EffectKind, JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
@@ -243,7 +243,8 @@ async def _export_volume(
     volume, snapshot, temp = export.volume, export.snapshot, export.temp_volume
     ctx.progress(f"exporting {volume}: snapshot {snapshot}")
     async with made(
-        ctx, "export_snapshot", volume, {"name": snapshot}, f"snapshot {snapshot} of {volume}",
+        ctx, EffectKind.EXPORT_SNAPSHOT, volume, {"name": snapshot},
+        f"snapshot {snapshot} of {volume}",
         make=partial(ctx.ports.incus.create_snapshot, volume, snapshot),
         remove=partial(ctx.ports.incus.delete_snapshot, volume, snapshot),
         exists=snapshot_taken(ctx, volume, snapshot),
@@ -251,7 +252,7 @@ async def _export_volume(
     ):
         ctx.progress(f"exporting {volume}: copying {snapshot} to {temp}")
         async with made(
-            ctx, "temp_volume", temp, {}, f"volume {temp}",
+            ctx, EffectKind.TEMP_VOLUME, temp, {}, f"volume {temp}",
             make=partial(ctx.ports.incus.copy_volume, volume, snapshot, temp),
             remove=partial(ctx.ports.incus.delete_volume, temp),
             exists=volume_taken(ctx, temp),
@@ -288,7 +289,7 @@ async def _backup_and_write(
         downtime = anyio.current_time() - began if stopped_any else 0.0
 
     async with made(
-        ctx, "server_backup", source, {"name": name}, f"backup {name} of {source}",
+        ctx, EffectKind.SERVER_BACKUP, source, {"name": name}, f"backup {name} of {source}",
         make=make, remove=partial(ctx.ports.incus.delete_backup, source, name),
         exists=backup_taken(ctx, source, name),
     ):
@@ -300,7 +301,7 @@ async def _write(ctx: JobContext, export: VolumeExport, spec: ExportSpec) -> Exp
     ctx.checkpoint()
     verb = "downloading and encrypting" if spec.encrypt else "downloading"
     phase = f"exporting {export.volume}: {verb}"
-    seq = ctx.journal.record("part_file", ctx.ports.exports.part_path(spec))
+    seq = ctx.journal.record(EffectKind.PART_FILE, ctx.ports.exports.part_path(spec))
     try:
         async with ctx.ports.incus.export_backup(export.source, export.backup_name) as stream:
             return await ctx.ports.exports.write(

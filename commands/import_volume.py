@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 
-from commands.base import JobContext, Outcome, Plan, Step
+from commands.base import EffectKind, JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
@@ -149,7 +149,7 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     # Removed only if this job made it (see commands.journalled); on success it is gone,
     # renamed to the target or swapped in.
     async with made(
-        ctx, "temp_volume", temp, {}, f"the imported volume {temp}",
+        ctx, EffectKind.TEMP_VOLUME, temp, {}, f"the imported volume {temp}",
         make=partial(_upload, ctx, backup, temp),
         remove=partial(ctx.ports.incus.delete_volume, temp),
         exists=volume_taken(ctx, temp),
@@ -197,7 +197,8 @@ async def _replace(
             ctx.checkpoint()
             ctx.progress(f"swapping the imported volume in for {volume}")
             swap_seq = ctx.journal.record(
-                "volume_swap", volume, {"replacement": temp, "keep_as": keep, "disks": disks}
+                EffectKind.VOLUME_SWAP, volume,
+                {"replacement": temp, "keep_as": keep, "disks": disks},
             )
             fault_point("import_swapping")
             await ctx.ports.incus.swap_volume(volume, temp, keep)
@@ -210,7 +211,7 @@ async def _replace(
                     ctx.journal.resolve(swap_seq)
         raise
     # Proven: the old data may go. Journalled so a crash here still removes it.
-    old_seq = ctx.journal.record("old_volume", keep)
+    old_seq = ctx.journal.record(EffectKind.OLD_VOLUME, keep)
     ctx.journal.resolve(swap_seq)
     ctx.progress(f"removing the old data {keep}")
     fault_point("import_removing_old")

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import anyio
 
-from commands.base import JobContext
+from commands.base import EffectKind, JobContext
 from commands.faults import fault_point
 from schemas.errors import AtlasError, Conflict, NotFound
 
@@ -46,7 +46,7 @@ OURS: Final = frozenset({CREATING, CREATED})
 @asynccontextmanager
 async def made(
     ctx: JobContext,
-    kind: str,
+    kind: EffectKind,
     target: str,
     data: dict[str, Any],
     what: str,

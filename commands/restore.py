@@ -5,7 +5,7 @@ from datetime import datetime
 
 import anyio
 
-from commands.base import JobContext, Outcome, Plan, Step
+from commands.base import EffectKind, JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
@@ -76,7 +76,7 @@ async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outco
         await ctx.ports.incus.create_snapshot(volume, safety)
         fault_point("restore_safety_taken")
         ctx.progress(f"restoring {volume} to {snapshot}")
-        seq = ctx.journal.record("restoring", volume, {"safety_snapshot": safety})
+        seq = ctx.journal.record(EffectKind.RESTORING, volume, {"safety_snapshot": safety})
         fault_point("restoring")
         try:
             await ctx.ports.incus.restore_snapshot(volume, snapshot)

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from commands.base import JobContext
+from commands.base import EffectKind, JobContext
 from commands.faults import fault_point
 from schemas.errors import AtlasError
 
@@ -23,7 +23,7 @@ async def instance_stopped(ctx: JobContext, instance: str) -> AsyncIterator[bool
     if await ctx.ports.incus.instance_status(instance) != "Running":
         yield False
         return
-    seq = ctx.journal.record("instance_stopped", instance)
+    seq = ctx.journal.record(EffectKind.INSTANCE_STOPPED, instance)
     ctx.progress(f"stopping {instance}")
     try:
         await ctx.ports.incus.stop_instance(instance)

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from commands.base import JobContext, Outcome, Plan, Step
+from commands.base import EffectKind, JobContext, Outcome, Plan, Step
 from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.journalled import backup_taken, made, volume_taken
@@ -153,7 +153,7 @@ async def _restore_test(
 
     reading = f"{label}: reading back scratch volume {scratch}"
     async with made(
-        ctx, "temp_volume", scratch, {}, f"scratch volume {scratch}",
+        ctx, EffectKind.TEMP_VOLUME, scratch, {}, f"scratch volume {scratch}",
         make=import_scratch, remove=partial(ctx.ports.incus.delete_volume, scratch),
         exists=volume_taken(ctx, scratch),
     ):
@@ -161,7 +161,7 @@ async def _restore_test(
         ctx.checkpoint()
         ctx.progress(f"{label}: Incus exports scratch volume {scratch}")
         async with made(
-            ctx, "server_backup", scratch, {"name": name}, f"backup {name} of {scratch}",
+            ctx, EffectKind.SERVER_BACKUP, scratch, {"name": name}, f"backup {name} of {scratch}",
             make=partial(ctx.ports.incus.create_backup, scratch, name, "none"),
             remove=partial(ctx.ports.incus.delete_backup, scratch, name),
             exists=backup_taken(ctx, scratch, name),

@@ -9,7 +9,7 @@ from typing import Any
 from agent.clock import Clock
 from agent.runtime.jobs import Job
 from agent.runtime.store import Store
-from commands.base import Control, Ports
+from commands.base import Control, EffectKind, Ports
 from schemas.errors import JobCancelled
 from schemas.timefmt import epoch_ms
 
@@ -24,7 +24,7 @@ class StoreJournal:
     job_id: str
     clock: Clock
 
-    def record(self, kind: str, target: str, data: dict[str, Any] | None = None) -> int:
+    def record(self, kind: EffectKind, target: str, data: dict[str, Any] | None = None) -> int:
         return self.store.record_effect(
             self.job_id, kind, target, data or {}, epoch_ms(self.clock())
         )

@@ -12,7 +12,7 @@ from agent.incus.client import checked_name
 from agent.runtime.context import StoreJournal
 from agent.runtime.recovery import recover
 from agent.runtime.store import Store
-from commands.base import JobContext
+from commands.base import EffectKind, JobContext
 from commands.journalled import CREATED, CREATING, INTENDED, STATE, made
 from commands.ports import Incus
 from schemas.errors import Conflict, IncusFailure
@@ -65,7 +65,7 @@ def _job(store: Store, incus: FakeIncus) -> JobContext:
 
 def _made(ctx: JobContext, incus: FakeIncus, name: str, make: Any) -> Any:
     return made(
-        ctx, "temp_volume", name, {}, f"volume {name}",
+        ctx, EffectKind.TEMP_VOLUME, name, {}, f"volume {name}",
         make=make,
         remove=lambda: incus.delete_volume(name),
         exists=lambda: incus.volume_exists(name),
