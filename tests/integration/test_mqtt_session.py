@@ -17,7 +17,8 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from agent.config import MqttConfig
-from agent.mqtt.session import Incoming, MqttFailure, MqttSession
+from agent.mqtt.packets import Incoming, MqttFailure
+from agent.mqtt.session import MqttSession
 from tests.support.broker import Broker, running_broker
 from tests.support.client import wipe_session
 from tests.support.pki import Certificates, make_certificates
