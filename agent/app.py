@@ -18,7 +18,8 @@ from agent.backups.catalog import BackupCatalog
 from agent.backups.export_writer import LocalExportFiles
 from agent.clock import Clock, utc_now
 from agent.crypto.gpg import GpgHome
-from agent.incus.client import AsyncIncus, IncusClient
+from agent.incus.client import IncusClient
+from agent.incus.facade import AsyncIncus
 from agent.mqtt.publisher import OFFLINE_PAYLOAD, Publisher
 from agent.mqtt.session import MqttSession
 from agent.mqtt.topics import Topics

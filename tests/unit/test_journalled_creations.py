@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from agent.incus.client import checked_name
+from agent.incus.names import checked_name
 from agent.runtime.context import StoreJournal
 from agent.runtime.recovery import recover
 from agent.runtime.store import Store
