@@ -30,7 +30,8 @@ import yaml
 
 from agent.backups.paths import open_backup_file
 from agent.backups.streams import CHUNK_SIZE, Readable, iter_chunks
-from agent.crypto.gpg import GpgHome, PassphraseFile
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import PassphraseFile
 from commands.ports import ArchiveIndex, Checkpoint, ProgressCallback
 from schemas.commands import Compression
 from schemas.errors import CryptoFailure, IntegrityFailure, StorageFailure

@@ -29,7 +29,8 @@ from agent.backups.paths import (
     set_dir,
 )
 from agent.backups.stoppable import Stop, run_stoppable
-from agent.crypto.gpg import GpgHome, PassphraseFile
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import PassphraseFile
 from commands.ports import ArchiveIndex, BackupFile, Checkpoint, ProgressCallback
 from schemas.commands import Compression
 from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure, InvalidCommand, NotFound

@@ -24,10 +24,10 @@ from agent.backups.paths import PART_SUFFIX, backup_file_name, ensure_set_dir, s
 from agent.backups.stoppable import Stop, chunks_in_thread, metered, run_stoppable
 from agent.backups.streams import ChannelClosed, ChunkChannel
 from agent.clock import Clock
-from agent.crypto.gpg import (
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import (
     EncryptionInfo,
     EncryptionKey,
-    GpgHome,
     PassphraseFile,
     Recipients,
     normalize_fingerprint,

@@ -17,7 +17,7 @@ import msgspec
 
 from agent.backups.atomic_file import WrittenFile
 from agent.backups.paths import fsync_dir, open_regular
-from agent.crypto.gpg import EncryptionInfo
+from agent.crypto.keys import EncryptionInfo
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound, StorageFailure
 from schemas.manifest import Manifest, ManifestEntry, files_digest

@@ -24,7 +24,8 @@ from agent.backups.atomic_file import WRITE_BEHIND, AtomicFile, find_parts, remo
 from agent.backups.backup_reader import LocalBackupFiles
 from agent.backups.manifests import read_manifest, record_backup
 from agent.backups.paths import backup_file_name, ensure_set_dir, parse_backup_name
-from agent.crypto.gpg import GpgHome, PassphraseFile, Recipients
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import PassphraseFile, Recipients
 from schemas.commands import Compression
 from schemas.errors import Conflict, CryptoFailure, IntegrityFailure, StorageFailure
 from schemas.manifest import ManifestEntry

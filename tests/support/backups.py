@@ -9,7 +9,8 @@ from pathlib import Path
 from agent.backups.atomic_file import AtomicFile, WrittenFile
 from agent.backups.manifests import new_entry, record_backup
 from agent.backups.paths import backup_file_name, ensure_set_dir
-from agent.crypto.gpg import GpgHome, PassphraseFile
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import PassphraseFile
 from schemas.commands import Compression
 from tests.support.incus_env import IncusProject
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agent.backups.atomic_file import AtomicFile
-from agent.crypto.gpg import GpgHome, PassphraseFile
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import PassphraseFile
 
 MIB = 1024 * 1024
 

@@ -27,7 +27,7 @@ from agent.backups.paths import (
     set_dir,
     set_name_for,
 )
-from agent.crypto.gpg import EncryptionInfo
+from agent.crypto.keys import EncryptionInfo
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound
 from schemas.manifest import Manifest, ManifestEntry, files_digest
