@@ -33,7 +33,7 @@ from agent.backups.streams import CHUNK_SIZE, Readable, iter_chunks
 from agent.crypto.gpg import GpgHome
 from agent.crypto.keys import PassphraseFile
 from commands.ports import ArchiveIndex, Checkpoint, ProgressCallback
-from schemas.commands import Compression
+from schemas.commands import INCUS_NAME_PATTERN, Compression
 from schemas.errors import CryptoFailure, IntegrityFailure, StorageFailure
 
 INDEX_NAME = "backup/index.yaml"
@@ -48,7 +48,7 @@ HEAD_MEMBERS = 4
 HEAD_BYTES = 8 << 20
 INDEX_LIMIT = 1 << 20
 SHOWN_UNSAFE = 5
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(INCUS_NAME_PATTERN)
 _SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

@@ -15,10 +15,9 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from schemas.commands import Compression
+from schemas.commands import INCUS_NAME_PATTERN, Compression
 from schemas.errors import InvalidCommand, NotFound, StorageFailure
 
 PART_SUFFIX = ".part"
@@ -29,7 +28,7 @@ COMPRESSION_SUFFIXES: dict[Compression, str] = {
     "none": ".tar",
 }
 # The Incus name rule of schemas.commands.IncusName, for names read back from disk.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(INCUS_NAME_PATTERN)
 _SET = re.compile(r"^[0-9]{8}$")
 
 
@@ -52,11 +51,6 @@ class BackupRef:
 
     set: str
     volume: str
-
-
-def set_name_for(moment: datetime) -> str:
-    """The set (date folder) a backup made at `moment` belongs to: `YYYYmmdd`, UTC."""
-    return moment.astimezone(UTC).strftime("%Y%m%d")
 
 
 def is_set_name(name: str) -> bool:

@@ -25,9 +25,9 @@ from agent.backups.paths import (
     parse_backup_ref,
     resolve_in_backup_dir,
     set_dir,
-    set_name_for,
 )
 from agent.crypto.keys import EncryptionInfo
+from commands.export import set_name_for
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound
 from schemas.manifest import Manifest, ManifestEntry, files_digest
