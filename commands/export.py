@@ -8,7 +8,6 @@ before it is made and removed afterwards, whatever happens.
 """
 
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -24,7 +23,7 @@ from commands.journalled import backup_taken, made, snapshot_taken, volume_taken
 from commands.names import temporary, unique
 from commands.ports import BackupCompression, ExportedFile, ExportSpec, ProgressCallback
 from commands.snapshot_kinds import EXPORT
-from commands.steps import error_info, instance_stopped
+from commands.steps import cancelled_so_far, error_info, instances_stopped
 from schemas.commands import Compression, ExportCommand, ExportMode
 from schemas.config import EncryptionConfig, ServiceConfig
 from schemas.errors import AtlasError, InvalidCommand, JobCancelled
@@ -185,8 +184,7 @@ async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcom
             ]
             done = await _export_volume(ctx, export, stops, incus_version)
         except JobCancelled as exc:
-            so_far = {**outcome.result, "succeeded": outcome.succeeded}
-            raise JobCancelled(str(exc), so_far) from None
+            raise cancelled_so_far(outcome, exc) from None
         except AtlasError as exc:
             outcome.failed[export.volume] = error_info(exc)
             continue
@@ -273,10 +271,7 @@ async def _backup_and_write(
     async def make() -> None:
         nonlocal downtime
         began = anyio.current_time()
-        stopped_any = False
-        async with AsyncExitStack() as stopped:
-            for instance in stop:
-                stopped_any |= await stopped.enter_async_context(instance_stopped(ctx, instance))
+        async with instances_stopped(ctx, stop) as stopped:
             ctx.checkpoint()
             ctx.progress(phase)
             await ctx.ports.incus.create_backup(
@@ -286,7 +281,7 @@ async def _backup_and_write(
                 lambda done, total: ctx.progress(phase, done, total),
             )
             fault_point("export_server_backup")
-        downtime = anyio.current_time() - began if stopped_any else 0.0
+        downtime = anyio.current_time() - began if stopped else 0.0
 
     async with made(
         ctx, EffectKind.SERVER_BACKUP, source, {"name": name}, f"backup {name} of {source}",

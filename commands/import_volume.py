@@ -7,7 +7,6 @@ temporary name. With `as` it is renamed to the new name beside the original. Wit
 the old volume is swapped back and the instance started on it.
 """
 
-from contextlib import AsyncExitStack
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -21,7 +20,7 @@ from commands.inventory import Inventory
 from commands.journalled import made, volume_taken
 from commands.names import temporary
 from commands.ports import BackupFile
-from commands.steps import instance_stopped
+from commands.steps import instances_stopped
 from schemas.commands import ImportCommand
 from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand
 
@@ -187,13 +186,9 @@ async def _replace(
     if await ctx.ports.incus.volume_exists(keep):
         # Swapping back would then put someone else's volume in place of the original.
         raise Conflict(f"cannot keep the original {volume} as {keep}: that name is taken")
-    stopped: list[str] = []
     swap_seq = 0
     try:
-        async with AsyncExitStack() as stack:
-            for instance in instances:
-                if await stack.enter_async_context(instance_stopped(ctx, instance)):
-                    stopped.append(instance)
+        async with instances_stopped(ctx, instances) as stopped:
             ctx.checkpoint()
             ctx.progress(f"swapping the imported volume in for {volume}")
             swap_seq = ctx.journal.record(
@@ -240,9 +235,7 @@ async def _swap_back(
     that failed too, leaving the journal entry open for recovery to retry."""
     ctx.progress(f"swapping the original {volume} back")
     try:
-        async with AsyncExitStack() as stack:
-            for instance in instances:
-                await stack.enter_async_context(instance_stopped(ctx, instance))
+        async with instances_stopped(ctx, instances):
             if await ctx.ports.incus.volume_exists(keep):
                 await ctx.ports.incus.swap_volume(volume, keep, temp)
     except AtlasError as exc:

@@ -1,6 +1,5 @@
 """`restore`: roll a volume back to a snapshot, keeping a safety snapshot of what it held."""
 
-from contextlib import AsyncExitStack
 from datetime import datetime
 
 import anyio
@@ -11,7 +10,7 @@ from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.names import unique
 from commands.snapshot_kinds import SAFETY
-from commands.steps import instance_stopped
+from commands.steps import instances_stopped
 from schemas.commands import RestoreCommand
 from schemas.errors import AtlasError, InvalidCommand, NotFound
 
@@ -66,11 +65,7 @@ async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outco
     # The planned instances, and any that began to use the volume since.
     planned = [s.target for s in plan.steps if s.op == "stop_instance"]
     instances = [*planned, *sorted(set(info.used_by) - set(planned))]
-    stopped: list[str] = []
-    async with AsyncExitStack() as stack:
-        for instance in instances:
-            if await stack.enter_async_context(instance_stopped(ctx, instance)):
-                stopped.append(instance)
+    async with instances_stopped(ctx, instances) as stopped:
         ctx.checkpoint()
         ctx.progress(f"safety snapshot {safety}")
         await ctx.ports.incus.create_snapshot(volume, safety)

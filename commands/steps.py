@@ -1,14 +1,14 @@
 """Side-effecting steps shared by commands, each journalled and each with its way back."""
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 
-from commands.base import EffectKind, JobContext
+from commands.base import EffectKind, JobContext, Outcome
 from commands.faults import fault_point
-from schemas.errors import AtlasError
+from schemas.errors import AtlasError, JobCancelled
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,19 @@ async def instance_stopped(ctx: JobContext, instance: str) -> AsyncIterator[bool
         await _start_again(ctx, instance, seq)
 
 
+@asynccontextmanager
+async def instances_stopped(ctx: JobContext, instances: Iterable[str]) -> AsyncIterator[list[str]]:
+    """`instance_stopped` for each of `instances` in turn: all stay stopped for the block,
+    and all are started again afterwards, the last stopped first. Yields those that were
+    running (and so were stopped), in order."""
+    stopped: list[str] = []
+    async with AsyncExitStack() as stack:
+        for instance in instances:
+            if await stack.enter_async_context(instance_stopped(ctx, instance)):
+                stopped.append(instance)
+        yield stopped
+
+
 async def _start_again(ctx: JobContext, instance: str, seq: int, *, failing: bool = False) -> None:
     """Start the instance and close its journal entry. If the block failed already (Incus
     gone mid-job), a failed start is only logged: the job reports the first cause, and the
@@ -50,6 +63,11 @@ async def _start_again(ctx: JobContext, instance: str, seq: int, *, failing: boo
         log.warning("could not start %s again, left to recovery: %s", instance, exc)
         return
     ctx.journal.resolve(seq)
+
+
+def cancelled_so_far(outcome: Outcome, cancel: JobCancelled) -> JobCancelled:
+    """The cancel again, carrying what the job finished before it, for its final state."""
+    return JobCancelled(str(cancel), {**outcome.result, "succeeded": outcome.succeeded})
 
 
 def error_info(exc: AtlasError) -> dict[str, str]:

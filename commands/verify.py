@@ -21,7 +21,7 @@ from commands.inventory import Inventory
 from commands.journalled import backup_taken, made, volume_taken
 from commands.names import temporary, unique
 from commands.ports import ArchiveIndex, ArchiveTree, BackupFile, CatalogItem
-from commands.steps import error_info
+from commands.steps import cancelled_so_far, error_info
 from schemas.commands import VerifyCommand
 from schemas.errors import (
     AtlasError,
@@ -67,8 +67,7 @@ async def execute(command: VerifyCommand, plan: Plan, ctx: JobContext) -> Outcom
             ctx.checkpoint()
             report = await _verify(ctx, step)
         except JobCancelled as exc:
-            so_far = {**outcome.result, "succeeded": outcome.succeeded}
-            raise JobCancelled(str(exc), so_far) from None
+            raise cancelled_so_far(outcome, exc) from None
         except AtlasError as exc:
             outcome.failed[volume] = error_info(exc)
             await ctx.ports.catalog.record_verify(volume, False, ctx.now())
