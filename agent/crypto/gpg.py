@@ -58,21 +58,11 @@ from agent.crypto.keys import (
     PassphraseFile,
     Recipients,
 )
-from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure
+from schemas.errors import AtlasError, CryptoFailure
 
 log = logging.getLogger(__name__)
 
 GPG_BINARY = shutil.which("gpg") or "/usr/bin/gpg"
-
-
-@dataclass(frozen=True)
-class DecryptCheck:
-    """The outcome of a test decryption that keeps no plaintext."""
-
-    ok: bool
-    plaintext_size: int = 0
-    error_code: str = ""
-    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -274,19 +264,6 @@ class GpgHome:
         finally:
             channel.close()
             worker.join()
-
-    def decrypt_test(self, path: Path, passphrase: PassphraseFile | None = None) -> DecryptCheck:
-        """Decrypt `path` to nowhere: proves the key opens it and its data is intact.
-
-        Key and integrity failures come back as `ok=False`; a file that cannot be read
-        at all raises `NotFound` / `StorageFailure`.
-        """
-        try:
-            with open_backup_file(path) as source:
-                info = self.decrypt_to(source, _discard, passphrase, label=path.name)
-        except (CryptoFailure, IntegrityFailure) as exc:
-            return DecryptCheck(ok=False, error_code=exc.code, error=str(exc))
-        return DecryptCheck(ok=True, plaintext_size=info.plaintext_size)
 
     # -- running gpg ------------------------------------------------------------------
 
