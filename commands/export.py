@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from commands.base import EffectKind, JobContext, Outcome, Plan, Step
+from commands.encryption import encryption_for
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
@@ -25,8 +26,7 @@ from commands.ports import BackupCompression, ExportedFile, ExportSpec, Progress
 from commands.snapshot_kinds import EXPORT
 from commands.steps import cancelled_so_far, error_info, instances_stopped
 from schemas.commands import Compression, ExportCommand, ExportMode
-from schemas.config import EncryptionConfig, ServiceConfig
-from schemas.errors import AtlasError, InvalidCommand, JobCancelled
+from schemas.errors import AtlasError, JobCancelled
 from schemas.manifest import EncryptionMethod
 from schemas.timefmt import iso
 
@@ -41,38 +41,6 @@ def set_name_for(now: datetime) -> str:
 def server_compression(compression: Compression) -> BackupCompression:
     """What Incus is asked for: its gzip costs ~45 s/GiB, so gzip is done here, streamed."""
     return "zstd" if compression == "zstd" else "none"
-
-
-def configured_method(config: EncryptionConfig) -> EncryptionMethod:
-    """Recipients win over a passphrase: then the agent host holds no key that decrypts."""
-    if config.recipients:
-        return "public-key"
-    return "symmetric" if config.passphrase_file else "none"
-
-
-def encryption_for(
-    command: ExportCommand, service: ServiceConfig, config: EncryptionConfig
-) -> EncryptionMethod:
-    """The command's choice, else the service's, else the default; critical is always on."""
-    critical = service.criticality == "critical"
-    if critical and command.encrypt is False:
-        raise InvalidCommand(
-            f"{service.volume} is critical ({service.name}) and is never written"
-            " unencrypted - at `$.encrypt`"
-        )
-    wanted = command.encrypt
-    if wanted is None:
-        wanted = service.encrypt if service.encrypt is not None else config.encrypt_by_default
-    if not (wanted or critical):
-        return "none"
-    method = configured_method(config)
-    if method == "none":
-        why = "is critical and always encrypted" if critical else "would be encrypted"
-        raise InvalidCommand(
-            f"{service.volume} {why}, but [encryption] names no passphrase_file and no"
-            " recipients - at `$.encrypt`"
-        )
-    return method
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from agent.crypto.keys import (
     Recipients,
     normalize_fingerprint,
 )
-from commands.export import configured_method
+from commands.encryption import configured_method
 from commands.ports import BackupStream, Checkpoint, ExportedFile, ExportSpec, ProgressCallback
 from schemas.config import EncryptionConfig
 from schemas.errors import CryptoFailure
