@@ -137,7 +137,7 @@ class JobRunner:
                       at_ts=epoch_ms(now))
             ))
 
-    # The scheduling loop
+    # Starting queued jobs as slots and volumes free up
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
