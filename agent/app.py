@@ -12,24 +12,34 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from agent import __version__
-from agent.admission import Admission
-from agent.archive_tree import LocalArchives
-from agent.backup_reader import LocalBackupFiles
-from agent.catalog import BackupCatalog
+from agent.backups.archive_tree import LocalArchives
+from agent.backups.backup_reader import LocalBackupFiles
+from agent.backups.catalog import BackupCatalog
+from agent.backups.export_writer import LocalExportFiles
 from agent.clock import Clock, utc_now
-from agent.dispatch import Dispatcher, Incoming
-from agent.export_writer import LocalExportFiles
-from agent.gpg import GpgHome
-from agent.incus import AsyncIncus, IncusClient
-from agent.jobs import Job, from_ms, state_from_row
-from agent.mqtt import MqttSession
-from agent.periodic import every
-from agent.publisher import OFFLINE_PAYLOAD, Publisher
-from agent.recovery import recover, retry_undo
-from agent.runner import JobRunner, RunnerDeps
-from agent.store import JobRow, Store
-from agent.topics import Topics
-from agent.volume_status import build_volume_state
+from agent.crypto.gpg import GpgHome
+from agent.incus.client import IncusClient
+from agent.incus.facade import AsyncIncus
+from agent.mqtt.publisher import OFFLINE_PAYLOAD, Publisher
+from agent.mqtt.session import MqttSession
+from agent.mqtt.topics import Topics
+from agent.runtime.admission import Admission
+from agent.runtime.dispatch import Dispatcher, Incoming
+from agent.runtime.events import (
+    AgentStateChanged,
+    EventBus,
+    JobFinished,
+    JobPurged,
+    JobStateChanged,
+    VolumeStateChanged,
+)
+from agent.runtime.jobs import Job, from_ms, state_from_row
+from agent.runtime.periodic import every
+from agent.runtime.recovery import recover, retry_undo
+from agent.runtime.runner import JobRunner, RunnerDeps
+from agent.runtime.store import JobRow, Store
+from agent.status.volumes import build_volume_state, last_job_facts
+from commands.base import Ports
 from commands.inventory import Inventory
 from commands.ports import Incus, ServerInfo, VolumeInfo
 from commands.registry import action_for
@@ -64,6 +74,14 @@ class Agent:
             backup_dir, self.gpg, config.encryption, clock=clock, agent_version=__version__
         )
         self.catalog = BackupCatalog(backup_dir, self.store)
+        self.ports = Ports(
+            incus=self.incus,
+            backups=self.backups,
+            exports=self.exports,
+            archives=LocalArchives(),
+            catalog=self.catalog,
+            inventory=self.inventory,
+        )
         self.session = MqttSession(
             config.mqtt,
             will_topic=self.topics.agent,
@@ -71,19 +89,19 @@ class Agent:
             on_connect=self._on_connect,
         )
         self.publisher = Publisher(self.session, self.topics, config.jobs.retention_s)
+        # The publisher subscribes first: what a job's end triggers reaches the broker
+        # after the job's final state.
+        self.events = EventBus()
+        self.publisher.follow(self.events)
+        self.events.subscribe(JobFinished, self._record_volume_outcomes)
+        self.events.subscribe(JobFinished, self._republish_volumes_of)
         self.runner = JobRunner(
             RunnerDeps(
                 store=self.store,
-                publisher=self.publisher,
-                incus=self.incus,
-                backups=self.backups,
-                exports=self.exports,
-                archives=LocalArchives(),
-                catalog=self.catalog,
-                inventory=self.inventory,
+                events=self.events,
+                ports=self.ports,
                 control=self,
                 clock=clock,
-                on_finished=self.job_finished,
             ),
             max_queue=config.jobs.max_queue,
             max_concurrent=config.jobs.max_concurrent,
@@ -92,6 +110,7 @@ class Agent:
             store=self.store,
             runner=self.runner,
             publisher=self.publisher,
+            events=self.events,
             inventory=self.inventory,
             admission=Admission(self.incus, self.backups),
             allow_actions=frozenset(config.agent.allow_actions),
@@ -167,7 +186,7 @@ class Agent:
         now = self.clock()
         for row in report.interrupted:
             log.warning("job %s was interrupted: %s", row.id, row.error.message)
-            await self.publisher.job(state_from_row(row, now))
+            await self.events.emit(JobStateChanged(state_from_row(row, now)))
         for row in report.requeue:
             await self._requeue(row)
 
@@ -183,7 +202,7 @@ class Agent:
             row.state, row.finished_ms = "failed", epoch_ms(self.clock())
             row.error = ErrorInfo(code="invalid_command", message=f"cannot run again: {exc}")
             self.store.update_job(row)
-            await self.publisher.job(state_from_row(row, self.clock()))
+            await self.events.emit(JobStateChanged(state_from_row(row, self.clock())))
             return
         created = from_ms(row.created_ms) or self.clock()
         job = Job(id=row.id, action=row.action, command=command, plan=plan, created=created,
@@ -253,18 +272,18 @@ class Agent:
         """Retry the undo of what failed to undo (Incus down at start, or gone mid-job)."""
         changed = await retry_undo(self.store, self.incus, self.clock, self.runner.running_ids)
         for row in changed:
-            await self.publisher.job(state_from_row(row, self.clock()))
+            await self.events.emit(JobStateChanged(state_from_row(row, self.clock())))
 
     async def _purge_jobs(self) -> None:
         cutoff = epoch_ms(self.clock() - timedelta(seconds=self.config.jobs.retention_s))
         for job_id in self.store.purge_jobs(cutoff):
-            await self.publisher.forget_job(job_id)
+            await self.events.emit(JobPurged(job_id))
 
     async def publish_agent_state(self) -> None:
         facts = self.store.agent_facts()
         lost_ms = int(facts.get("session_lost_at_ms", 0))
         lost_at = from_ms(lost_ms)
-        await self.publisher.agent(
+        await self.events.emit(AgentStateChanged(
             AgentState(
                 version=__version__,
                 started=iso(self.started),
@@ -276,7 +295,7 @@ class Agent:
                 session_lost_at=iso(lost_at) if lost_at else "",
                 session_lost_at_ts=lost_ms,
             )
-        )
+        ))
 
     async def publish_volume_states(self, only: list[str] | None = None) -> int:
         services = [s for s in self.inventory.services if only is None or s.volume in only]
@@ -290,7 +309,8 @@ class Agent:
         for service in services:
             facts = self.store.volume_facts(service.volume)
             info = known.get(service.volume)
-            await self.publisher.volume(build_volume_state(service, info, facts, now))
+            state = build_volume_state(service, info, facts, now)
+            await self.events.emit(VolumeStateChanged(state))
             count += 1
         return count
 
@@ -305,20 +325,12 @@ class Agent:
                 known[name] = await self.incus.get_volume(name)
         return known
 
-    async def job_finished(self, job: Job) -> None:
-        """Remember the outcome per volume and republish the volumes it touched."""
-        if job.command.dry_run or not job.targets:
-            return
-        failed = job.result.failed or {}
-        for volume in job.targets:
-            state = job.state
-            error = job.error.message
-            if job.state == "partial":
-                state = "failed" if volume in failed else "succeeded"
-                error = failed.get(volume, ErrorInfo()).message
-            self.store.set_volume_facts(
-                volume,
-                {"last_job_id": job.id, "last_job_state": state, "last_error": error},
-            )
-        await self.publish_volume_states(only=job.targets)
+    async def _record_volume_outcomes(self, finished: JobFinished) -> None:
+        """Remember a finished job's outcome for each volume it touched."""
+        for volume, facts in last_job_facts(finished.job).items():
+            self.store.set_volume_facts(volume, facts)
+
+    async def _republish_volumes_of(self, finished: JobFinished) -> None:
+        if last_job_facts(finished.job):
+            await self.publish_volume_states(only=finished.job.targets)
 

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.atomic_file import AtomicFile
-from agent.gpg import GpgHome, PassphraseFile, symmetric_args
+from agent.backups.atomic_file import AtomicFile
+from agent.crypto.gpg import GpgHome
+from agent.crypto.gpg_args import symmetric_args
+from agent.crypto.keys import PassphraseFile
 
 MIB = 1024 * 1024
 

@@ -41,7 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.gpg import symmetric_args
+from agent.crypto.gpg_args import symmetric_args
 from tests.integration.conftest import AgentHarness
 from tests.support.broker import running_broker
 from tests.support.custom_agent import custom_agent

@@ -1,12 +1,13 @@
 """What every command is made of: a pure plan, and an execute step that walks it.
 
 `plan` validates against the inventory and returns data only; it is also what `dry_run`
-answers. `execute` makes the side effects through the ports of `JobContext`.
+answers. `execute` makes the side effects through `JobContext.ports`.
 """
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -62,10 +63,40 @@ class Outcome(Generic[R]):
         )
 
 
+@dataclass(frozen=True)
+class Ports:
+    """The adapters a job reaches the world through, built once when the agent starts.
+
+    A new port is one field here, and one argument where the agent builds the bundle.
+    """
+
+    incus: Incus
+    backups: BackupFiles
+    exports: ExportFiles
+    archives: ArchiveInspector
+    catalog: Catalog
+    inventory: Inventory
+
+
+class EffectKind(StrEnum):
+    """Every kind of side effect a job journals; recovery has an undo for each."""
+
+    INSTANCE_STOPPED = "instance_stopped"
+    RESTORING = "restoring"
+    TEMP_VOLUME = "temp_volume"
+    OLD_VOLUME = "old_volume"
+    VOLUME_SWAP = "volume_swap"
+    SERVER_BACKUP = "server_backup"
+    EXPORT_SNAPSHOT = "export_snapshot"
+    PART_FILE = "part_file"
+
+
 class Journal(Protocol):
     """Records a side effect before it is made, so a restarted agent can undo it."""
 
-    def record(self, kind: str, target: str, data: dict[str, Any] | None = None) -> int: ...
+    def record(
+        self, kind: EffectKind, target: str, data: dict[str, Any] | None = None
+    ) -> int: ...
 
     def update(self, seq: int, data: dict[str, Any]) -> None:
         """Replace an open entry's data: how far the side effect got."""
@@ -83,26 +114,14 @@ class Control(Protocol):
 
 
 class JobContext(Protocol):
+    """A running job's view of the agent: the job, the ports, its journal, the agent's
+    controls and the clock."""
+
     @property
     def job_id(self) -> str: ...
 
     @property
-    def incus(self) -> Incus: ...
-
-    @property
-    def inventory(self) -> Inventory: ...
-
-    @property
-    def backups(self) -> BackupFiles: ...
-
-    @property
-    def exports(self) -> ExportFiles: ...
-
-    @property
-    def archives(self) -> ArchiveInspector: ...
-
-    @property
-    def catalog(self) -> Catalog: ...
+    def ports(self) -> Ports: ...
 
     @property
     def journal(self) -> Journal: ...

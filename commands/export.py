@@ -8,7 +8,6 @@ before it is made and removed afterwards, whatever happens.
 """
 
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -16,7 +15,8 @@ from typing import Any
 
 import anyio
 
-from commands.base import JobContext, Outcome, Plan, Step
+from commands.base import EffectKind, JobContext, Outcome, Plan, Step
+from commands.encryption import encryption_for
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
@@ -24,10 +24,9 @@ from commands.journalled import backup_taken, made, snapshot_taken, volume_taken
 from commands.names import temporary, unique
 from commands.ports import BackupCompression, ExportedFile, ExportSpec, ProgressCallback
 from commands.snapshot_kinds import EXPORT
-from commands.steps import error_info, instance_stopped
+from commands.steps import error_info, instances_stopped
 from schemas.commands import Compression, ExportCommand, ExportMode
-from schemas.config import EncryptionConfig, ServiceConfig
-from schemas.errors import AtlasError, InvalidCommand, JobCancelled
+from schemas.errors import AtlasError, JobCancelled
 from schemas.manifest import EncryptionMethod
 from schemas.results import ExportedFileResult, ExportResult
 from schemas.timefmt import iso
@@ -43,38 +42,6 @@ def set_name_for(now: datetime) -> str:
 def server_compression(compression: Compression) -> BackupCompression:
     """What Incus is asked for: its gzip costs ~45 s/GiB, so gzip is done here, streamed."""
     return "zstd" if compression == "zstd" else "none"
-
-
-def configured_method(config: EncryptionConfig) -> EncryptionMethod:
-    """Recipients win over a passphrase: then the agent host holds no key that decrypts."""
-    if config.recipients:
-        return "public-key"
-    return "symmetric" if config.passphrase_file else "none"
-
-
-def encryption_for(
-    command: ExportCommand, service: ServiceConfig, config: EncryptionConfig
-) -> EncryptionMethod:
-    """The command's choice, else the service's, else the default; critical is always on."""
-    critical = service.criticality == "critical"
-    if critical and command.encrypt is False:
-        raise InvalidCommand(
-            f"{service.volume} is critical ({service.name}) and is never written"
-            " unencrypted - at `$.encrypt`"
-        )
-    wanted = command.encrypt
-    if wanted is None:
-        wanted = service.encrypt if service.encrypt is not None else config.encrypt_by_default
-    if not (wanted or critical):
-        return "none"
-    method = configured_method(config)
-    if method == "none":
-        why = "is critical and always encrypted" if critical else "would be encrypted"
-        raise InvalidCommand(
-            f"{service.volume} {why}, but [encryption] names no passphrase_file and no"
-            " recipients - at `$.encrypt`"
-        )
-    return method
 
 
 @dataclass(frozen=True)
@@ -174,8 +141,8 @@ def _steps(export: VolumeExport, instances: Sequence[str]) -> list[Step]:
 async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcome[ExportResult]:
     exports = [VolumeExport.from_step(s) for s in plan.steps if s.op == WRITE]
     if any(e.encryption != "none" for e in exports):
-        await ctx.exports.check_encryption()  # a missing key fails before anything stops
-    incus_version = (await ctx.incus.server_info()).version
+        await ctx.ports.exports.check_encryption()  # a missing key fails before anything stops
+    incus_version = (await ctx.ports.incus.server_info()).version
     outcome = Outcome(ExportResult(files=[]))
     for export in exports:
         try:
@@ -190,7 +157,7 @@ async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcom
         except AtlasError as exc:
             outcome.failed[export.volume] = error_info(exc)
             continue
-        await ctx.catalog.record_export(export.volume, done.file)
+        await ctx.ports.catalog.record_export(export.volume, done.file)
         outcome.result.files.append(done.as_result(export))
         outcome.succeeded.append(export.volume)
     return outcome
@@ -224,7 +191,7 @@ class Done:
 async def _export_volume(
     ctx: JobContext, export: VolumeExport, planned_stops: Sequence[str], incus_version: str
 ) -> Done:
-    service = ctx.inventory.require_volume(export.volume, "$.volumes")
+    service = ctx.ports.inventory.require_volume(export.volume, "$.volumes")
     spec = ExportSpec(
         set_name=export.set_name,
         volume=export.volume,
@@ -237,23 +204,24 @@ async def _export_volume(
     )
     if export.mode == "stop":
         # The planned instances, and any that began to use the volume since.
-        info = await ctx.incus.get_volume(export.volume)
+        info = await ctx.ports.incus.get_volume(export.volume)
         stop = [*planned_stops, *sorted(set(info.used_by) - set(planned_stops))]
         return await _backup_and_write(ctx, export, spec, stop)
     volume, snapshot, temp = export.volume, export.snapshot, export.temp_volume
     ctx.progress(f"exporting {volume}: snapshot {snapshot}")
     async with made(
-        ctx, "export_snapshot", volume, {"name": snapshot}, f"snapshot {snapshot} of {volume}",
-        make=partial(ctx.incus.create_snapshot, volume, snapshot),
-        remove=partial(ctx.incus.delete_snapshot, volume, snapshot),
+        ctx, EffectKind.EXPORT_SNAPSHOT, volume, {"name": snapshot},
+        f"snapshot {snapshot} of {volume}",
+        make=partial(ctx.ports.incus.create_snapshot, volume, snapshot),
+        remove=partial(ctx.ports.incus.delete_snapshot, volume, snapshot),
         exists=snapshot_taken(ctx, volume, snapshot),
         keep=True,  # the manifest names it as the source
     ):
         ctx.progress(f"exporting {volume}: copying {snapshot} to {temp}")
         async with made(
-            ctx, "temp_volume", temp, {}, f"volume {temp}",
-            make=partial(ctx.incus.copy_volume, volume, snapshot, temp),
-            remove=partial(ctx.incus.delete_volume, temp),
+            ctx, EffectKind.TEMP_VOLUME, temp, {}, f"volume {temp}",
+            make=partial(ctx.ports.incus.copy_volume, volume, snapshot, temp),
+            remove=partial(ctx.ports.incus.delete_volume, temp),
             exists=volume_taken(ctx, temp),
         ):
             fault_point("export_temp_volume")
@@ -272,24 +240,21 @@ async def _backup_and_write(
     async def make() -> None:
         nonlocal downtime
         began = anyio.current_time()
-        stopped_any = False
-        async with AsyncExitStack() as stopped:
-            for instance in stop:
-                stopped_any |= await stopped.enter_async_context(instance_stopped(ctx, instance))
+        async with instances_stopped(ctx, stop) as stopped:
             ctx.checkpoint()
             ctx.progress(phase)
-            await ctx.incus.create_backup(
+            await ctx.ports.incus.create_backup(
                 source,
                 name,
                 server_compression(export.compression),
                 lambda done, total: ctx.progress(phase, done, total),
             )
             fault_point("export_server_backup")
-        downtime = anyio.current_time() - began if stopped_any else 0.0
+        downtime = anyio.current_time() - began if stopped else 0.0
 
     async with made(
-        ctx, "server_backup", source, {"name": name}, f"backup {name} of {source}",
-        make=make, remove=partial(ctx.incus.delete_backup, source, name),
+        ctx, EffectKind.SERVER_BACKUP, source, {"name": name}, f"backup {name} of {source}",
+        make=make, remove=partial(ctx.ports.incus.delete_backup, source, name),
         exists=backup_taken(ctx, source, name),
     ):
         return Done(await _write(ctx, export, spec), downtime)
@@ -300,10 +265,10 @@ async def _write(ctx: JobContext, export: VolumeExport, spec: ExportSpec) -> Exp
     ctx.checkpoint()
     verb = "downloading and encrypting" if spec.encrypt else "downloading"
     phase = f"exporting {export.volume}: {verb}"
-    seq = ctx.journal.record("part_file", ctx.exports.part_path(spec))
+    seq = ctx.journal.record(EffectKind.PART_FILE, ctx.ports.exports.part_path(spec))
     try:
-        async with ctx.incus.export_backup(export.source, export.backup_name) as stream:
-            return await ctx.exports.write(
+        async with ctx.ports.incus.export_backup(export.source, export.backup_name) as stream:
+            return await ctx.ports.exports.write(
                 spec, stream, _reporting(ctx, phase, spec.encrypt), ctx.checkpoint
             )
     finally:

@@ -7,20 +7,19 @@ temporary name. With `as` it is renamed to the new name beside the original. Wit
 the old volume is swapped back and the instance started on it.
 """
 
-from contextlib import AsyncExitStack
 from datetime import datetime
 from functools import partial
 
 import anyio
 
-from commands.base import JobContext, Outcome, Plan, Step
+from commands.base import EffectKind, JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.journalled import made, volume_taken
 from commands.names import temporary
 from commands.ports import BackupFile
-from commands.steps import instance_stopped
+from commands.steps import instances_stopped
 from schemas.commands import ImportCommand
 from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand
 from schemas.results import ImportResult
@@ -130,7 +129,7 @@ def _step(plan: Plan, op: str) -> Step:
 
 
 async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcome[ImportResult]:
-    backup = await ctx.backups.locate(command.backup, command.file)
+    backup = await ctx.ports.backups.locate(command.backup, command.file)
     # The `as` name, or with replace the volume the backup held when it was admitted.
     target = plan.targets[0]
     if command.replace and backup.volume != target:
@@ -138,9 +137,9 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
             f"the backup holds volume {backup.volume!r} now, not {target!r}"
             f" - at `{source_volume(command)[1]}`"
         )
-    if command.as_ is not None and await ctx.incus.volume_exists(command.as_):
+    if command.as_ is not None and await ctx.ports.incus.volume_exists(command.as_):
         raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
-    await ctx.backups.verify_checksum(
+    await ctx.ports.backups.verify_checksum(
         backup, lambda done, total: ctx.progress("verifying checksum", done, total),
         ctx.checkpoint,
     )
@@ -149,9 +148,9 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     # Removed only if this job made it (see commands.journalled); on success it is gone,
     # renamed to the target or swapped in.
     async with made(
-        ctx, "temp_volume", temp, {}, f"the imported volume {temp}",
+        ctx, EffectKind.TEMP_VOLUME, temp, {}, f"the imported volume {temp}",
         make=partial(_upload, ctx, backup, temp),
-        remove=partial(ctx.incus.delete_volume, temp),
+        remove=partial(ctx.ports.incus.delete_volume, temp),
         exists=volume_taken(ctx, temp),
         keep=True,
     ):
@@ -162,7 +161,7 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
             planned = [s.target for s in plan.steps if s.op == "stop_instance"]
             restarted = await _replace(ctx, target, temp, swap.detail["keep_old_as"], planned)
         else:
-            await ctx.incus.rename_volume(temp, target)
+            await ctx.ports.incus.rename_volume(temp, target)
             restarted = []
     return Outcome(_result(backup, target, command.replace, restarted), succeeded=[target])
 
@@ -170,8 +169,8 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
 async def _upload(ctx: JobContext, backup: BackupFile, temp: str) -> None:
     phase = f"importing {backup.file_name} as {temp}"
     ctx.progress(phase, 0, backup.plaintext_size)
-    with ctx.backups.open_plaintext(backup, ctx.checkpoint) as plaintext:
-        await ctx.incus.import_backup(
+    with ctx.ports.backups.open_plaintext(backup, ctx.checkpoint) as plaintext:
+        await ctx.ports.incus.import_backup(
             temp, plaintext, lambda done, _total: ctx.progress(phase, done, backup.plaintext_size)
         )
 
@@ -181,29 +180,25 @@ async def _replace(
 ) -> list[str]:
     """Swap `temp` in for `volume`; the old data stays as `keep` until the instance runs."""
     # The planned instances, and any that began to use the volume since.
-    info = await ctx.incus.get_volume(volume)
+    info = await ctx.ports.incus.get_volume(volume)
     instances = [*planned, *sorted(set(info.used_by) - set(planned))]
-    disks = await ctx.incus.volume_disks(volume)
-    if await ctx.incus.volume_exists(keep):
+    disks = await ctx.ports.incus.volume_disks(volume)
+    if await ctx.ports.incus.volume_exists(keep):
         # Swapping back would then put someone else's volume in place of the original.
         raise Conflict(f"cannot keep the original {volume} as {keep}: that name is taken")
-    stopped: list[str] = []
     swap_seq = 0
     try:
-        async with AsyncExitStack() as stack:
-            for instance in instances:
-                if await stack.enter_async_context(instance_stopped(ctx, instance)):
-                    stopped.append(instance)
+        async with instances_stopped(ctx, instances) as stopped:
             ctx.checkpoint()
             ctx.progress(f"swapping the imported volume in for {volume}")
             swap_seq = ctx.journal.record(
-                "volume_swap",
+                EffectKind.VOLUME_SWAP,
                 volume,
                 # `stopped`: what runs again once the original is back, whatever it does now.
                 {"replacement": temp, "keep_as": keep, "disks": disks, "stopped": stopped},
             )
             fault_point("import_swapping")
-            await ctx.incus.swap_volume(volume, temp, keep)
+            await ctx.ports.incus.swap_volume(volume, temp, keep)
             fault_point("import_swapped")
         await _require_running(ctx, stopped)
     except BaseException as exc:
@@ -215,18 +210,18 @@ async def _replace(
                     ctx.journal.resolve(swap_seq)
         raise
     # Proven: the old data may go. Journalled so a crash here still removes it.
-    old_seq = ctx.journal.record("old_volume", keep)
+    old_seq = ctx.journal.record(EffectKind.OLD_VOLUME, keep)
     ctx.journal.resolve(swap_seq)
     ctx.progress(f"removing the old data {keep}")
     fault_point("import_removing_old")
-    await ctx.incus.delete_volume(keep)
+    await ctx.ports.incus.delete_volume(keep)
     ctx.journal.resolve(old_seq)
     return stopped
 
 
 async def _require_running(ctx: JobContext, instances: list[str]) -> None:
     for instance in instances:
-        status = await ctx.incus.instance_status(instance)
+        status = await ctx.ports.incus.instance_status(instance)
         if status != "Running":
             raise IncusFailure(f"instance {instance} is {status} on the imported data")
 
@@ -246,14 +241,12 @@ async def _swap_back(
     False when that failed too, leaving the journal entry open for recovery to retry."""
     ctx.progress(f"swapping the original {volume} back")
     try:
-        async with AsyncExitStack() as stack:
-            for instance in instances:
-                await stack.enter_async_context(instance_stopped(ctx, instance))
-            if await ctx.incus.volume_exists(keep):
-                await ctx.incus.swap_volume(volume, keep, temp)
+        async with instances_stopped(ctx, instances):
+            if await ctx.ports.incus.volume_exists(keep):
+                await ctx.ports.incus.swap_volume(volume, keep, temp)
         for instance in was_running:
-            if await ctx.incus.instance_status(instance) != "Running":
-                await ctx.incus.start_instance(instance)
+            if await ctx.ports.incus.instance_status(instance) != "Running":
+                await ctx.ports.incus.start_instance(instance)
     except AtlasError as exc:
         cause.add_note(f"swapping the original back failed too: {exc}")
         return False

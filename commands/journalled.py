@@ -8,7 +8,7 @@ The journal entry of each goes through three states, in `data["state"]`:
 - `creating`: the name was free when looked up after that, and the create is under way;
 - `created`: the create returned.
 
-The rule, here and in `agent.recovery`: the agent removes only what is `created`, or
+The rule, here and in `agent.runtime.recovery`: the agent removes only what is `created`, or
 `creating` (the agent may have died while Incus made it). A name found taken, or a create
 that Incus refuses because the name is taken (`Conflict`), is someone else's: never
 removed, and the entry is closed. An entry still `intended` (or from an agent before this
@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import anyio
 
-from commands.base import JobContext
+from commands.base import EffectKind, JobContext
 from commands.faults import fault_point
 from schemas.errors import AtlasError, Conflict, NotFound
 
@@ -46,7 +46,7 @@ OURS: Final = frozenset({CREATING, CREATED})
 @asynccontextmanager
 async def made(
     ctx: JobContext,
-    kind: str,
+    kind: EffectKind,
     target: str,
     data: dict[str, Any],
     what: str,
@@ -109,12 +109,12 @@ async def remove_journalled(ctx: JobContext, seq: int, what: str, remove: Call) 
 
 
 def volume_taken(ctx: JobContext, name: str) -> Exists:
-    return lambda: ctx.incus.volume_exists(name)
+    return lambda: ctx.ports.incus.volume_exists(name)
 
 
 def snapshot_taken(ctx: JobContext, volume: str, name: str) -> Exists:
     async def taken() -> bool:
-        info = await ctx.incus.get_volume(volume)
+        info = await ctx.ports.incus.get_volume(volume)
         return name in {snapshot.name for snapshot in info.snapshots}
 
     return taken
@@ -122,6 +122,6 @@ def snapshot_taken(ctx: JobContext, volume: str, name: str) -> Exists:
 
 def backup_taken(ctx: JobContext, volume: str, name: str) -> Exists:
     async def taken() -> bool:
-        return name in {backup.name for backup in await ctx.incus.list_backups(volume)}
+        return name in {backup.name for backup in await ctx.ports.incus.list_backups(volume)}
 
     return taken

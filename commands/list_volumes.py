@@ -23,7 +23,7 @@ def plan(command: ListCommand, inventory: Inventory, now: datetime) -> Plan:
 async def _catalog(ctx: JobContext) -> CatalogListing:
     """The catalog, or what kept it from being read: a listing never fails for it."""
     try:
-        return await ctx.catalog.listing()
+        return await ctx.ports.catalog.listing()
     except AtlasError as exc:
         return CatalogListing(items=(), problems=(str(exc),))
 
@@ -38,7 +38,7 @@ async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome[
         backups.setdefault(item.entry.volume, []).append(listed)
     volumes: list[ListedVolume] = []
     for step in plan.steps:
-        service = ctx.inventory.require_volume(step.target, "$.volumes")
+        service = ctx.ports.inventory.require_volume(step.target, "$.volumes")
         entry = ListedVolume(
             volume=service.volume,
             service=service.name,
@@ -50,7 +50,7 @@ async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome[
             snapshots=[],
         )
         try:
-            info = await ctx.incus.get_volume(service.volume)
+            info = await ctx.ports.incus.get_volume(service.volume)
         except NotFound:
             volumes.append(entry)
             continue

@@ -37,11 +37,6 @@ ACTIONS: dict[type[Command], Action[Any]] = {
 }
 
 
-# Actions of the contract that later issues add; the dispatcher rejects them by name.
-NOT_YET_AVAILABLE: frozenset[str] = frozenset(
-    {"prune", "drill", "rebuild"}
-)
-
 
 def action_for(command: Command) -> Action[Any] | None:
     """The handler, or None for an action of the contract this version does not run yet."""

@@ -1,17 +1,16 @@
 """`restore`: roll a volume back to a snapshot, keeping a safety snapshot of what it held."""
 
-from contextlib import AsyncExitStack
 from datetime import datetime
 
 import anyio
 
-from commands.base import JobContext, Outcome, Plan, Step
+from commands.base import EffectKind, JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.names import unique
 from commands.snapshot_kinds import SAFETY
-from commands.steps import instance_stopped
+from commands.steps import instances_stopped
 from schemas.commands import RestoreCommand
 from schemas.errors import AtlasError, InvalidCommand, NotFound
 from schemas.results import RestoreResult
@@ -63,26 +62,22 @@ async def execute(
 ) -> Outcome[RestoreResult]:
     volume, snapshot = command.volume, command.snapshot
     safety = next(s.detail["name"] for s in plan.steps if s.op == "create_snapshot")
-    info = await ctx.incus.get_volume(volume)
+    info = await ctx.ports.incus.get_volume(volume)
     if snapshot not in {s.name for s in info.snapshots}:
         raise NotFound(f"volume {volume!r} has no snapshot {snapshot!r}")
     # The planned instances, and any that began to use the volume since.
     planned = [s.target for s in plan.steps if s.op == "stop_instance"]
     instances = [*planned, *sorted(set(info.used_by) - set(planned))]
-    stopped: list[str] = []
-    async with AsyncExitStack() as stack:
-        for instance in instances:
-            if await stack.enter_async_context(instance_stopped(ctx, instance)):
-                stopped.append(instance)
+    async with instances_stopped(ctx, instances) as stopped:
         ctx.checkpoint()
         ctx.progress(f"safety snapshot {safety}")
-        await ctx.incus.create_snapshot(volume, safety)
+        await ctx.ports.incus.create_snapshot(volume, safety)
         fault_point("restore_safety_taken")
         ctx.progress(f"restoring {volume} to {snapshot}")
-        seq = ctx.journal.record("restoring", volume, {"safety_snapshot": safety})
+        seq = ctx.journal.record(EffectKind.RESTORING, volume, {"safety_snapshot": safety})
         fault_point("restoring")
         try:
-            await ctx.incus.restore_snapshot(volume, snapshot)
+            await ctx.ports.incus.restore_snapshot(volume, snapshot)
         except BaseException as exc:  # an Incus failure, or cancellation by a shutdown
             # Closed here, not left to the next start: by then the instance runs again and
             # Incus refuses to restore a volume a running instance uses.
@@ -104,7 +99,7 @@ async def _roll_back(ctx: JobContext, volume: str, safety: str, cause: BaseExcep
     with anyio.CancelScope(shield=True):
         ctx.progress(f"rolling {volume} back to {safety}")
         try:
-            await ctx.incus.restore_snapshot(volume, safety)
+            await ctx.ports.incus.restore_snapshot(volume, safety)
         except AtlasError as exc:
             cause.add_note(f"rollback to {safety} failed too: {exc}")
             return False

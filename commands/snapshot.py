@@ -1,6 +1,5 @@
 """`snapshot`: an Incus snapshot of each volume, optionally with its instance stopped."""
 
-from contextlib import AsyncExitStack
 from datetime import datetime
 
 from commands.base import JobContext, Outcome, Plan, Step
@@ -8,7 +7,7 @@ from commands.facts import Looks
 from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.snapshot_kinds import BACKUP, RESERVED_PREFIXES
-from commands.steps import error_info, instance_stopped
+from commands.steps import error_info, instances_stopped
 from schemas.commands import SnapshotCommand
 from schemas.errors import AtlasError, InvalidCommand, JobCancelled
 from schemas.results import SnapshotResult
@@ -64,13 +63,11 @@ async def execute(
         volume = step.target
         ctx.progress(f"snapshotting {volume}", index, total, unit="steps")
         stops = [
-            s for s in plan.steps if s.op == "stop_instance" and s.detail["volume"] == volume
+            s.target for s in plan.steps if s.op == "stop_instance" and s.detail["volume"] == volume
         ]
         try:
-            async with AsyncExitStack() as stack:
-                for stop in stops:
-                    await stack.enter_async_context(instance_stopped(ctx, stop.target))
-                await ctx.incus.create_snapshot(volume, step.detail["name"])
+            async with instances_stopped(ctx, stops):
+                await ctx.ports.incus.create_snapshot(volume, step.detail["name"])
                 fault_point("snapshot_taken")
         except AtlasError as exc:
             outcome.failed[volume] = error_info(exc)

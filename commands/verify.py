@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from commands.base import JobContext, Outcome, Plan, Step
+from commands.base import EffectKind, JobContext, Outcome, Plan, Step
 from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.journalled import backup_taken, made, volume_taken
@@ -71,9 +71,9 @@ async def execute(command: VerifyCommand, plan: Plan, ctx: JobContext) -> Outcom
             raise outcome.cancelled(exc) from None
         except AtlasError as exc:
             outcome.failed[volume] = error_info(exc)
-            await ctx.catalog.record_verify(volume, False, ctx.now())
+            await ctx.ports.catalog.record_verify(volume, False, ctx.now())
             continue
-        await ctx.catalog.record_verify(volume, True, ctx.now())
+        await ctx.ports.catalog.record_verify(volume, True, ctx.now())
         outcome.result.verified.append(report)
         outcome.succeeded.append(volume)
     return outcome
@@ -83,16 +83,16 @@ async def _verify(ctx: JobContext, step: Step) -> VerifiedBackup:
     volume, restore_test = step.target, "restore_test" in step.detail["checks"]
     ref = step.detail["backup"]
     if ref == NEWEST:
-        ref = await ctx.catalog.newest(volume)
+        ref = await ctx.ports.catalog.newest(volume)
         if ref is None:
             raise NotFound(f"there is no exported backup of {volume} in the backup directory")
-    item = await ctx.catalog.entry(ref)
+    item = await ctx.ports.catalog.entry(ref)
     entry = item.entry
     if restore_test and entry.encryption == "public-key":
         raise CryptoFailure(f"{ref}: a restore test needs the plaintext, and it is {NO_SECRET_KEY}")
-    backup = await ctx.backups.locate(ref, None)
+    backup = await ctx.ports.backups.locate(ref, None)
     label = f"verifying {ref}"
-    await ctx.backups.verify_checksum(
+    await ctx.ports.backups.verify_checksum(
         backup, lambda done, total: ctx.progress(f"{label}: sha256", done, total), ctx.checkpoint
     )
     if entry.encryption == "public-key":
@@ -127,8 +127,8 @@ async def _scan_file(
     ctx: JobContext, item: CatalogItem, backup: BackupFile, label: str
 ) -> ArchiveTree:
     phase = f"{label}: decrypting and reading the archive"
-    with ctx.backups.open_plaintext(backup, ctx.checkpoint) as plaintext:
-        return await ctx.archives.scan(
+    with ctx.ports.backups.open_plaintext(backup, ctx.checkpoint) as plaintext:
+        return await ctx.ports.archives.scan(
             plaintext,
             item.entry.compression,
             label=backup.file_name,
@@ -146,8 +146,8 @@ async def _restore_test(
     importing = f"{label}: importing into scratch volume {scratch}"
 
     async def import_scratch() -> None:
-        with ctx.backups.open_plaintext(backup) as plaintext:
-            await ctx.incus.import_backup(
+        with ctx.ports.backups.open_plaintext(backup) as plaintext:
+            await ctx.ports.incus.import_backup(
                 scratch,
                 plaintext,
                 lambda done, _total: ctx.progress(importing, done, backup.plaintext_size),
@@ -155,20 +155,20 @@ async def _restore_test(
 
     reading = f"{label}: reading back scratch volume {scratch}"
     async with made(
-        ctx, "temp_volume", scratch, {}, f"scratch volume {scratch}",
-        make=import_scratch, remove=partial(ctx.incus.delete_volume, scratch),
+        ctx, EffectKind.TEMP_VOLUME, scratch, {}, f"scratch volume {scratch}",
+        make=import_scratch, remove=partial(ctx.ports.incus.delete_volume, scratch),
         exists=volume_taken(ctx, scratch),
     ):
         fault_point("verify_scratch")
         ctx.checkpoint()
         ctx.progress(f"{label}: Incus exports scratch volume {scratch}")
         async with made(
-            ctx, "server_backup", scratch, {"name": name}, f"backup {name} of {scratch}",
-            make=partial(ctx.incus.create_backup, scratch, name, "none"),
-            remove=partial(ctx.incus.delete_backup, scratch, name),
+            ctx, EffectKind.SERVER_BACKUP, scratch, {"name": name}, f"backup {name} of {scratch}",
+            make=partial(ctx.ports.incus.create_backup, scratch, name, "none"),
+            remove=partial(ctx.ports.incus.delete_backup, scratch, name),
             exists=backup_taken(ctx, scratch, name),
-        ), ctx.incus.export_backup(scratch, name) as stream:
-            return await ctx.archives.scan_download(
+        ), ctx.ports.incus.export_backup(scratch, name) as stream:
+            return await ctx.ports.archives.scan_download(
                 stream,
                 "none",
                 label=f"scratch volume {scratch}",

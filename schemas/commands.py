@@ -10,7 +10,8 @@ import msgspec
 # refused), so this is a stricter subset: safe as a URL segment, a file name and an MQTT
 # topic level. No slash, no leading dot or dash (so `../x` never passes), at most 63.
 # `$(?!\n)`: Python's `$` (msgspec's matcher) also matches before a final newline.
-INCUS_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$(?!\n)"
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
+INCUS_NAME_PATTERN = rf"^{_NAME}$(?!\n)"
 IncusName = Annotated[str, msgspec.Meta(pattern=INCUS_NAME_PATTERN, max_length=63)]
 # A request id becomes the job id and a topic level: the same rule, up to 64 characters.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$(?!\n)"
@@ -20,9 +21,7 @@ ReplyTopic = Annotated[str, msgspec.Meta(pattern=r"^[^#+\x00]{1,512}$")]
 # `<set>/<volume>`: a backup set (date folder) and a volume name.
 BackupRef = Annotated[
     str,
-    msgspec.Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}/[A-Za-z0-9][A-Za-z0-9._-]{0,62}$(?!\n)"
-    ),
+    msgspec.Meta(pattern=rf"^{_NAME}/{_NAME}$(?!\n)"),
 ]
 # A path inside the backup directory; containment is checked again when resolved.
 BackupPath = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]

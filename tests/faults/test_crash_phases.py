@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.mqtt import CLOSE_TIMEOUT_S
-from agent.runner import FINALIZE_BOUND_S
+from agent.mqtt.session import CLOSE_TIMEOUT_S
+from agent.runtime.runner import FINALIZE_BOUND_S
 from schemas.config import IncusConfig
 from tests.faults.conftest import JOB_TIMEOUT_S, AgentFactory, FaultAgent
 from tests.support.backups import SET, catalog_backup

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agent.manifest_store import read_manifest
+from agent.backups.manifests import read_manifest
 from schemas.commands import Compression
 from tests.integration.conftest import ATLAS, AgentHarness
 from tests.support.broker import Broker

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.export_writer import LocalExportFiles
-from agent.gpg import GpgHome
-from agent.manifest_store import read_manifest
+from agent.backups.export_writer import LocalExportFiles
+from agent.backups.manifests import read_manifest
+from agent.crypto.gpg import GpgHome
 from commands.ports import ExportSpec
 from schemas.commands import Compression
 from schemas.config import EncryptionConfig

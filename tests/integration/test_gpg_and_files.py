@@ -19,15 +19,17 @@ from typing import Any
 import gnupg
 import pytest
 
-from agent.archive_check import check_archive, check_backup_archive, verify_checksum
-from agent.atomic_file import WRITE_BEHIND, AtomicFile, find_parts, remove_stale_parts
-from agent.backup_paths import backup_file_name, ensure_set_dir, parse_backup_name
-from agent.backup_reader import LocalBackupFiles
-from agent.gpg import GpgHome, PassphraseFile, Recipients
-from agent.manifest_store import read_manifest, record_backup
+from agent.backups.archive_check import verify_checksum
+from agent.backups.atomic_file import WRITE_BEHIND, AtomicFile
+from agent.backups.backup_reader import LocalBackupFiles
+from agent.backups.manifests import read_manifest, record_backup
+from agent.backups.paths import backup_file_name, ensure_set_dir, parse_backup_name
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import PassphraseFile, Recipients
 from schemas.commands import Compression
 from schemas.errors import Conflict, CryptoFailure, IntegrityFailure, StorageFailure
 from schemas.manifest import ManifestEntry
+from tests.support.file_checks import check_archive, check_backup_archive, decrypt_test
 from tests.support.gpg_keys import OperatorKey, generate_operator_key, live_processes_mentioning
 from tests.support.gpg_keys import gpg as plain_gpg
 from tests.support.incus_tarball import compress, incus_backup
@@ -211,7 +213,7 @@ def test_a_file_encrypted_by_plain_gpg_decrypts_here(
               str(passphrase.path), "--output", str(tmp_path / "runbook.tar.gz.gpg"),
               str(source))  # fmt: skip
     GpgHome(elsewhere, use_agent=True).close()
-    check = home.decrypt_test(tmp_path / "runbook.tar.gz.gpg", passphrase)
+    check = decrypt_test(home, tmp_path / "runbook.tar.gz.gpg", passphrase)
     assert (check.ok, check.plaintext_size) == (True, 100_000)
 
 
@@ -228,7 +230,7 @@ def test_wrong_passphrase_is_a_crypto_failure_that_does_not_quote_either_passphr
         home.decrypt_to(path.open("rb"), lambda _: None, PassphraseFile(wrong), label=path.name)
     assert PASSPHRASE.strip() not in str(caught.value)
     assert "not the passphrase" not in str(caught.value)
-    check = home.decrypt_test(path, PassphraseFile(wrong))
+    check = decrypt_test(home, path, PassphraseFile(wrong))
     assert (check.ok, check.error_code) == (False, "crypto_error")
 
 
@@ -236,7 +238,7 @@ def test_symmetric_backup_without_a_passphrase_is_a_crypto_failure(
     home: GpgHome, passphrase: PassphraseFile, tmp_path: Path
 ) -> None:
     path, _, _ = encrypt_to_file(home, tmp_path, "x.tar.gpg", b"data", passphrase)
-    check = home.decrypt_test(path)
+    check = decrypt_test(home, path)
     assert not check.ok
     assert "encrypted with a passphrase, but none was given" in check.error
 
@@ -253,7 +255,7 @@ def test_corrupted_byte_is_caught_by_the_checksum_and_by_gpg(
 
     with pytest.raises(IntegrityFailure, match=r"sha256 [0-9a-f]{64} differs from the manifest's"):
         verify_checksum(path, entry.size, entry.sha256)
-    check = home.decrypt_test(path, passphrase)
+    check = decrypt_test(home, path, passphrase)
     assert (check.ok, check.error_code) == (False, "integrity_error")
     assert "altered or damaged" in check.error
     with pytest.raises(IntegrityFailure):
@@ -269,7 +271,7 @@ def test_truncated_file_is_caught_by_the_size_and_by_gpg(
         file.truncate(size - 1000)
     with pytest.raises(IntegrityFailure, match="the file is truncated or was altered"):
         verify_checksum(path, size, sha256)
-    check = home.decrypt_test(path, passphrase)
+    check = decrypt_test(home, path, passphrase)
     assert (check.ok, check.error_code) == (False, "integrity_error")
     assert "truncated" in check.error
 
@@ -279,7 +281,7 @@ def test_a_file_that_is_not_encrypted_is_an_integrity_failure(
 ) -> None:
     path = tmp_path / "plain.tar.gpg"
     path.write_bytes(incus_backup())
-    check = home.decrypt_test(path, passphrase)
+    check = decrypt_test(home, path, passphrase)
     assert (check.ok, check.error_code) == (False, "integrity_error")
 
 
@@ -358,8 +360,8 @@ def test_gpg_runs_start_no_agent_and_write_only_inside_the_home(
     home.import_public_keys(operator_key.public_file)
     path, _, _ = encrypt_to_file(home, tmp_path, "x.tar.gpg", b"x" * 100_000, passphrase)
     home.encrypt_stream([b"y"], io.BytesIO(), Recipients((operator_key.fingerprint,)))
-    assert home.decrypt_test(path, passphrase).ok
-    home.decrypt_test(path)  # a failing run must not start an agent to ask for a passphrase
+    assert decrypt_test(home, path, passphrase).ok
+    decrypt_test(home, path)  # a failing run must not start an agent to ask for a passphrase
     home.close()
 
     assert list(user_home.iterdir()) == []
@@ -389,12 +391,12 @@ def test_the_passphrase_reaches_no_log_no_argv_and_no_file(
     path, sha256, size = encrypt_to_file(home, folder, "g.tar.gz.gpg", tarball, passphrase)
     record_backup(folder, entry_for(path, sha256, size, "gzip"), now=NOW, agent_version="0.1")
     check_backup_archive(path, "gzip", encrypted=True, gpg=home, passphrase=passphrase)
-    assert home.decrypt_test(path, passphrase).ok
+    assert decrypt_test(home, path, passphrase).ok
     wrong = tmp_path / "wrong"
     wrong.write_text("wrong\n")
-    assert not home.decrypt_test(path, PassphraseFile(wrong)).ok
+    assert not decrypt_test(home, path, PassphraseFile(wrong)).ok
     flip_byte(path, size // 2)
-    assert not home.decrypt_test(path, passphrase).ok
+    assert not decrypt_test(home, path, passphrase).ok
 
     secret = PASSPHRASE.encode()
     assert argvs, "gpg ran"
@@ -494,21 +496,6 @@ def test_two_writers_of_one_backup_conflict(backup_dir: Path) -> None:
     folder = ensure_set_dir(backup_dir, "20261128")
     with AtomicFile(folder / "a.tar.zst"), pytest.raises(Conflict, match="another job is writing"):
         AtomicFile(folder / "a.tar.zst")
-
-
-def test_crash_recovery_removes_stale_parts_but_not_live_ones(backup_dir: Path) -> None:
-    folder = ensure_set_dir(backup_dir, "20261128")
-    (folder / "crashed.tar.zst.part").write_bytes(b"left by a killed agent")
-    (folder / "done.tar.zst").write_bytes(b"a backup")
-    with AtomicFile(folder / "live.tar.zst") as live:
-        live.write(b"in progress")
-        assert [p.name for p in find_parts(backup_dir)] == [
-            "crashed.tar.zst.part",
-            "live.tar.zst.part",
-        ]
-        assert [p.name for p in remove_stale_parts(backup_dir)] == ["crashed.tar.zst.part"]
-        live.commit()
-    assert sorted(p.name for p in folder.iterdir()) == ["done.tar.zst", "live.tar.zst"]
 
 
 @pytest.fixture
@@ -682,7 +669,7 @@ def test_concurrent_encryptions_in_one_home_all_succeed(
     for thread in threads:
         thread.join()
     assert errors == []
-    assert home.decrypt_test(tmp_path / "v0.tar.gpg", passphrase).ok
+    assert decrypt_test(home, tmp_path / "v0.tar.gpg", passphrase).ok
 
 
 # -- locating an encrypted backup: its head is read through gpg

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.config import IncusConfig
-from agent.incus import AsyncIncus, IncusClient
+from agent.incus.client import IncusClient
+from agent.incus.facade import AsyncIncus
 from commands.ports import BackupCompression, Incus
 from schemas.errors import Conflict, IncusFailure, InvalidCommand, NotFound
 from tests.support.incus_env import IncusProject, incus_project

@@ -17,7 +17,8 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from agent.config import MqttConfig
-from agent.mqtt import Incoming, MqttFailure, MqttSession
+from agent.mqtt.packets import Incoming, MqttFailure
+from agent.mqtt.session import MqttSession
 from tests.support.broker import Broker, running_broker
 from tests.support.client import wipe_session
 from tests.support.pki import Certificates, make_certificates
@@ -211,7 +212,7 @@ CHILD = textwrap.dedent(
     import sys
     import anyio
     from agent.config import MqttConfig
-    from agent.mqtt import MqttSession
+    from agent.mqtt.session import MqttSession
 
     async def main(port: int, client_id: str, will_topic: str) -> None:
         session = MqttSession(

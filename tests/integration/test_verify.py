@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.manifest_store import MANIFEST_NAME, read_manifest, record_backup
+from agent.backups.manifests import MANIFEST_NAME, read_manifest, record_backup
 from tests.integration.conftest import ATLAS, AgentHarness
 from tests.support.backups import flip_byte, recorded_tarball, truncate
 from tests.support.broker import Broker

@@ -6,10 +6,11 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.atomic_file import AtomicFile, WrittenFile
-from agent.backup_paths import backup_file_name, ensure_set_dir
-from agent.gpg import GpgHome, PassphraseFile
-from agent.manifest_store import new_entry, record_backup
+from agent.backups.atomic_file import AtomicFile, WrittenFile
+from agent.backups.manifests import new_entry, record_backup
+from agent.backups.paths import backup_file_name, ensure_set_dir
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import PassphraseFile
 from schemas.commands import Compression
 from tests.support.incus_env import IncusProject
 

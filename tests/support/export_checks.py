@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from agent.archive_tree import fingerprint_archive
+from agent.backups.archive_tree import fingerprint_archive
 from schemas.commands import Compression
 from tests.support.incus_env import IncusProject, incus
 

@@ -8,9 +8,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from commands.base import JobContext
+from commands.base import JobContext, Ports
 from commands.inventory import Inventory
-from commands.ports import BackupFile, BinaryReader, Checkpoint, ProgressCallback
+from commands.ports import (
+    ArchiveInspector,
+    BackupFile,
+    BackupFiles,
+    BinaryReader,
+    Catalog,
+    Checkpoint,
+    ExportFiles,
+    ProgressCallback,
+)
 from schemas.config import ATLAS_SERVICES
 from tests.support.memory_incus import EPOCH, MemoryIncus
 
@@ -106,6 +115,18 @@ class MemoryJob:
 
     def now(self) -> datetime:
         return self.clock
+
+    @property
+    def ports(self) -> Ports:
+        """The bundle `execute` reaches the ports through; the absent ones are None."""
+        return Ports(
+            incus=self.incus,
+            backups=cast(BackupFiles, self.backups),
+            exports=cast(ExportFiles, self.exports),
+            archives=cast(ArchiveInspector, None),
+            catalog=cast(Catalog, None),
+            inventory=self.inventory,
+        )
 
     def checkpoint(self) -> None:
         pass

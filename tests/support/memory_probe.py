@@ -12,8 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.atomic_file import AtomicFile
-from agent.gpg import GpgHome, PassphraseFile
+from agent.backups.atomic_file import AtomicFile
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import PassphraseFile
 
 MIB = 1024 * 1024
 

@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.archive_check import check_archive, parse_index, read_head, sniff_compression
-from agent.archive_tree import fingerprint_archive
+from agent.backups.archive_check import parse_index, read_head, sniff_compression
+from agent.backups.archive_tree import fingerprint_archive
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure
+from tests.support.file_checks import check_archive
 from tests.support.incus_tarball import INDEX_YAML, compress, incus_backup, tar_bytes
 
 Reader = Callable[[bytes, Compression], object]

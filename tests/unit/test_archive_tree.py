@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from agent.archive_tree import fingerprint_archive, volume_path
+from agent.backups.archive_tree import fingerprint_archive, volume_path
 from schemas.commands import Compression
 from schemas.errors import CryptoFailure, IntegrityFailure
 from tests.support.incus_tarball import INDEX_YAML, compress

@@ -11,23 +11,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.atomic_file import WrittenFile
-from agent.backup_paths import (
-    backup_file_name,
-    parse_backup_name,
-    parse_backup_ref,
-    resolve_in_backup_dir,
-    set_dir,
-    set_name_for,
-)
-from agent.gpg import EncryptionInfo
-from agent.manifest_store import (
+from agent.backups.atomic_file import WrittenFile
+from agent.backups.manifests import (
     MANIFEST_NAME,
     find_entry,
     new_entry,
     read_manifest,
     record_backup,
 )
+from agent.backups.paths import (
+    backup_file_name,
+    parse_backup_name,
+    parse_backup_ref,
+    resolve_in_backup_dir,
+    set_dir,
+)
+from agent.crypto.keys import EncryptionInfo
+from commands.export import set_name_for
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound
 from schemas.manifest import Manifest, ManifestEntry, files_digest

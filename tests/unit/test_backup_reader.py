@@ -16,10 +16,10 @@ from types import FrameType
 
 import pytest
 
-from agent.atomic_file import WrittenFile
-from agent.backup_reader import LocalBackupFiles
-from agent.gpg import GpgHome
-from agent.manifest_store import new_entry, record_backup
+from agent.backups.atomic_file import WrittenFile
+from agent.backups.backup_reader import LocalBackupFiles
+from agent.backups.manifests import new_entry, record_backup
+from agent.crypto.gpg import GpgHome
 from commands.ports import BinaryReader
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, JobCancelled, NotFound

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.atomic_file import WrittenFile
-from agent.backup_paths import ensure_set_dir
-from agent.catalog import catalog_entry, newest_backup, read_catalog, set_folders
-from agent.manifest_store import MANIFEST_NAME, new_entry, record_backup
+from agent.backups.atomic_file import WrittenFile
+from agent.backups.catalog import catalog_entry, newest_backup, read_catalog, set_folders
+from agent.backups.manifests import MANIFEST_NAME, new_entry, record_backup
+from agent.backups.paths import ensure_set_dir
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound
 
 CREATED = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)

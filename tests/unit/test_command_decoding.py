@@ -3,7 +3,7 @@
 import msgspec
 import pytest
 
-from agent.dispatch import MAX_PAYLOAD_BYTES, _with_field_path, decode_command
+from agent.runtime.dispatch import MAX_PAYLOAD_BYTES, _with_field_path, decode_command
 from schemas.commands import RestoreCommand, SnapshotCommand
 from schemas.errors import InvalidCommand
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.export_writer import gzipped, read_ahead
+from agent.backups.export_writer import gzipped, read_ahead
 
 
 def test_read_ahead_passes_every_chunk_in_order() -> None:

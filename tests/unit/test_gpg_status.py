@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.gpg import (
-    CIPHER,
-    PassphraseFile,
-    Recipients,
-    normalize_fingerprint,
-    public_key_args,
-    symmetric_args,
-)
-from agent.gpg_status import (
+from agent.crypto.gpg_args import CIPHER, public_key_args, symmetric_args
+from agent.crypto.gpg_status import (
     cipher_used,
     decryption_failure,
     decryption_succeeded,
@@ -25,6 +18,7 @@ from agent.gpg_status import (
     parse_status,
     recipient_key_ids,
 )
+from agent.crypto.keys import PassphraseFile, Recipients, normalize_fingerprint
 from schemas.errors import CryptoFailure, IntegrityFailure
 
 FPR = "32B401B7D201EAAC7A1CEDB2B7D23761B099BDF0"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.incus import NAME_RULES, NameKind, checked_name, url_segment
+from agent.incus.names import NAME_RULES, NameKind, checked_name, url_segment
 from commands.names import MAX_NAME, derived_name, temporary, unique
 from schemas.commands import INCUS_NAME_PATTERN, IncusName
 from schemas.errors import InvalidCommand

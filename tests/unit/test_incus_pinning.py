@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import IncusConfig
-from agent.incus import IncusClient
+from agent.incus.client import IncusClient
 from schemas.errors import IncusFailure
 from tests.support.pki import make_certificates
 

@@ -5,8 +5,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.jobs import Job
-from agent.store import Store
+from agent.runtime.jobs import Job
+from agent.runtime.store import Store
 from commands.base import Plan, Step
 from schemas.commands import SnapshotCommand
 

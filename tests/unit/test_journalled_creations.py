@@ -8,11 +8,11 @@ from typing import Any, cast
 
 import pytest
 
-from agent.context import StoreJournal
-from agent.incus import checked_name
-from agent.recovery import recover
-from agent.store import Store
-from commands.base import JobContext
+from agent.incus.names import checked_name
+from agent.runtime.context import StoreJournal
+from agent.runtime.recovery import recover
+from agent.runtime.store import Store
+from commands.base import EffectKind, JobContext
 from commands.journalled import CREATED, CREATING, INTENDED, STATE, made
 from commands.ports import Incus
 from schemas.errors import Conflict, IncusFailure
@@ -41,8 +41,13 @@ class FakeIncus:
 
 
 @dataclass
-class FakeJob:
+class FakePorts:
     incus: FakeIncus
+
+
+@dataclass
+class FakeJob:
+    ports: FakePorts
     journal: StoreJournal
 
     def progress(self, phase: str, done: int = 0, total: int = 0, *, unit: str = "") -> None:
@@ -55,12 +60,12 @@ def store(tmp_path: Path) -> Store:
 
 
 def _job(store: Store, incus: FakeIncus) -> JobContext:
-    return cast(JobContext, FakeJob(incus, StoreJournal(store, "j1", lambda: NOW)))
+    return cast(JobContext, FakeJob(FakePorts(incus), StoreJournal(store, "j1", lambda: NOW)))
 
 
 def _made(ctx: JobContext, incus: FakeIncus, name: str, make: Any) -> Any:
     return made(
-        ctx, "temp_volume", name, {}, f"volume {name}",
+        ctx, EffectKind.TEMP_VOLUME, name, {}, f"volume {name}",
         make=make,
         remove=lambda: incus.delete_volume(name),
         exists=lambda: incus.volume_exists(name),

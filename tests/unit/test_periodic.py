@@ -5,7 +5,7 @@ import logging
 import anyio
 import pytest
 
-from agent.periodic import every
+from agent.runtime.periodic import every
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ async def test_a_failing_round_is_logged_and_the_loop_goes_on(
         if len(rounds) == 3:
             done.set()
 
-    with caplog.at_level(logging.ERROR, logger="agent.periodic"):
+    with caplog.at_level(logging.ERROR, logger="agent.runtime.periodic"):
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: every(0.001, purge, what="purging old jobs"))
             with anyio.fail_after(5):

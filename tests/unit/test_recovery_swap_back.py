@@ -3,8 +3,9 @@ stopped runs on it again, also one that stopped by itself on the imported data."
 
 import pytest
 
-from agent.recovery import UNDO
-from agent.store import Effect
+from agent.runtime.recovery import UNDO
+from agent.runtime.store import Effect
+from commands.base import EffectKind
 from tests.support.memory_incus import MemoryIncus, Volume
 
 VOLUME, INSTANCE = "grafana01-data", "grafana01"
@@ -25,7 +26,7 @@ async def test_an_instance_that_stopped_on_the_imported_data_runs_on_the_origina
     incus.volumes[KEEP] = Volume("old data")
     incus.crash(INSTANCE)  # the agent died while it waited for the instance to run
 
-    await UNDO["volume_swap"](incus, swap_effect(stopped=[INSTANCE]))
+    await UNDO[EffectKind.VOLUME_SWAP](incus, swap_effect(stopped=[INSTANCE]))
 
     assert incus.volumes[VOLUME] == Volume("old data")
     assert incus.instances[INSTANCE].status == "Running"
@@ -37,7 +38,7 @@ async def test_an_instance_the_job_never_stopped_is_left_as_it_was() -> None:
     incus.add_service(INSTANCE, VOLUME, "imported data", status="Stopped")
     incus.volumes[KEEP] = Volume("old data")
 
-    await UNDO["volume_swap"](incus, swap_effect(stopped=[]))
+    await UNDO[EffectKind.VOLUME_SWAP](incus, swap_effect(stopped=[]))
 
     assert incus.volumes[VOLUME] == Volume("old data")
     assert incus.instances[INSTANCE].status == "Stopped"

@@ -3,7 +3,7 @@ Assistant discovery, or under `<p>/response`; never a wildcard."""
 
 import pytest
 
-from agent.topics import Topics
+from agent.mqtt.topics import Topics
 
 TOPICS = Topics("atlas/backup")
 

@@ -7,10 +7,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from agent.jobs import Job
-from agent.recovery import with_undo
-from agent.runner import JobRunner
-from agent.store import Store
+from agent.runtime.jobs import Job
+from agent.runtime.recovery import with_undo
+from agent.runtime.runner import JobRunner
+from agent.runtime.store import Store
 from commands.base import Outcome, Plan
 from commands.registry import ACTIONS
 from schemas.commands import SnapshotCommand

@@ -9,12 +9,13 @@ import anyio
 import msgspec
 import pytest
 
-from agent.jobs import Job
-from agent.publisher import Publisher
-from agent.runner import JobRunner, RunnerDeps
-from agent.store import Store
-from agent.topics import Topics
-from commands.base import Plan
+from agent.mqtt.publisher import Publisher
+from agent.mqtt.topics import Topics
+from agent.runtime.events import EventBus
+from agent.runtime.jobs import Job
+from agent.runtime.runner import JobRunner, RunnerDeps
+from agent.runtime.store import Store
+from commands.base import Plan, Ports
 from commands.inventory import Inventory
 from schemas.commands import SnapshotCommand
 from schemas.results import CancelResult
@@ -39,15 +40,14 @@ class Transport:
 
 
 def runner_for(store: Store, transport: Transport) -> JobRunner:
-    async def finished(job: Job) -> None:
-        return None
-
     unused = cast(Any, None)
+    events = EventBus()
+    Publisher(transport, Topics("p"), 3600).follow(events)
     deps = RunnerDeps(
-        store=store, publisher=Publisher(transport, Topics("p"), 3600), incus=unused,
-        backups=unused, exports=unused, archives=unused, catalog=unused,
-        inventory=Inventory((), unused), control=unused, clock=lambda: NOW,
-        on_finished=finished,
+        store=store, events=events,
+        ports=Ports(incus=unused, backups=unused, exports=unused, archives=unused,
+                    catalog=unused, inventory=Inventory((), unused)),
+        control=unused, clock=lambda: NOW,
     )
     return JobRunner(deps, max_queue=10, max_concurrent=1)
 

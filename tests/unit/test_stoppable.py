@@ -8,7 +8,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
-from agent.stoppable import Stop, chunks_in_thread, run_stoppable
+from agent.backups.stoppable import Stop, chunks_in_thread, run_stoppable
 from schemas.errors import JobCancelled
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.streams import (
+from agent.backups.streams import (
     ChannelClosed,
     ChunkChannel,
     HashingWriter,

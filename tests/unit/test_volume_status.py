@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from agent.volume_status import build_volume_state
+from agent.status.volumes import build_volume_state
 from commands.ports import SnapshotInfo, VolumeInfo
 from schemas.config import ATLAS_SERVICES
 

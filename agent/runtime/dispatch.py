@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import msgspec
 
-from agent.admission import Admission
 from agent.clock import Clock
-from agent.jobs import Job, new_job_id
-from agent.publisher import Publisher, ReplyTarget
-from agent.runner import JobRunner
-from agent.store import JobRow, Store
+from agent.mqtt.publisher import Publisher, ReplyTarget
+from agent.runtime.admission import Admission
+from agent.runtime.events import EventBus, JobStateChanged
+from agent.runtime.jobs import Job, new_job_id
+from agent.runtime.runner import JobRunner
+from agent.runtime.store import JobRow, Store
 from commands.base import Plan
 from commands.inventory import Inventory
 from commands.registry import action_for
@@ -114,6 +115,7 @@ class Dispatcher:
         store: Store,
         runner: JobRunner,
         publisher: Publisher,
+        events: EventBus,
         inventory: Inventory,
         admission: Admission,
         allow_actions: frozenset[str],
@@ -124,6 +126,7 @@ class Dispatcher:
         self._store = store
         self._runner = runner
         self._publisher = publisher
+        self._events = events
         self._inventory = inventory
         self._allow = allow_actions
         self._admin_only = admin_actions
@@ -230,7 +233,7 @@ class Dispatcher:
             job.error = ErrorInfo(code=exc.code, message=f"could not be started: {exc}")
             job.finished = self._clock()
             self._store.update_job(job.to_row())
-            await self._publisher.job(job.to_state(job.finished))
+            await self._events.emit(JobStateChanged(job.to_state(job.finished)))
 
     def _check_cancel(self, job: Job, *, admin: bool) -> None:
         """A job started on the admin topic is cancelled only from there."""

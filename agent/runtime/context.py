@@ -1,4 +1,5 @@
-"""The running job's view of the agent: the ports a command's `execute` step may use."""
+"""The running job's view of the agent: the job, the ports, its journal, the controls and
+the clock a command's `execute` step may use."""
 
 import logging
 from dataclasses import dataclass, field
@@ -6,11 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from agent.clock import Clock
-from agent.jobs import Job
-from agent.store import Store
-from commands.base import Control
-from commands.inventory import Inventory
-from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
+from agent.runtime.jobs import Job
+from agent.runtime.store import Store
+from commands.base import Control, EffectKind, Ports
 from schemas.errors import JobCancelled
 from schemas.timefmt import epoch_ms
 
@@ -25,7 +24,7 @@ class StoreJournal:
     job_id: str
     clock: Clock
 
-    def record(self, kind: str, target: str, data: dict[str, Any] | None = None) -> int:
+    def record(self, kind: EffectKind, target: str, data: dict[str, Any] | None = None) -> int:
         return self.store.record_effect(
             self.job_id, kind, target, data or {}, epoch_ms(self.clock())
         )
@@ -40,12 +39,7 @@ class StoreJournal:
 @dataclass
 class RunningJob:
     job: Job
-    incus: Incus
-    backups: BackupFiles
-    exports: ExportFiles
-    archives: ArchiveInspector
-    catalog: Catalog
-    inventory: Inventory
+    ports: Ports
     journal: StoreJournal
     control: Control
     clock: Clock

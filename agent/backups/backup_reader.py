@@ -19,17 +19,18 @@ from pathlib import Path
 
 import anyio
 
-from agent.archive_check import read_head, verify_checksum
-from agent.backup_paths import (
+from agent.backups.archive_check import read_head, verify_checksum
+from agent.backups.manifests import MANIFEST_NAME, entry_for_file, find_entry, read_manifest
+from agent.backups.paths import (
     file_identity,
     open_in_backup_dir,
     parse_backup_name,
     parse_backup_ref,
     set_dir,
 )
-from agent.gpg import GpgHome, PassphraseFile
-from agent.manifest_store import MANIFEST_NAME, entry_for_file, find_entry, read_manifest
-from agent.stoppable import Stop, run_stoppable
+from agent.backups.stoppable import Stop, run_stoppable
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import PassphraseFile
 from commands.ports import ArchiveIndex, BackupFile, Checkpoint, ProgressCallback
 from schemas.commands import Compression
 from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure, InvalidCommand, NotFound

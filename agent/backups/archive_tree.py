@@ -14,9 +14,9 @@ from pathlib import PurePosixPath
 
 import anyio.lowlevel
 
-from agent.archive_check import VOLUME_ROOT, read_archive
-from agent.stoppable import MeteredReader, Stop, chunks_in_thread, metered, run_stoppable
-from agent.streams import CHUNK_SIZE, Readable, as_reader, iter_chunks
+from agent.backups.archive_check import VOLUME_ROOT, read_archive
+from agent.backups.stoppable import MeteredReader, Stop, chunks_in_thread, metered, run_stoppable
+from agent.backups.streams import CHUNK_SIZE, Readable, as_reader, iter_chunks
 from commands.ports import (
     ArchiveTree,
     BackupCompression,
@@ -65,7 +65,7 @@ def fingerprint(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
 
 def fingerprint_archive(source: Readable, compression: Compression, *, label: str) -> ArchiveTree:
     """Read a whole (compressed) volume backup tarball and fingerprint its volume's files,
-    with `agent.archive_check.read_archive`'s checks (index, unsafe members, damage).
+    with `agent.backups.archive_check.read_archive`'s checks (index, unsafe members, damage).
 
     The source's own errors (a failed decryption, a cancel) pass through unchanged.
     """

@@ -28,12 +28,11 @@ from typing import IO, Any
 
 import yaml
 
-from agent.backup_paths import open_backup_file
-from agent.gpg import GpgHome, PassphraseFile
-from agent.streams import CHUNK_SIZE, Readable, iter_chunks
+from agent.backups.paths import open_backup_file
+from agent.backups.streams import CHUNK_SIZE, Readable, iter_chunks
 from commands.ports import ArchiveIndex, Checkpoint, ProgressCallback
-from schemas.commands import Compression
-from schemas.errors import CryptoFailure, IntegrityFailure, StorageFailure
+from schemas.commands import INCUS_NAME_PATTERN, Compression
+from schemas.errors import IntegrityFailure, StorageFailure
 
 INDEX_NAME = "backup/index.yaml"
 VOLUME_ROOT = "backup/volume"
@@ -47,16 +46,8 @@ HEAD_MEMBERS = 4
 HEAD_BYTES = 8 << 20
 INDEX_LIMIT = 1 << 20
 SHOWN_UNSAFE = 5
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(INCUS_NAME_PATTERN)
 _SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass(frozen=True)
-class ArchiveSummary:
-    """A readable Incus backup archive: its member count and uncompressed tar size."""
-
-    members: int
-    tar_size: int
 
 
 @dataclass
@@ -114,34 +105,6 @@ def verify_checksum(
             f"{label}: sha256 {actual} differs from the manifest's {sha256}:"
             " the file is damaged or was altered"
         )
-
-
-def check_backup_archive(
-    path: Path,
-    compression: Compression,
-    *,
-    encrypted: bool,
-    gpg: GpgHome | None = None,
-    passphrase: PassphraseFile | None = None,
-) -> ArchiveSummary:
-    """Read a backup file through decryption and decompression and check its tar."""
-    with open_backup_file(path) as raw:
-        if not encrypted:
-            return check_archive(raw, compression, label=path.name)
-        if gpg is None:
-            raise CryptoFailure(f"{path.name}: the file is encrypted; no GnuPG home was given")
-        with gpg.open_decrypted(raw, passphrase, label=path.name) as plain:
-            return check_archive(plain, compression, label=path.name)
-
-
-def check_archive(stream: Readable, compression: Compression, *, label: str) -> ArchiveSummary:
-    """Check that `stream` is a complete (compressed) tar holding a valid
-    `backup/index.yaml` and no unsafe member.
-
-    Errors of the stream itself (a failed decryption) pass through unchanged.
-    """
-    scan = read_archive(stream, compression, label=label)
-    return ArchiveSummary(scan.members, scan.tar_size)
 
 
 # -- the one archive reader

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from agent.backup_paths import is_set_name, parse_backup_name, parse_backup_ref, set_dir
-from agent.manifest_store import MANIFEST_NAME, find_entry, read_manifest
-from agent.store import Store
+from agent.backups.manifests import MANIFEST_NAME, find_entry, read_manifest
+from agent.backups.paths import is_set_name, parse_backup_name, parse_backup_ref, set_dir
+from agent.runtime.store import Store
 from commands.ports import CatalogItem, CatalogListing, ExportedFile
 from schemas.errors import IntegrityFailure, NotFound, StorageFailure
 from schemas.timefmt import epoch_ms, iso

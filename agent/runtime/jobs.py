@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from agent.store import JobRow
+from agent.runtime.store import JobRow
 from commands.base import Plan
 from schemas.commands import Command
 from schemas.messages import FINAL_STATES, ErrorInfo, JobState, JobStateName

@@ -31,12 +31,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import gnupg
 
-from agent.backup_paths import ensure_private_dir, open_backup_file
-from agent.gpg_status import (
+from agent.backups.paths import ensure_private_dir, open_backup_file
+from agent.backups.streams import CHUNK_SIZE, ChunkChannel, Readable, Source, Writable, as_reader
+from agent.crypto.gpg_args import DECRYPT_ARGS, public_key_args, symmetric_args
+from agent.crypto.gpg_status import (
     GpgStatus,
     KeyRecord,
     cipher_used,
@@ -48,138 +50,19 @@ from agent.gpg_status import (
     parse_status,
     recipient_key_ids,
 )
-from agent.logs import register_secret
-from agent.streams import CHUNK_SIZE, ChunkChannel, Readable, Source, Writable, as_reader
-from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure
+from agent.crypto.keys import (
+    DecryptionInfo,
+    EncryptionInfo,
+    EncryptionKey,
+    KeyMethod,
+    PassphraseFile,
+    Recipients,
+)
+from schemas.errors import AtlasError, CryptoFailure
 
 log = logging.getLogger(__name__)
 
 GPG_BINARY = shutil.which("gpg") or "/usr/bin/gpg"
-CIPHER = "AES256"
-# The largest S2K iteration count gpg encodes (~0.1 s per use); giving it explicitly also
-# keeps gpg from asking a gpg-agent to calibrate one.
-S2K_COUNT = 65011712
-_FINGERPRINT_LENGTHS = (40, 64)  # OpenPGP v4 and v5
-
-KeyMethod = Literal["symmetric", "public-key"]
-
-
-@dataclass(frozen=True)
-class PassphraseFile:
-    """A symmetric key: the first line of a file, read as `gpg --passphrase-file` reads it."""
-
-    path: Path
-
-    def read(self) -> str:
-        """The passphrase bytes, carried in a latin-1 `str` so python-gnupg (which encodes
-        with latin-1) hands gpg exactly the file's bytes, UTF-8 or not."""
-        try:
-            raw = self.path.read_bytes()
-        except OSError as exc:
-            raise CryptoFailure(
-                f"{self.path}: cannot read the passphrase file: {exc.strerror}"
-            ) from None
-        line = raw.split(b"\n", 1)[0]
-        if not line:
-            raise CryptoFailure(f"{self.path}: the passphrase file's first line is empty")
-        if b"\r" in line or b"\0" in line:
-            raise CryptoFailure(
-                f"{self.path}: the passphrase line holds a CR or NUL byte "
-                "(gpg would read a different passphrase); save it with plain LF line ends"
-            )
-        passphrase = line.decode("latin-1")
-        register_secret(passphrase)
-        return passphrase
-
-
-@dataclass(frozen=True)
-class Recipients:
-    """Public-key encryption to primary key fingerprints pinned in the configuration."""
-
-    fingerprints: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if not self.fingerprints:
-            raise CryptoFailure("public-key encryption needs at least one recipient fingerprint")
-        for fingerprint in self.fingerprints:
-            if not is_fingerprint(fingerprint):
-                raise CryptoFailure(
-                    f"recipient {fingerprint!r} is not a full key fingerprint "
-                    "(40 or 64 hex digits, upper case); short key ids can collide"
-                )
-
-
-EncryptionKey = PassphraseFile | Recipients
-
-
-def is_fingerprint(text: str) -> bool:
-    return len(text) in _FINGERPRINT_LENGTHS and all(c in "0123456789ABCDEF" for c in text)
-
-
-def normalize_fingerprint(text: str) -> str:
-    """`32B4 01B7 ...` or lower case, as people paste them, to gpg's form."""
-    return "".join(text.split()).upper()
-
-
-@dataclass(frozen=True)
-class EncryptionInfo:
-    """How a file was encrypted, for its manifest entry."""
-
-    method: KeyMethod
-    cipher: str  # as gpg reports it: "AES256"
-    key_ids: tuple[str, ...]  # recipient fingerprints; empty for a passphrase
-    plaintext_size: int
-    ciphertext_size: int
-
-
-@dataclass(frozen=True)
-class DecryptionInfo:
-    method: KeyMethod
-    key_ids: tuple[str, ...]  # the (sub)key ids the file names, from gpg's ENC_TO
-    plaintext_size: int
-
-
-@dataclass(frozen=True)
-class DecryptCheck:
-    """The outcome of a test decryption that keeps no plaintext."""
-
-    ok: bool
-    plaintext_size: int = 0
-    error_code: str = ""
-    error: str = ""
-
-
-def symmetric_args() -> list[str]:
-    """The runbook's `gpg --symmetric --cipher-algo AES256`, with a fixed strong S2K.
-
-    `--compress-algo none`: the tarball is already compressed (or deliberately not);
-    gpg's zlib would cut throughput about six-fold for nothing.
-    """
-    return [
-        "--symmetric",
-        "--cipher-algo", CIPHER,
-        "--s2k-mode", "3",
-        "--s2k-digest-algo", "SHA512",
-        "--s2k-count", str(S2K_COUNT),
-        "--compress-algo", "none",
-    ]  # fmt: skip
-
-
-def public_key_args(fingerprints: tuple[str, ...]) -> list[str]:
-    """Encrypt to pinned fingerprints: `--trust-model always` because the configuration,
-    not the web of trust, says these keys are the right ones."""
-    args = [
-        "--encrypt",
-        "--trust-model", "always",
-        "--personal-cipher-preferences", "AES256 AES192 AES",
-        "--compress-algo", "none",
-    ]  # fmt: skip
-    for fingerprint in fingerprints:
-        args += ["--recipient", fingerprint]
-    return args
-
-
-DECRYPT_ARGS = ["--decrypt"]
 
 
 @dataclass(frozen=True)
@@ -381,19 +264,6 @@ class GpgHome:
         finally:
             channel.close()
             worker.join()
-
-    def decrypt_test(self, path: Path, passphrase: PassphraseFile | None = None) -> DecryptCheck:
-        """Decrypt `path` to nowhere: proves the key opens it and its data is intact.
-
-        Key and integrity failures come back as `ok=False`; a file that cannot be read
-        at all raises `NotFound` / `StorageFailure`.
-        """
-        try:
-            with open_backup_file(path) as source:
-                info = self.decrypt_to(source, _discard, passphrase, label=path.name)
-        except (CryptoFailure, IntegrityFailure) as exc:
-            return DecryptCheck(ok=False, error_code=exc.code, error=str(exc))
-        return DecryptCheck(ok=True, plaintext_size=info.plaintext_size)
 
     # -- running gpg ------------------------------------------------------------------
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import msgspec
 
-from agent.atomic_file import WrittenFile
-from agent.backup_paths import fsync_dir, open_regular
-from agent.gpg import EncryptionInfo
+from agent.backups.atomic_file import WrittenFile
+from agent.backups.paths import fsync_dir, open_regular
+from agent.crypto.keys import EncryptionInfo
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound, StorageFailure
 from schemas.manifest import Manifest, ManifestEntry, files_digest

@@ -14,7 +14,7 @@ import anyio
 import anyio.to_thread
 from anyio.lowlevel import EventLoopToken
 
-from agent.streams import blocking_chunks
+from agent.backups.streams import blocking_chunks
 from commands.ports import BinaryReader, Checkpoint, ProgressCallback
 from schemas.errors import JobCancelled
 

@@ -18,21 +18,21 @@ from pathlib import Path
 import anyio.lowlevel
 import anyio.to_thread
 
-from agent.atomic_file import AtomicFile
-from agent.backup_paths import PART_SUFFIX, backup_file_name, ensure_set_dir, set_dir
+from agent.backups.atomic_file import AtomicFile
+from agent.backups.manifests import forget_backup, new_entry, read_manifest, record_backup
+from agent.backups.paths import PART_SUFFIX, backup_file_name, ensure_set_dir, set_dir
+from agent.backups.stoppable import Stop, chunks_in_thread, metered, run_stoppable
+from agent.backups.streams import ChannelClosed, ChunkChannel
 from agent.clock import Clock
-from agent.gpg import (
+from agent.crypto.gpg import GpgHome
+from agent.crypto.keys import (
     EncryptionInfo,
     EncryptionKey,
-    GpgHome,
     PassphraseFile,
     Recipients,
     normalize_fingerprint,
 )
-from agent.manifest_store import forget_backup, new_entry, read_manifest, record_backup
-from agent.stoppable import Stop, chunks_in_thread, metered, run_stoppable
-from agent.streams import ChannelClosed, ChunkChannel
-from commands.export import configured_method
+from commands.encryption import configured_method
 from commands.ports import BackupStream, Checkpoint, ExportedFile, ExportSpec, ProgressCallback
 from schemas.config import EncryptionConfig
 from schemas.errors import CryptoFailure

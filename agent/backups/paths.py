@@ -15,10 +15,9 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from schemas.commands import Compression
+from schemas.commands import INCUS_NAME_PATTERN, Compression
 from schemas.errors import InvalidCommand, NotFound, StorageFailure
 
 PART_SUFFIX = ".part"
@@ -29,7 +28,7 @@ COMPRESSION_SUFFIXES: dict[Compression, str] = {
     "none": ".tar",
 }
 # The Incus name rule of schemas.commands.IncusName, for names read back from disk.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(INCUS_NAME_PATTERN)
 _SET = re.compile(r"^[0-9]{8}$")
 
 
@@ -52,11 +51,6 @@ class BackupRef:
 
     set: str
     volume: str
-
-
-def set_name_for(moment: datetime) -> str:
-    """The set (date folder) a backup made at `moment` belongs to: `YYYYmmdd`, UTC."""
-    return moment.astimezone(UTC).strftime("%Y%m%d")
 
 
 def is_set_name(name: str) -> bool:
@@ -94,15 +88,11 @@ def resolve_in_backup_dir(backup_dir: Path, user_path: str, *, field: str) -> Pa
     `..` component is refused outright, and symlinks are resolved before the check, so
     a link pointing out of the backup directory is refused too.
     """
-    if not user_path or "\x00" in user_path:
-        raise InvalidCommand(f"path is empty or holds a NUL byte - at `{field}`")
-    candidate = Path(user_path)
-    if ".." in candidate.parts:
-        raise InvalidCommand(f"path must not contain `..` - at `{field}`")
+    candidate = _user_path(user_path, _at(field))
     root = Path(os.path.realpath(backup_dir))
     real = Path(os.path.realpath(candidate if candidate.is_absolute() else root / candidate))
     if real == root or not real.is_relative_to(root):
-        raise InvalidCommand(f"path is outside the backup directory - at `{field}`")
+        raise InvalidCommand(f"path is outside the backup directory{_at(field)}")
     return real
 
 
@@ -161,11 +151,7 @@ def open_in_backup_dir(backup_dir: Path, user_path: str | Path, *, field: str) -
     `InvalidCommand`s naming `field`; a missing file is `NotFound`.
     """
     text, at = str(user_path), _at(field)
-    if not text or "\x00" in text:
-        raise InvalidCommand(f"path is empty or holds a NUL byte{at}")
-    candidate = Path(text)
-    if ".." in candidate.parts:
-        raise InvalidCommand(f"path must not contain `..`{at}")
+    candidate = _user_path(text, at)
     root = Path(os.path.realpath(backup_dir))
     lexical = candidate if candidate.is_absolute() else Path(backup_dir) / candidate
     if candidate.name in ("", ".") or lexical.name in ("", "."):
@@ -175,6 +161,16 @@ def open_in_backup_dir(backup_dir: Path, user_path: str | Path, *, field: str) -
     if escapes or not _inside(target, root):
         raise InvalidCommand(f"path is outside the backup directory{at}")
     return open_regular(target, follow_symlinks=False, field=field, shown=text, root=root)
+
+
+def _user_path(text: str, at: str) -> Path:
+    """A path a command gave, refused when empty, holding a NUL byte or a `..` component."""
+    if not text or "\x00" in text:
+        raise InvalidCommand(f"path is empty or holds a NUL byte{at}")
+    candidate = Path(text)
+    if ".." in candidate.parts:
+        raise InvalidCommand(f"path must not contain `..`{at}")
+    return candidate
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import random
 import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -34,10 +33,21 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.config import MqttConfig, read_secret
-from schemas.errors import AtlasError, ConfigError
+from agent.config import MqttConfig
+from agent.mqtt.packets import (
+    MAX_UINT32,
+    Incoming,
+    MqttFailure,
+    Outgoing,
+    check_publish,
+    check_topic_filter,
+    check_topic_name,
+    incoming_from,
+    new_properties,
+    subscribe_options,
+)
+from agent.mqtt.tls import credentials, tls_context, tls_pending
 
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike
@@ -56,29 +66,6 @@ CONNACK_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 KEEPALIVE_TICK_S = 1.0
 STABLE_CONNECTION_S = 10.0  # a connection up this long resets the reconnect backoff
-MAX_PAYLOAD_BYTES = 268_435_455
-MAX_TOPIC_BYTES = 65_535
-MAX_UINT32 = 0xFFFF_FFFF
-
-
-class MqttFailure(AtlasError):
-    """The broker refused us or a request, the network or TLS failed, or a topic is invalid."""
-
-    code = "mqtt_error"
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """A received message. Pass this same object to `MqttSession.ack()` once it is recorded."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    mid: int
-    dup: bool
-    response_topic: str | None
-    correlation_data: bytes | None
 
 
 @dataclass
@@ -99,38 +86,6 @@ class Backoff:
         ceiling = self._ceiling_s
         self._ceiling_s = min(ceiling * 2, self.max_s)
         return random.uniform(ceiling / 2, ceiling)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
-    """A publish request, kept as data so it can wait in the outbox."""
-
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = False
-    expiry_s: int | None = None
-    correlation_data: bytes | None = None
-    response_topic: str | None = None
-    created: float = field(default_factory=time.monotonic)
-
-    def remaining_expiry_s(self) -> int | None:
-        """The message expiry left after waiting in the outbox (MQTT 5 counts it down too)."""
-        if self.expiry_s is None:
-            return None
-        return self.expiry_s - int(time.monotonic() - self.created)
-
-    def properties(self, expiry_s: int | None) -> Properties | None:
-        if expiry_s is None and self.correlation_data is None and self.response_topic is None:
-            return None
-        properties = _properties(PacketTypes.PUBLISH)
-        if expiry_s is not None:
-            properties.MessageExpiryInterval = expiry_s
-        if self.correlation_data is not None:
-            properties.CorrelationData = self.correlation_data
-        if self.response_topic is not None:
-            properties.ResponseTopic = self.response_topic
-        return properties
 
 
 class _Reply:
@@ -164,7 +119,7 @@ class MqttSession:
         incoming_capacity: int = INCOMING_CAPACITY,
         outbox_capacity: int = OUTBOX_CAPACITY,
     ) -> None:
-        _check_topic_name(will_topic)
+        check_topic_name(will_topic)
         self._config = config
         self._will_topic = will_topic
         self._will_payload = will_payload
@@ -174,7 +129,7 @@ class MqttSession:
             Incoming
         ](incoming_capacity + INCOMING_HEADROOM)
         self._streams_ended = False
-        self._outbox: deque[_Outgoing] = deque()
+        self._outbox: deque[Outgoing] = deque()
         # Topic filter -> (QoS, whether retained messages are sent on subscribing).
         self._subscriptions: dict[str, tuple[int, bool]] = {}
         self._replies: dict[int, _Reply] = {}
@@ -238,7 +193,7 @@ class MqttSession:
         When connected this waits for the SUBACK and raises MqttFailure if the broker
         refuses; when not, the subscription is made on connecting.
         """
-        _check_topic_filter(topic)
+        check_topic_filter(topic)
         if qos not in (0, 1):
             raise MqttFailure(f"subscription QoS must be 0 or 1, not {qos}")
         self._subscriptions[topic] = (qos, retained)
@@ -282,8 +237,8 @@ class MqttSession:
         CONNACK with its expiry reduced by the wait; a QoS 0 message is dropped.
         Raises MqttFailure for an invalid topic, QoS, expiry or payload.
         """
-        _check_publish(topic, payload, qos, expiry_s, response_topic)
-        message = _Outgoing(
+        check_publish(topic, payload, qos, expiry_s, response_topic)
+        message = Outgoing(
             topic,
             payload,
             qos=qos,
@@ -362,10 +317,10 @@ class MqttSession:
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.max_queued_messages_set(SEND_QUEUE_CAPACITY)
         client.will_set(self._will_topic, self._will_payload, qos=1, retain=True)
-        username, password = _credentials(config)
+        username, password = credentials(config)
         if username:
             client.username_pw_set(username, password)
-        context = _tls_context(config)
+        context = tls_context(config)
         if context is not None:
             client.tls_set_context(context)
         client.on_socket_open = self._on_socket_open
@@ -376,7 +331,7 @@ class MqttSession:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
-        properties = _properties(PacketTypes.CONNECT)
+        properties = new_properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = min(config.session_expiry_s, MAX_UINT32)
         properties.ReceiveMaximum = min(incoming_capacity, 65_535)
         client.connect_async(
@@ -436,7 +391,7 @@ class MqttSession:
             self._settle_redelivery(message.mid)
             return
         try:
-            incoming = _incoming(message)
+            incoming = incoming_from(message)
         except UnicodeDecodeError:
             log.warning("MQTT dropped a message whose topic is not UTF-8")
             client.ack(message.mid, message.qos)
@@ -515,7 +470,7 @@ class MqttSession:
                 return
             self._client.loop_read()
             # TLS may hold decrypted bytes the kernel socket no longer signals.
-            while self._client.socket() is sock and _tls_pending(sock):
+            while self._client.socket() is sock and tls_pending(sock):
                 self._client.loop_read()
 
     async def _write_loop(self, sock: SocketLike) -> None:
@@ -580,7 +535,7 @@ class MqttSession:
         self, topics: dict[str, tuple[int, bool]]
     ) -> list[ReasonCode] | None:
         """One SUBSCRIBE; its reason codes, or None if the connection dropped first."""
-        options = [(topic, _subscribe_options(qos, retained))
+        options = [(topic, subscribe_options(qos, retained))
                    for topic, (qos, retained) in topics.items()]
         result, mid = self._client.subscribe(options)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
@@ -589,7 +544,7 @@ class MqttSession:
 
     async def _publish_confirmed(self, topic: str, payload: bytes) -> bool:
         """Publish retained at QoS 1 and wait for the PUBACK; True if the broker took it."""
-        mid = self._send(_Outgoing(topic, payload, qos=1, retain=True))
+        mid = self._send(Outgoing(topic, payload, qos=1, retain=True))
         if mid is None:
             return False
         codes = await self._wait_reply(mid)
@@ -608,7 +563,7 @@ class MqttSession:
 
     # State
 
-    def _send(self, message: _Outgoing) -> int | None:
+    def _send(self, message: Outgoing) -> int | None:
         """Hand a message to paho; its mid, or None when it expired or paho's queue is full."""
         expiry_s = message.remaining_expiry_s()
         if expiry_s is not None and expiry_s < 1:
@@ -626,7 +581,7 @@ class MqttSession:
             return None
         return info.mid
 
-    def _queue(self, message: _Outgoing) -> None:
+    def _queue(self, message: Outgoing) -> None:
         if len(self._outbox) >= self._outbox_capacity:
             dropped = self._outbox.popleft()
             log.warning(
@@ -706,105 +661,9 @@ class MqttSession:
         sock.close()
 
 
-def _incoming(message: MQTTMessage) -> Incoming:
-    properties = message.properties
-    return Incoming(
-        topic=message.topic,
-        payload=bytes(message.payload),
-        qos=message.qos,
-        retain=bool(message.retain),
-        mid=message.mid,
-        dup=bool(message.dup),
-        response_topic=getattr(properties, "ResponseTopic", None),
-        correlation_data=getattr(properties, "CorrelationData", None),
-    )
-
-
-def _subscribe_options(qos: int, retained: bool) -> SubscribeOptions:
-    if retained:
-        # Retained messages only for a new subscription, not again on every renewal.
-        return SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-    return SubscribeOptions(
-        qos=qos, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND, retainAsPublished=True
-    )
-
-
 def _ended_stream() -> MemoryObjectReceiveStream[Incoming]:
     send, receive = anyio.create_memory_object_stream[Incoming](0)
     send.close()
     return receive
 
 
-def _properties(packet_type: int) -> Properties:
-    return Properties(packet_type)  # type: ignore[no-untyped-call]
-
-
-def _tls_pending(sock: SocketLike) -> bool:
-    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-
-
-def _credentials(config: MqttConfig) -> tuple[str, str | None]:
-    """The username and the password read from `password_file`; never logged."""
-    if not config.username:
-        if config.password_file:
-            raise ConfigError("mqtt.password_file is set but mqtt.username is not")
-        return "", None
-    password = read_secret(config.password_file) if config.password_file else None
-    return config.username, password
-
-
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """Closes itself when the handshake fails: paho drops such a socket without closing it."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
-
-
-def _tls_context(config: MqttConfig) -> ssl.SSLContext | None:
-    """TLS verifying the broker (against `tls_ca_file`, else the system CAs) and its name."""
-    if not (config.tls_ca_file or config.tls_cert_file):
-        return None
-    try:
-        context = ssl.create_default_context(cafile=config.tls_ca_file or None)
-        context.sslsocket_class = _ClosingSSLSocket
-        if config.tls_cert_file:
-            context.load_cert_chain(config.tls_cert_file, config.tls_key_file or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"mqtt TLS files cannot be loaded: {exc}") from None
-    return context
-
-
-def _check_topic_name(topic: str) -> None:
-    if not topic or "\x00" in topic or "+" in topic or "#" in topic:
-        raise MqttFailure(f"invalid topic name {topic!r}")
-    if len(topic.encode()) > MAX_TOPIC_BYTES:
-        raise MqttFailure(f"topic name longer than {MAX_TOPIC_BYTES} bytes")
-
-
-def _check_topic_filter(topic: str) -> None:
-    levels = topic.split("/")
-    wildcards_ok = all(
-        level in ("+", "#") or ("+" not in level and "#" not in level) for level in levels
-    ) and "#" not in levels[:-1]
-    if not topic or "\x00" in topic or not wildcards_ok:
-        raise MqttFailure(f"invalid topic filter {topic!r}")
-    if len(topic.encode()) > MAX_TOPIC_BYTES:
-        raise MqttFailure(f"topic filter longer than {MAX_TOPIC_BYTES} bytes")
-
-
-def _check_publish(
-    topic: str, payload: bytes, qos: int, expiry_s: int | None, response_topic: str | None
-) -> None:
-    _check_topic_name(topic)
-    if response_topic is not None:
-        _check_topic_name(response_topic)
-    if qos not in (0, 1, 2):
-        raise MqttFailure(f"QoS must be 0, 1 or 2, not {qos}")
-    if expiry_s is not None and not 1 <= expiry_s <= MAX_UINT32:
-        raise MqttFailure(f"message expiry must be 1 to {MAX_UINT32} s, not {expiry_s}")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise MqttFailure(f"payload of {len(payload)} bytes is over the MQTT limit")

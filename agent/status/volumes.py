@@ -3,10 +3,11 @@
 from datetime import datetime, timedelta
 from typing import Any
 
+from agent.runtime.jobs import Job
 from commands.ports import VolumeInfo
 from commands.snapshot_kinds import counts_as_backup
 from schemas.config import ServiceConfig
-from schemas.messages import VolumeState
+from schemas.messages import ErrorInfo, VolumeState
 from schemas.timefmt import epoch_ms, iso
 
 FAILED_STATES = frozenset({"failed", "partial", "interrupted"})
@@ -74,3 +75,20 @@ def _problem(
         hours = state.last_success_age_s / 3600
         return f"newest backup is {hours:.1f} h old; the schedule allows {service.max_age_h:g} h"
     return ""
+
+
+def last_job_facts(job: Job) -> dict[str, dict[str, Any]]:
+    """What a finished job says of each volume it touched: its last job, state and error.
+    A dry run touches nothing."""
+    if job.command.dry_run:
+        return {}
+    failed = job.result.failed or {}
+    facts: dict[str, dict[str, Any]] = {}
+    for volume in job.targets:
+        state = job.state
+        error = job.error.message
+        if job.state == "partial":
+            state = "failed" if volume in failed else "succeeded"
+            error = failed.get(volume, ErrorInfo()).message
+        facts[volume] = {"last_job_id": job.id, "last_job_state": state, "last_error": error}
+    return facts

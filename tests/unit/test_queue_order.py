@@ -1,4 +1,4 @@
-from agent.scheduling import Waiting, runnable
+from agent.runtime.queue_order import Waiting, runnable
 
 
 def waiting(job_id: str, *volumes: str) -> Waiting:

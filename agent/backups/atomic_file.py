@@ -3,8 +3,8 @@
 `AtomicFile` writes `<name>.part` (mode 0600), hashing and counting on the way; `commit()`
 fsyncs it, gives it its final name without replacing an existing file (a hard link, then
 the `.part` is unlinked) and fsyncs the folder. Any failure, or leaving the `with` block
-without `commit()`, removes the `.part`. A writer holds an flock on its `.part`, so crash
-recovery (`remove_stale_parts`) can tell a live write from a leftover.
+without `commit()`, removes the `.part`; a crashed writer's `.part` is removed by recovery,
+from its `part_file` journal entry. A writer holds an flock on its `.part`.
 
 Every `WRITE_BEHIND` bytes it starts the writeback of what it wrote and drops it from the
 page cache: an export of many GiB does not evict the services' cached data, and its final
@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from agent.backup_paths import PART_SUFFIX, fsync_dir
+from agent.backups.paths import PART_SUFFIX, fsync_dir
 from schemas.errors import Conflict, StorageFailure
 
 # Gathers small writes (gzip's, gpg's); a download's chunks are larger and go straight
@@ -174,35 +174,3 @@ class AtomicFile:
         self.discard()
         self._failure = StorageFailure(message)
         return self._failure
-
-
-def find_parts(backup_dir: Path) -> list[Path]:
-    """Every `.part` file in the set folders of `backup_dir`."""
-    if not backup_dir.is_dir():
-        return []
-    parts: list[Path] = []
-    for folder in sorted(backup_dir.iterdir()):
-        if folder.is_dir() and not folder.is_symlink():
-            parts.extend(sorted(p for p in folder.iterdir() if p.name.endswith(PART_SUFFIX)))
-    return parts
-
-
-def remove_stale_parts(backup_dir: Path) -> list[Path]:
-    """Remove the `.part` files no live writer holds (crash leftovers); returns them."""
-    removed: list[Path] = []
-    for part in find_parts(backup_dir):
-        try:
-            fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue  # a writer in this or another process still holds it
-        try:
-            part.unlink(missing_ok=True)
-            removed.append(part)
-        finally:
-            os.close(fd)
-    return removed

@@ -16,9 +16,10 @@ from typing import Any
 
 import msgspec
 
-from agent.backup_paths import PART_SUFFIX
+from agent.backups.paths import PART_SUFFIX
 from agent.clock import Clock
-from agent.store import Effect, JobRow, Store
+from agent.runtime.store import Effect, JobRow, Store
+from commands.base import EffectKind
 from commands.journalled import OURS, STATE
 from commands.ports import Incus
 from schemas.errors import AtlasError, InvalidCommand, NotFound
@@ -116,16 +117,24 @@ async def _remove_part_file(incus: Incus, effect: Effect) -> str:
     return f"removed the unfinished {part}"
 
 
-UNDO: dict[str, Undo] = {
-    "instance_stopped": _start_instance,
-    "restoring": _restore_safety,
-    "temp_volume": _delete_temp_volume,
-    "old_volume": _delete_volume,
-    "volume_swap": _swap_back,
-    "server_backup": _delete_server_backup,
-    "export_snapshot": _delete_export_snapshot,
-    "part_file": _remove_part_file,
+UNDO: dict[EffectKind, Undo] = {
+    EffectKind.INSTANCE_STOPPED: _start_instance,
+    EffectKind.RESTORING: _restore_safety,
+    EffectKind.TEMP_VOLUME: _delete_temp_volume,
+    EffectKind.OLD_VOLUME: _delete_volume,
+    EffectKind.VOLUME_SWAP: _swap_back,
+    EffectKind.SERVER_BACKUP: _delete_server_backup,
+    EffectKind.EXPORT_SNAPSHOT: _delete_export_snapshot,
+    EffectKind.PART_FILE: _remove_part_file,
 }
+
+
+def undo_for(kind: str) -> Undo | None:
+    """The undo of a journalled kind; None for a kind this agent does not know."""
+    try:
+        return UNDO.get(EffectKind(kind))
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -141,7 +150,7 @@ async def _undo(
     store: Store, incus: Incus, clock: Clock, effects: list[Effect], report: RecoveryReport
 ) -> None:
     for effect in effects:
-        undo = UNDO.get(effect.kind)
+        undo = undo_for(effect.kind)
         if undo is None:
             log.error("journal entry %s of unknown kind %r left as is", effect.seq, effect.kind)
             continue

@@ -1,9 +1,9 @@
-"""The Incus adapter: the `Incus` port over pylxd, every call bounded by the configured timeout.
+"""The synchronous Incus client over pylxd, every call bounded by the configured timeout.
 
-`IncusClient` does the work synchronously through pylxd's raw `api` tree (its model objects
-list snapshots as volumes and force-stop by default); `AsyncIncus` runs it in worker threads
-for the event loop. Nothing from pylxd or requests leaves this module: callers get the
-dataclasses of `commands.ports` and the errors of `schemas.errors`.
+`IncusClient` does the work through pylxd's raw `api` tree (its model objects list
+snapshots as volumes and force-stop by default); `agent.incus.facade.AsyncIncus` runs it in
+worker threads for the event loop. Nothing from pylxd or requests leaves this package:
+callers get the dataclasses of `commands.ports` and the errors of `schemas.errors`.
 """
 
 import logging
@@ -13,44 +13,44 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Literal, Self, TypeVar, TypeVarTuple
-from urllib.parse import quote, unquote, urlparse
+from typing import Any, Self
+from urllib.parse import urlparse
 
-import anyio
-import anyio.from_thread
-import anyio.to_thread
 import requests
 import urllib3.exceptions
 from pylxd import Client
 from pylxd import exceptions as lxd
 from pylxd.client import get_session_for_url
 
+from agent.backups.streams import CHUNK_SIZE
 from agent.config import IncusConfig
-from agent.streams import CHUNK_SIZE
+from agent.incus.convert import (
+    backup_info,
+    backup_progress_bytes,
+    leaf,
+    volume_info,
+    volume_infos,
+)
+from agent.incus.names import checked_name, url_segment
 from commands.ports import (
     BackupCompression,
     BackupInfo,
-    BackupStream,
     BinaryReader,
     ImportSource,
     ProgressCallback,
     ServerInfo,
-    SnapshotInfo,
     VolumeInfo,
 )
-from schemas.commands import INCUS_NAME_PATTERN
 from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand, NotFound
 from schemas.timefmt import iso
 
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
 
 # Server-side backups expire on their own, so a crashed agent never leaves them forever.
 BACKUP_LIFETIME = timedelta(days=1)
@@ -69,136 +69,7 @@ INSTANCE_WRITABLE = (
 )
 
 
-# -- names into URLs: the one place
-#
-# pylxd's `api.node[item]` appends `item` to the URL as it is, so `victim?x` would have
-# addressed `.../custom/victim`. Every name the adapter sends (in a URL, a header or a
-# request body) goes through `checked_name`, and into a URL through `url_segment`: a name
-# outside the rule is refused before any request is made.
-
-NameKind = Literal["pool", "volume", "snapshot", "backup", "instance", "operation"]
-
-_NAME_RULE = (
-    re.compile(INCUS_NAME_PATTERN),
-    "letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 63",
-)
-# Incus's own rule for instances, a host name: its messages are "Name can only contain
-# alphanumeric and hyphen characters", "cannot be a number", "must not end with "-"".
-_INSTANCE_RULE = (
-    re.compile(r"^(?![0-9]+$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$(?!\n)"),
-    "a host name: letters, digits and `-`, not at either end, not a number, at most 63",
-)
-NAME_RULES: dict[NameKind, tuple[re.Pattern[str], str]] = {
-    "pool": _NAME_RULE,
-    "volume": _NAME_RULE,
-    "snapshot": _NAME_RULE,
-    "backup": _NAME_RULE,
-    "instance": _INSTANCE_RULE,
-    "operation": (
-        re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$(?!\n)"),
-        "a UUID",
-    ),
-}
-
-
-def checked_name(kind: NameKind, name: str) -> str:
-    """`name` if it is a valid `kind` name, else `InvalidCommand`, with no request made."""
-    rule, described = NAME_RULES[kind]
-    if not isinstance(name, str) or rule.fullmatch(name) is None:
-        raise InvalidCommand(
-            f"{kind} name {name!r} is not one the agent sends to Incus ({described});"
-            " nothing was asked of Incus"
-        )
-    return name
-
-
-def url_segment(kind: NameKind, name: str) -> str:
-    """A checked name, percent-quoted as one path segment (a no-op for a valid name, kept
-    so that no rule change can ever let `?`, `#` or `/` into a URL)."""
-    return quote(checked_name(kind, name), safe="")
-
-
-# -- Incus answers into the project's types
-
-
-def _timestamp(value: str) -> datetime:
-    """An Incus timestamp (nanoseconds, `Z`), to the microsecond."""
-    return datetime.fromisoformat(value)
-
-
-def _optional_timestamp(value: str | None) -> datetime | None:
-    """None for a missing timestamp or Go's zero time."""
-    if not value or value.startswith("0001-01-01"):
-        return None
-    return _timestamp(value)
-
-
-def _leaf(name: str) -> str:
-    """`volume/snapshot` -> `snapshot`: Incus prefixes snapshots with their volume's name."""
-    return name.rsplit("/", 1)[-1]
-
-
-def _instance_names(used_by: list[str]) -> tuple[str, ...]:
-    """Instance names from `used_by` URLs like `/1.0/instances/web?project=p`; others dropped."""
-    names = []
-    for url in used_by:
-        parts = urlparse(url).path.split("/")
-        if len(parts) == 4 and parts[2] == "instances":
-            names.append(unquote(parts[3]))
-    return tuple(dict.fromkeys(names))
-
-
-def _snapshot_infos(entries: list[Json]) -> tuple[SnapshotInfo, ...]:
-    snapshots = (SnapshotInfo(_leaf(e["name"]), _timestamp(e["created_at"])) for e in entries)
-    return tuple(sorted(snapshots, key=lambda snapshot: snapshot.created))
-
-
-def _volume_info(entry: Json, snapshot_entries: list[Json], pool: str) -> VolumeInfo:
-    return VolumeInfo(
-        name=entry["name"],
-        pool=pool,
-        used_by=_instance_names(entry.get("used_by") or []),
-        snapshots=_snapshot_infos(snapshot_entries),
-        content_type=entry.get("content_type") or "filesystem",
-    )
-
-
-def _volume_infos(entries: list[Json], pool: str) -> list[VolumeInfo]:
-    """Group a recursive listing of custom volumes, where snapshots appear as `volume/snap`."""
-    snapshots: dict[str, list[Json]] = {}
-    for entry in entries:
-        volume, slash, _ = entry["name"].partition("/")
-        if slash:
-            snapshots.setdefault(volume, []).append(entry)
-    volumes = [e for e in entries if "/" not in e["name"]]
-    return sorted(
-        (_volume_info(e, snapshots.get(e["name"], []), pool) for e in volumes),
-        key=lambda volume: volume.name,
-    )
-
-
-def _backup_info(entry: Json) -> BackupInfo:
-    return BackupInfo(
-        name=_leaf(entry["name"]),
-        created=_timestamp(entry["created_at"]),
-        expires=_optional_timestamp(entry.get("expires_at")),
-    )
-
-
 _NAME_TAKEN = re.compile(r"already exists|already in use")
-
-_UNIT_POWERS = {"": 0, "k": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
-_BACKUP_PROGRESS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kMGTPE]?)B\b")
-
-
-def _backup_progress_bytes(metadata: Json | None) -> int | None:
-    """Bytes written so far, from Incus's `create_backup_progress` ("12.34MB (5.00MB/s)").
-
-    Incus 6.0.4 only sends it for instance backups; volume backups report nothing."""
-    match = _BACKUP_PROGRESS.match(str((metadata or {}).get("create_backup_progress", "")))
-    if match is None:
-        return None
-    return int(float(match[1]) * 1000 ** _UNIT_POWERS[match[2]])
 
 
 def _timed_out(exc: requests.RequestException) -> bool:
@@ -239,9 +110,6 @@ def _upload_chunks(source: ImportSource, on_progress: ProgressCallback | None) -
         done += len(chunk)
         if on_progress is not None:
             on_progress(done, total)
-
-
-# -- the synchronous client
 
 
 class BackupDownload:
@@ -400,7 +268,7 @@ class IncusClient:
             return
         budget = budget_s or self._config.timeout_s
         deadline = time.monotonic() + budget
-        operation_id = _leaf(urlparse(body["operation"]).path)
+        operation_id = leaf(urlparse(body["operation"]).path)
         while True:
             try:
                 operation = self._poll_operation(operation_id, deadline)
@@ -418,7 +286,7 @@ class IncusClient:
                 # A create whose name was taken fails in its operation, not with a 409.
                 taken = creates and _NAME_TAKEN.search(why)
                 raise (Conflict if taken else IncusFailure)(f"cannot {call}: {why}")
-            done = _backup_progress_bytes(operation.get("metadata"))
+            done = backup_progress_bytes(operation.get("metadata"))
             if on_progress is not None and done is not None:
                 on_progress(done, 0)
 
@@ -513,14 +381,14 @@ class IncusClient:
         pool = self._config.pool
         with self._calling(f"list the volumes of pool {pool!r}", missing=f"pool {pool!r}"):
             entries = self._volumes().get(params={"recursion": 1}).json()["metadata"]
-        return _volume_infos(entries, pool)
+        return volume_infos(entries, pool)
 
     def get_volume(self, name: str) -> VolumeInfo:
         node = self._volume(name)
         with self._calling(f"read volume {name!r}", missing=f"volume {name!r}"):
             entry = node.get().json()["metadata"]
             snapshots = node.snapshots.get(params={"recursion": 1}).json()["metadata"]
-        return _volume_info(entry, snapshots, self._config.pool)
+        return volume_info(entry, snapshots, self._config.pool)
 
     def volume_exists(self, name: str) -> bool:
         try:
@@ -719,7 +587,7 @@ class IncusClient:
         """The volume's server-side backups, oldest first."""
         with self._calling(f"list the backups of volume {volume!r}", missing=f"volume {volume!r}"):
             entries = self._volume(volume).backups.get(params={"recursion": 1}).json()["metadata"]
-        return sorted((_backup_info(e) for e in entries), key=lambda backup: backup.created)
+        return sorted((backup_info(e) for e in entries), key=lambda backup: backup.created)
 
     def import_backup(
         self, name: str, source: ImportSource, on_progress: ProgressCallback | None = None
@@ -738,131 +606,3 @@ class IncusClient:
             self._complete(response, call, budget_s=self._transfer_s, creates=True)
 
 
-# -- the asynchronous facade
-
-
-class _ThreadedBackupStream:
-    """A `BackupDownload` read one chunk at a time in a worker thread: flat memory."""
-
-    def __init__(self, download: BackupDownload, limiter: anyio.CapacityLimiter) -> None:
-        self._download = download
-        self._limiter = limiter
-
-    @property
-    def size(self) -> int | None:
-        return self._download.size
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        read = self._download.read_chunk
-        while chunk := await anyio.to_thread.run_sync(read, limiter=self._limiter):
-            yield chunk
-
-    def read_chunk(self) -> bytes:
-        """The next chunk (b"" at the end), read in the calling thread: a consumer that is
-        a thread itself then needs no trip through the event loop for each chunk."""
-        return self._download.read_chunk()
-
-
-def _in_event_loop(on_progress: ProgressCallback | None) -> ProgressCallback | None:
-    """A callback a worker thread can call that runs `on_progress` in the event loop."""
-    if on_progress is None:
-        return None
-
-    def report(done: int, total: int) -> None:
-        anyio.from_thread.run_sync(on_progress, done, total)
-
-    return report
-
-
-class AsyncIncus:
-    """The `Incus` port: each call runs `IncusClient` in a worker thread, at most
-    `max_threads` at once. Cancelling a call waits for its thread, whose Incus requests are
-    all bounded, so no request is abandoned half-way."""
-
-    def __init__(self, client: IncusClient, max_threads: int = 4) -> None:
-        self._client = client
-        self._limiter = anyio.CapacityLimiter(max_threads)
-
-    async def _run(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
-
-    async def server_info(self) -> ServerInfo:
-        return await self._run(self._client.server_info)
-
-    async def list_volumes(self) -> list[VolumeInfo]:
-        return await self._run(self._client.list_volumes)
-
-    async def get_volume(self, name: str) -> VolumeInfo:
-        return await self._run(self._client.get_volume, name)
-
-    async def volume_exists(self, name: str) -> bool:
-        return await self._run(self._client.volume_exists, name)
-
-    async def instance_status(self, name: str) -> str:
-        return await self._run(self._client.instance_status, name)
-
-    async def stop_instance(self, name: str) -> None:
-        await self._run(self._client.stop_instance, name)
-
-    async def start_instance(self, name: str) -> None:
-        await self._run(self._client.start_instance, name)
-
-    async def create_snapshot(self, volume: str, name: str) -> None:
-        await self._run(self._client.create_snapshot, volume, name)
-
-    async def delete_snapshot(self, volume: str, name: str) -> None:
-        await self._run(self._client.delete_snapshot, volume, name)
-
-    async def restore_snapshot(self, volume: str, snapshot: str) -> None:
-        await self._run(self._client.restore_snapshot, volume, snapshot)
-
-    async def copy_volume(self, source: str, snapshot: str | None, target: str) -> None:
-        await self._run(self._client.copy_volume, source, snapshot, target)
-
-    async def rename_volume(self, old: str, new: str) -> None:
-        await self._run(self._client.rename_volume, old, new)
-
-    async def delete_volume(self, name: str) -> None:
-        await self._run(self._client.delete_volume, name)
-
-    async def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
-        await self._run(self._client.swap_volume, volume, replacement, keep_as)
-
-    async def volume_disks(self, volume: str) -> dict[str, dict[str, Json]]:
-        return await self._run(self._client.volume_disks, volume)
-
-    async def attach_disks(self, instance: str, devices: dict[str, Json]) -> None:
-        await self._run(self._client.attach_disks, instance, devices)
-
-    async def create_backup(
-        self,
-        volume: str,
-        name: str,
-        compression: BackupCompression,
-        on_progress: ProgressCallback | None = None,
-    ) -> None:
-        create = partial(self._client.create_backup, on_progress=_in_event_loop(on_progress))
-        await self._run(create, volume, name, compression)
-
-    @asynccontextmanager
-    async def export_backup(self, volume: str, name: str) -> AsyncIterator[BackupStream]:
-        download = await self._run(self._client.export_backup, volume, name)
-        try:
-            yield _ThreadedBackupStream(download, self._limiter)
-        finally:
-            download.close()  # drops the connection if unread: no blocking I/O
-
-    async def delete_backup(self, volume: str, name: str) -> None:
-        await self._run(self._client.delete_backup, volume, name)
-
-    async def list_backups(self, volume: str) -> list[BackupInfo]:
-        return await self._run(self._client.list_backups, volume)
-
-    async def import_backup(
-        self, name: str, source: ImportSource, on_progress: ProgressCallback | None = None
-    ) -> None:
-        import_ = partial(self._client.import_backup, on_progress=_in_event_loop(on_progress))
-        await self._run(import_, name, source)

@@ -1,12 +1,12 @@
 """The job runner: a bounded FIFO queue, a concurrency limit, one holder per volume.
 
 Jobs move queued -> running -> a final state; every transition is stored, then
-published (retained job state and an event). The final state is recorded inside a
+emitted on the event stream (the job's state, a transition, and at the end `JobFinished`),
+which the publisher puts on the broker. The final state is recorded inside a
 shielded scope, so a job cancelled by shutdown still ends `interrupted` on the broker.
 """
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +15,12 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from agent.clock import Clock
-from agent.context import RunningJob, StoreJournal
-from agent.jobs import Job, state_from_row
-from agent.publisher import Publisher
-from agent.scheduling import Waiting, runnable
-from agent.store import JobRow, Store
-from commands.base import Control, Outcome
-from commands.inventory import Inventory
-from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
+from agent.runtime.context import RunningJob, StoreJournal
+from agent.runtime.events import EventBus, JobFinished, JobStateChanged, JobTransitioned
+from agent.runtime.jobs import Job, state_from_row
+from agent.runtime.queue_order import Waiting, runnable
+from agent.runtime.store import JobRow, Store
+from commands.base import Control, Outcome, Ports
 from commands.registry import action_for
 from commands.steps import error_info
 from schemas.errors import AtlasError, JobCancelled, NotFound, QueueFull
@@ -40,17 +38,10 @@ FINALIZE_BOUND_S = 10.0
 @dataclass
 class RunnerDeps:
     store: Store
-    publisher: Publisher
-    incus: Incus
-    backups: BackupFiles
-    exports: ExportFiles
-    archives: ArchiveInspector
-    catalog: Catalog
-    inventory: Inventory
+    events: EventBus
+    ports: Ports
     control: Control
     clock: Clock
-    # Called with the targets of every finished job, to republish their volume states.
-    on_finished: Callable[[Job], Awaitable[None]]
 
 
 class JobRunner:
@@ -142,13 +133,13 @@ class JobRunner:
     async def _announce_row(self, row: JobRow) -> None:
         with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
             now = self._deps.clock()
-            await self._deps.publisher.job(state_from_row(row, now))
-            await self._deps.publisher.event(
+            await self._deps.events.emit(JobStateChanged(state_from_row(row, now)))
+            await self._deps.events.emit(JobTransitioned(
                 Event(job=row.id, action=row.action, state=row.state, at=iso(now),
                       at_ts=epoch_ms(now))
-            )
+            ))
 
-    # The scheduling loop
+    # Starting queued jobs as slots and volumes free up
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -172,12 +163,7 @@ class JobRunner:
         deps = self._deps
         return RunningJob(
             job=job,
-            incus=deps.incus,
-            backups=deps.backups,
-            exports=deps.exports,
-            archives=deps.archives,
-            catalog=deps.catalog,
-            inventory=deps.inventory,
+            ports=deps.ports,
             journal=StoreJournal(deps.store, job.id, deps.clock),
             control=deps.control,
             clock=deps.clock,
@@ -258,7 +244,7 @@ class JobRunner:
         self._wake.set()
         try:
             await self._transition(job)
-            await self._deps.on_finished(job)
+            await self._deps.events.emit(JobFinished(job))
         except Exception:
             log.exception("could not record the final state of job %s", job.id)
 
@@ -276,7 +262,7 @@ class JobRunner:
         now = self._deps.clock()
         event = Event(job=job.id, action=job.action, state=job.state, at=iso(now),
                       at_ts=epoch_ms(now))
-        await self._deps.publisher.event(event)
+        await self._deps.events.emit(JobTransitioned(event))
 
     async def _publish(self, job: Job) -> None:
-        await self._deps.publisher.job(job.to_state(self._deps.clock()))
+        await self._deps.events.emit(JobStateChanged(job.to_state(self._deps.clock())))

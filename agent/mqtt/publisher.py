@@ -1,5 +1,6 @@
 """Encodes and publishes everything the agent says, and remembers its retained state.
 
+It follows the agent's event stream: job states and transitions, volume and agent states.
 The last retained payload of each topic is kept, so the whole state can be republished
 when the session (re)connects: a broker restarted without persistence still ends up
 with every job, volume and agent topic the agent owns.
@@ -12,7 +13,15 @@ from typing import Protocol
 
 import msgspec
 
-from agent.topics import Topics
+from agent.mqtt.topics import Topics
+from agent.runtime.events import (
+    AgentStateChanged,
+    EventBus,
+    JobPurged,
+    JobStateChanged,
+    JobTransitioned,
+    VolumeStateChanged,
+)
 from schemas.messages import AgentOffline, AgentState, Event, JobState, Response, VolumeState
 
 log = logging.getLogger(__name__)
@@ -51,6 +60,14 @@ class Publisher:
         self._job_expiry_s = job_retention_s
         self._retained: OrderedDict[str, tuple[bytes, int | None]] = OrderedDict()
         self._job_topics: OrderedDict[str, None] = OrderedDict()
+
+    def follow(self, events: EventBus) -> None:
+        """Publish what the agent announces on `events`, in the order it is emitted."""
+        events.subscribe(JobStateChanged, lambda e: self.job(e.state))
+        events.subscribe(JobTransitioned, lambda e: self.event(e.event))
+        events.subscribe(JobPurged, lambda e: self.forget_job(e.job_id))
+        events.subscribe(VolumeStateChanged, lambda e: self.volume(e.state))
+        events.subscribe(AgentStateChanged, lambda e: self.agent(e.state))
 
     async def _retain(self, topic: str, payload: bytes, expiry_s: int | None = None) -> None:
         self._retained[topic] = (payload, expiry_s)

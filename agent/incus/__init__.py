@@ -1,0 +1,2 @@
+"""The Incus adapter: the REST client, its JSON conversion, and the async facade the
+commands' Incus port is."""
