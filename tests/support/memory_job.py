@@ -1,0 +1,115 @@
+"""A `JobContext` for unit tests of `execute`: the in-memory Incus, a journal that keeps
+its entries in a list, backup files held in memory, and progress recorded."""
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from commands.base import JobContext
+from commands.ports import BackupFile, BinaryReader, Checkpoint, ProgressCallback
+from tests.support.memory_incus import EPOCH, MemoryIncus
+
+
+@dataclass
+class Entry:
+    seq: int
+    kind: str
+    target: str
+    data: dict[str, Any]
+    open: bool = True
+
+
+@dataclass
+class RecordingJournal:
+    """The `Journal` port: every entry recorded, in order; resolving one closes it."""
+
+    entries: list[Entry] = field(default_factory=list)
+
+    def record(self, kind: str, target: str, data: dict[str, Any] | None = None) -> int:
+        self.entries.append(Entry(len(self.entries) + 1, kind, target, dict(data or {})))
+        return len(self.entries)
+
+    def update(self, seq: int, data: dict[str, Any]) -> None:
+        entry = self.entries[seq - 1]
+        assert entry.open, f"entry {seq} updated after it was resolved"
+        entry.data = dict(data)
+
+    def resolve(self, seq: int) -> None:
+        self.entries[seq - 1].open = False
+
+    @property
+    def kinds(self) -> list[tuple[str, str]]:
+        """(kind, target) of every entry, in the order recorded."""
+        return [(e.kind, e.target) for e in self.entries]
+
+    @property
+    def open(self) -> list[tuple[str, str]]:
+        """(kind, target) of the entries left open: what recovery would undo."""
+        return [(e.kind, e.target) for e in self.entries if e.open]
+
+
+def backup_file(volume: str, set_name: str = "manual") -> BackupFile:
+    """A backup of `volume` as `BackupFiles.locate` returns it."""
+    name = f"{volume}.tar.zst"
+    return BackupFile(
+        path=f"/backup/{set_name}/{name}", set_name=set_name, file_name=name, volume=volume,
+        size=100, plaintext_size=100, sha256="0" * 64, encrypted=False, compression="zstd",
+        in_manifest=True,
+    )
+
+
+@dataclass
+class MemoryBackups:
+    """The part of the `BackupFiles` port `import` uses: one backup, whose plaintext is
+    `data` (what the imported volume will hold)."""
+
+    backup: BackupFile
+    data: str
+
+    async def locate(self, backup: str | None, file: str | None) -> BackupFile:
+        return self.backup
+
+    async def verify_checksum(
+        self,
+        backup: BackupFile,
+        on_progress: ProgressCallback,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        on_progress(backup.size, backup.size)
+
+    @contextmanager
+    def open_plaintext(
+        self, backup: BackupFile, checkpoint: Checkpoint | None = None
+    ) -> Iterator[BinaryReader]:
+        yield io.BytesIO(self.data.encode())
+
+
+@dataclass
+class MemoryJob:
+    """What `execute` reaches of a job. The ports a command does not use are absent: a
+    test whose command reaches one fails with AttributeError."""
+
+    incus: MemoryIncus
+    journal: RecordingJournal = field(default_factory=RecordingJournal)
+    backups: MemoryBackups | None = None
+    job_id: str = "job-1"
+    clock: datetime = EPOCH
+    phases: list[str] = field(default_factory=list)
+
+    def now(self) -> datetime:
+        return self.clock
+
+    def checkpoint(self) -> None:
+        pass
+
+    def progress(self, phase: str, done: int = 0, total: int = 0, *, unit: str = "bytes") -> None:
+        if not self.phases or self.phases[-1] != phase:
+            self.phases.append(phase)
+
+    @property
+    def context(self) -> JobContext:
+        """This job as the context `execute` takes (it has only the ports listed above)."""
+        return cast(JobContext, self)
