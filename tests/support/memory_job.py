@@ -9,7 +9,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from commands.base import JobContext
+from commands.inventory import Inventory
 from commands.ports import BackupFile, BinaryReader, Checkpoint, ProgressCallback
+from schemas.config import ATLAS_SERVICES
 from tests.support.memory_incus import EPOCH, MemoryIncus
 
 
@@ -95,6 +97,9 @@ class MemoryJob:
     incus: MemoryIncus
     journal: RecordingJournal = field(default_factory=RecordingJournal)
     backups: MemoryBackups | None = None
+    inventory: Inventory = field(default_factory=lambda: Inventory(ATLAS_SERVICES))
+    # An `ExportFiles` for the commands that write backup files.
+    exports: Any = None
     job_id: str = "job-1"
     clock: datetime = EPOCH
     phases: list[str] = field(default_factory=list)
