@@ -42,14 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.crypto.gpg_args import symmetric_args
-from tests.integration.conftest import AgentHarness
+from schemas.config import ServiceConfig
 from tests.support.broker import running_broker
-from tests.support.custom_agent import custom_agent
 from tests.support.export_checks import instance_pid
+from tests.support.harness import AgentHarness, running_agent
 from tests.support.incus_env import IncusProject, incus_project
 
 INSTANCE, VOLUME = "bench01", "bench01-data"
-SERVICES = f'\n[[services]]\nname = "bench"\ninstance = "{INSTANCE}"\nvolume = "{VOLUME}"\n'
+SERVICES = [ServiceConfig(name="bench", instance=INSTANCE, volume=VOLUME)]
 JOB_TIMEOUT_S = 3600.0
 MIB = 1024 * 1024
 
@@ -236,12 +236,9 @@ def bench_stack(workdir: Path) -> Iterator[tuple[IncusProject, AgentHarness]]:
         incus_project("atlas-bench") as project,
     ):
         project.make_service(INSTANCE, VOLUME)
-        passphrase = workdir / "agent" / "passphrase"
-        passphrase.parent.mkdir(mode=0o700)
-        passphrase.write_text("bench passphrase\n")
-        extra = f'[encryption]\npassphrase_file = "{passphrase}"\n'
-        with custom_agent(broker.port, project.name, workdir / "agent", extra=extra,
-                          services=SERVICES) as agent:
+        (workdir / "agent").mkdir(mode=0o700)
+        with running_agent(broker.port, project.name, workdir / "agent",
+                           passphrase="bench passphrase", services=SERVICES) as agent:
             yield project, agent
 
 

@@ -14,17 +14,14 @@ import uuid
 from functools import partial
 from pathlib import Path
 
-from tests.support.agent_proc import AgentProcess, write_config
+from schemas.config import ServiceConfig
+from tests.support.agent_proc import AgentProcess
 from tests.support.broker import running_broker
 from tests.support.client import Received, TestClient
+from tests.support.harness import agent_config, write_config
 from tests.support.incus_env import incus_project
 
-SERVICES = """
-[[services]]
-name = "grafana"
-instance = "grafana01"
-volume = "grafana01-data"
-"""
+SERVICES = [ServiceConfig(name="grafana", instance="grafana01", volume="grafana01-data")]
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -65,8 +62,9 @@ def main() -> None:
         with running_broker(work / "broker") as broker:
             prefix = f"atlas-bench/{uuid.uuid4().hex[:6]}"
             config = work / "config.toml"
-            write_config(config, port=broker.port, prefix=prefix, project=project.name,
-                         workdir=work, services=SERVICES)
+            write_config(config, agent_config(port=broker.port, prefix=prefix,
+                                              project=project.name, workdir=work,
+                                              services=SERVICES))
             client = TestClient(broker.port, prefix)
             agent = AgentProcess(config, work / "agent.log")
             agent.start()

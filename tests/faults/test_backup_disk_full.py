@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import JOB_TIMEOUT_S, AgentFactory, FaultAgent
 from tests.support.export_checks import part_files, server_backups, sha256_of
+from tests.support.fault_suite import JOB_TIMEOUT_S, AgentFactory, FaultAgent
 from tests.support.incus_env import IncusProject
 from tests.support.small_fs import CannotMount, small_filesystem
 

@@ -5,9 +5,9 @@ import re
 import uuid
 from collections.abc import Callable
 
-from tests.faults.conftest import JOB_TIMEOUT_S, VOLUMES, Evidence, FaultAgent, wait_until
 from tests.support.broker import Broker
 from tests.support.client import Received, TestClient
+from tests.support.fault_suite import JOB_TIMEOUT_S, VOLUMES, Evidence, FaultAgent, wait_until
 from tests.support.incus_env import IncusProject
 
 

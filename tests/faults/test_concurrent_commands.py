@@ -8,8 +8,8 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from tests.faults.conftest import VOLUMES, AgentFactory
 from tests.support.client import FINAL
+from tests.support.fault_suite import VOLUMES, AgentFactory
 from tests.support.incus_env import IncusProject
 
 COUNT = 200
@@ -38,7 +38,7 @@ def commands(run: str) -> list[dict[str, Any]]:
 def test_two_hundred_commands_at_once_all_end_and_never_share_a_volume(
     make_agent: AgentFactory, atlas: IncusProject
 ) -> None:
-    agent = make_agent(extra="[jobs]\nmax_queue = 250\nmax_concurrent = 3")
+    agent = make_agent(jobs={"max_queue": 250, "max_concurrent": 3})
     run = f"load-{uuid.uuid4().hex[:6]}"
     sent = commands(run)
     for command in sent:

@@ -18,8 +18,8 @@ import pytest
 from agent.mqtt.session import CLOSE_TIMEOUT_S
 from agent.runtime.runner import FINALIZE_BOUND_S
 from schemas.config import IncusConfig
-from tests.faults.conftest import JOB_TIMEOUT_S, AgentFactory, FaultAgent
 from tests.support.backups import SET, catalog_backup
+from tests.support.fault_suite import JOB_TIMEOUT_S, AgentFactory, FaultAgent
 from tests.support.incus_env import IncusProject
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "atlas-backup.service"

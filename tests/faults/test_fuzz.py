@@ -17,8 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.faults.conftest import FaultAgent
 from tests.support.client import Received
+from tests.support.fault_suite import FaultAgent
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[2] / "schemas" / "command.schema.json").read_text()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import AgentFactory
+from tests.support.fault_suite import AgentFactory
 from tests.support.incus_env import IncusProject
 from tests.support.incus_proxy import IncusProxy, incus_proxy
 
@@ -31,8 +31,8 @@ def test_recovery_with_incus_down_at_start_is_retried_until_the_instance_runs(
     make_agent: AgentFactory, atlas: IncusProject, proxy: IncusProxy
 ) -> None:
     agent = make_agent(
-        start=False, incus_extra=f'socket = "{proxy.path}"',
-        extra=f"recovery_retry_s = {RETRY_S}",
+        start=False, incus={"socket": str(proxy.path)},
+        agent={"recovery_retry_s": RETRY_S},
     )
     job_id = agent.crash_at(
         "instance_stopped", {"action": "snapshot", "volumes": ["loki01-data"], "quiesce": True}
@@ -63,8 +63,8 @@ def test_a_hung_incus_call_times_out_and_the_instance_starts_once_incus_answers(
     make_agent: AgentFactory, atlas: IncusProject, proxy: IncusProxy
 ) -> None:
     agent = make_agent(
-        incus_extra=f'socket = "{proxy.path}"', incus_timeout_s=TIMEOUT_S,
-        extra=f"recovery_retry_s = {RETRY_S}",
+        incus={"socket": str(proxy.path), "timeout_s": TIMEOUT_S},
+        agent={"recovery_retry_s": RETRY_S},
     )
     atlas.write("mosquitto01", "/data/state", "before the hang")
     proxy.hang_on(rb"POST /1\.0/storage-pools/local/volumes/custom/mosquitto01-data/snapshots")

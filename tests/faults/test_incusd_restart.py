@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import INSTANCES, JOB_TIMEOUT_S, VOLUMES, AgentFactory, wait_until
+from tests.support.fault_suite import INSTANCES, JOB_TIMEOUT_S, VOLUMES, AgentFactory, wait_until
 from tests.support.incus_env import IncusProject
 
 INCUSD = ["/usr/libexec/incus/incusd", "--group", "root"]
@@ -86,7 +86,7 @@ def restart_incusd(how: signal.Signals) -> None:
 def test_incusd_restarted_mid_job_fails_it_clearly_and_no_instance_stays_stopped(
     make_agent: AgentFactory, atlas: IncusProject, how: signal.Signals
 ) -> None:
-    agent = make_agent(extra=f"recovery_retry_s = {RETRY_S}")
+    agent = make_agent(agent={"recovery_retry_s": RETRY_S})
     contents = {i: f"{i} {uuid.uuid4().hex[:8]}" for i in INSTANCES}
     for instance, content in contents.items():
         atlas.write(instance, "/data/state", content)

@@ -20,9 +20,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.faults.conftest import AgentFactory, Evidence, FaultAgent, wait_until
 from tests.support.broker import Broker, free_port, running_broker, wait_listening
 from tests.support.client import TestClient, wipe_session
+from tests.support.fault_suite import AgentFactory, Evidence, FaultAgent, wait_until
 from tests.support.incus_env import IncusProject
 from tests.support.pki import Certificates, make_certificates
 
@@ -93,19 +93,19 @@ def identity(secure: SecureBroker, evidence: Evidence, user: str,
 
 
 def agent_mqtt(secure: SecureBroker, workdir: Path, password: str, *,
-               certificate: bool = True) -> str:
+               certificate: bool = True) -> dict[str, str]:
     password_file = workdir / f"mqtt-password-{uuid.uuid4().hex[:6]}"
     password_file.write_text(password + "\n")
     password_file.chmod(0o600)
-    lines = [
-        'username = "atlas-backup"',
-        f'password_file = "{password_file}"',
-        f'tls_ca_file = "{secure.certs.ca}"',
-    ]
+    table = {
+        "username": "atlas-backup",
+        "password_file": str(password_file),
+        "tls_ca_file": str(secure.certs.ca),
+    }
     if certificate:
-        lines += [f'tls_cert_file = "{secure.certs.client_cert}"',
-                  f'tls_key_file = "{secure.certs.client_key}"']
-    return "\n".join(lines)
+        table |= {"tls_cert_file": str(secure.certs.client_cert),
+                  "tls_key_file": str(secure.certs.client_key)}
+    return table
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def secure_agent(
     return make_agent(
         port=secure.tls_port,
         prefix=PREFIX,
-        mqtt_extra=agent_mqtt(secure, tmp_path, PASSWORDS["atlas-backup"]),
+        mqtt=agent_mqtt(secure, tmp_path, PASSWORDS["atlas-backup"]),
         client=lambda prefix: identity(secure, evidence, "operator", (f"{prefix}/#",)),
     )
 
@@ -241,7 +241,7 @@ def test_an_agent_with_a_wrong_password_stays_offline_and_never_logs_it(
     wrong = evidence.secret("wrong-password")
     agent = make_agent(
         start=False, port=secure.tls_port, prefix=PREFIX,
-        mqtt_extra=agent_mqtt(secure, tmp_path, wrong),
+        mqtt=agent_mqtt(secure, tmp_path, wrong),
         client=lambda prefix: identity(secure, evidence, "operator", (f"{prefix}/#",)),
     )
     agent.process.start()
@@ -257,7 +257,7 @@ def test_an_agent_without_a_client_certificate_is_refused(
 ) -> None:
     agent = make_agent(
         start=False, port=secure.tls_port, prefix=PREFIX,
-        mqtt_extra=agent_mqtt(secure, tmp_path, PASSWORDS["atlas-backup"], certificate=False),
+        mqtt=agent_mqtt(secure, tmp_path, PASSWORDS["atlas-backup"], certificate=False),
         client=lambda prefix: identity(secure, evidence, "operator", (f"{prefix}/#",)),
     )
     agent.process.start()
@@ -269,7 +269,7 @@ def test_an_agent_without_a_client_certificate_is_refused(
 def test_allow_actions_limits_what_the_agent_accepts(
     make_agent: AgentFactory, atlas: IncusProject
 ) -> None:
-    agent = make_agent(extra='allow_actions = ["status", "list", "snapshot"]')
+    agent = make_agent(agent={"allow_actions": ["status", "list", "snapshot"]})
     command, _ = _restore_command(atlas)
     refused = agent.client.command(command)  # on <p>/cmd/admin: still not allowed
     assert refused["status"] == "rejected"
@@ -288,7 +288,7 @@ def test_allow_actions_limits_what_the_agent_accepts(
 def test_with_no_admin_actions_restore_is_taken_on_the_command_topic(
     make_agent: AgentFactory, atlas: IncusProject
 ) -> None:
-    agent = make_agent(extra="admin_actions = []")
+    agent = make_agent(agent={"admin_actions": []})
     command, _ = _restore_command(atlas)
     agent.client.publish(command, topic=f"{agent.prefix}/cmd")
     job = agent.client.wait_job(str(command["id"]))

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tests.integration.conftest import AgentHarness
 from tests.support.client import TestClient, response_properties
+from tests.support.harness import AgentHarness
 from tests.support.incus_env import IncusProject
 
 

@@ -4,8 +4,8 @@ cancel the operator's jobs from the plain topic, or lose its session unnoticed."
 
 import uuid
 
-from tests.integration.conftest import AgentHarness
 from tests.support.client import Received, TestClient, response_properties, wipe_session
+from tests.support.harness import AgentHarness
 from tests.support.incus_env import IncusProject
 
 

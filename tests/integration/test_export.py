@@ -19,9 +19,7 @@ import pytest
 
 from agent.backups.manifests import read_manifest
 from schemas.commands import Compression
-from tests.integration.conftest import ATLAS, AgentHarness
 from tests.support.broker import Broker
-from tests.support.custom_agent import custom_agent, services_toml
 from tests.support.export_checks import (
     fill,
     imported_by_the_cli,
@@ -33,6 +31,7 @@ from tests.support.export_checks import (
     tree_of,
 )
 from tests.support.gpg_keys import gpg as plain_gpg
+from tests.support.harness import ATLAS, AgentHarness, atlas_services, running_agent
 from tests.support.incus_env import IncusProject, incus_project
 from tests.support.small_fs import CannotMount, small_filesystem
 
@@ -236,8 +235,10 @@ def test_a_full_backup_filesystem_fails_the_export_and_leaves_no_part(
 def test_incus_refusing_one_volume_fails_it_and_the_others_are_exported(
     broker: Broker, atlas: IncusProject, tmp_path: Path
 ) -> None:
-    services = services_toml({"ghost": ("grafana01", "ghost01-data")})
-    with custom_agent(broker.port, atlas.name, tmp_path, services=services) as agent:
+    services = atlas_services({"ghost": ("grafana01", "ghost01-data")})
+    with running_agent(
+        broker.port, atlas.name, tmp_path, passphrase=None, services=services
+    ) as agent:
         for mode in ("stop", "snapshot"):
             job = export(agent, volumes=["ghost01-data", "grafana01-data"], mode=mode)
             assert job["state"] == "partial", job

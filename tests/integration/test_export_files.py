@@ -25,11 +25,6 @@ SET = "20261128"
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def operator_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorKey]:
     key = generate_operator_key(tmp_path_factory.mktemp("key"))

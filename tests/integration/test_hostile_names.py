@@ -41,12 +41,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from schemas.config import ADMIN_ACTIONS
-from tests.integration.conftest import ATLAS, TEST_PASSPHRASE, AgentHarness
-from tests.support.agent_proc import AgentProcess, write_config
 from tests.support.backups import SET as CATALOG_SET
 from tests.support.backups import catalog_backup
 from tests.support.broker import Broker
 from tests.support.client import Received, TestClient, response_properties
+from tests.support.harness import ATLAS, AgentHarness, prepare_agent
 from tests.support.incus_env import IncusProject, incus, incus_project
 from tests.support.world import Change, How, IncusReader, Kind, Obj, World, changes, observe
 
@@ -489,16 +488,11 @@ def cli_export(project: IncusProject, volume: str, path: Path, compression: str)
 
 
 def start_agent(broker: Broker, project: str, workdir: Path) -> AgentHarness:
-    passphrase = workdir / "passphrase"
-    passphrase.write_text(TEST_PASSPHRASE + "\n")
-    passphrase.chmod(0o600)
-    config = workdir / "config.toml"
-    write_config(config, port=broker.port, prefix=PREFIX, project=project, workdir=workdir,
-                 extra=f'[encryption]\npassphrase_file = "{passphrase}"\n')
-    # Everything: answers may go anywhere a hostile `reply_to` says.
-    client = TestClient(broker.port, PREFIX, subscriptions=("#", "$atlas/#"))
-    harness = AgentHarness(AgentProcess(config, workdir / "agent.log"), client, PREFIX,
-                           broker.port, workdir)
+    harness = prepare_agent(
+        broker.port, project, workdir, prefix=PREFIX,
+        # Everything: answers may go anywhere a hostile `reply_to` says.
+        client=lambda prefix: TestClient(broker.port, prefix, subscriptions=("#", "$atlas/#")),
+    )
     harness.start()
     return harness
 

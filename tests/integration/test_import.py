@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import AgentHarness
 from tests.support.backups import (
     SET,
     catalog_backup,
@@ -19,6 +18,7 @@ from tests.support.backups import (
     leftovers,
     truncate,
 )
+from tests.support.harness import AgentHarness
 from tests.support.incus_env import IncusProject
 from tests.support.incus_tarball import INDEX_YAML, tar_bytes
 

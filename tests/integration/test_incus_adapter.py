@@ -64,11 +64,6 @@ def incus(client: IncusClient) -> AsyncIncus:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def service(project: IncusProject) -> Iterator[Service]:
     service = Service(project, instance=unique("svc"), volume=unique("data"))
     project.make_service(service.instance, service.volume)

@@ -1,23 +1,21 @@
 """The agent against the real incusd over HTTPS: a trusted client certificate, the server's
 certificate pinned, and an environment that says otherwise (a CA bundle and a proxy)."""
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import AgentHarness
-from tests.support.agent_proc import AgentProcess, write_config
+from schemas.config import ServiceConfig
 from tests.support.broker import Broker
-from tests.support.client import TestClient
 from tests.support.export_checks import server_backups, sha256_of, temporary_volumes, tree_of
+from tests.support.harness import AgentHarness, running_agent
 from tests.support.incus_env import IncusProject, incus_project
 from tests.support.incus_https import RemoteIncus, free_port, incus_over_https
 from tests.support.pki import Certificates, make_certificates
 
-SERVICE = '\n[[services]]\nname = "tiny"\ninstance = "tiny01"\nvolume = "tiny01-data"\n'
+SERVICE = ServiceConfig(name="tiny", instance="tiny01", volume="tiny01-data")
 
 
 @pytest.fixture(scope="module")
@@ -61,35 +59,18 @@ def https_agent(broker: Broker, project: IncusProject, remote: RemoteIncus, work
                 *, server_cert: Path | None, env: dict[str, str]) -> Iterator[AgentHarness]:
     """The agent configured for `remote` alone (its socket setting names no socket),
     pinning `server_cert` if given."""
-    prefix = f"atlas-test/{uuid.uuid4().hex[:8]}"
-    config = workdir / "config.toml"
-    write_config(
-        config, port=broker.port, prefix=prefix, project=project.name, workdir=workdir,
-        services=SERVICE,
-        incus_extra=(
-            f'socket = "{workdir}/no-such.socket"\n'
-            f'url = "{remote.url}"\n'
-            f'client_cert_file = "{remote.client_cert}"\n'
-            f'client_key_file = "{remote.client_key}"\n'
-            + (f'server_cert_file = "{server_cert}"\n' if server_cert else "")
-        ),
-    )
-    client = TestClient(broker.port, prefix)
-    harness = AgentHarness(
-        AgentProcess(config, workdir / "agent.log"), client, prefix, broker.port, workdir
-    )
-    mark = client.mark()
-    harness.process.start(env)
-    try:
-        client.wait_for(
-            lambda r: r.topic == f"{prefix}/agent" and r.json().get("state") == "online",
-            timeout=30, since=mark,
-        )
+    incus = {
+        "socket": f"{workdir}/no-such.socket",
+        "url": remote.url,
+        "client_cert_file": str(remote.client_cert),
+        "client_key_file": str(remote.client_key),
+        "server_cert_file": str(server_cert) if server_cert else "",
+    }
+    with running_agent(
+        broker.port, project.name, workdir, env=env, passphrase=None, services=[SERVICE],
+        incus=incus,
+    ) as harness:
         yield harness
-    finally:
-        harness.process.stop()
-        client.close()
-        print(harness.process.log()[-20000:])
 
 
 def test_list_and_export_over_https_trust_the_pinned_certificate_not_the_environment(

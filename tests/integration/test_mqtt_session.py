@@ -34,11 +34,6 @@ ONLINE = b'{"state": "online"}'
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     with running_broker(tmp_path / "broker") as broker:
         yield broker

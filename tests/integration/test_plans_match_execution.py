@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import AgentHarness
+from tests.support.harness import AgentHarness
 from tests.support.incus_env import IMAGE_ALIAS, IncusProject
 from tests.support.incus_events import Lifecycle, LifecycleLog, lifecycle_log
 

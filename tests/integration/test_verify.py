@@ -14,10 +14,8 @@ from typing import Any
 import pytest
 
 from agent.backups.manifests import MANIFEST_NAME, read_manifest, record_backup
-from tests.integration.conftest import ATLAS, AgentHarness
 from tests.support.backups import flip_byte, recorded_tarball, truncate
 from tests.support.broker import Broker
-from tests.support.custom_agent import custom_agent
 from tests.support.export_checks import (
     fill,
     part_files,
@@ -25,6 +23,7 @@ from tests.support.export_checks import (
     temporary_volumes,
 )
 from tests.support.gpg_keys import OperatorKey, generate_operator_key, stop_agent
+from tests.support.harness import ATLAS, AgentHarness, running_agent
 from tests.support.incus_env import IncusProject, incus_project
 from tests.support.incus_tarball import INDEX_YAML, compress
 
@@ -283,9 +282,11 @@ def test_a_volume_without_backups_fails_its_verify_and_the_others_pass(
 def test_a_public_key_backup_is_checked_as_far_as_the_agent_host_can(
     broker: Broker, atlas: IncusProject, tmp_path: Path, operator_key: OperatorKey
 ) -> None:
-    extra = (f'[encryption]\nrecipients = ["{operator_key.fingerprint}"]\n'
-             f'public_keys_file = "{operator_key.public_file}"\n')
-    with custom_agent(broker.port, atlas.name, tmp_path, extra=extra) as agent:
+    encryption = {"recipients": [operator_key.fingerprint],
+                  "public_keys_file": str(operator_key.public_file)}
+    with running_agent(
+        broker.port, atlas.name, tmp_path, passphrase=None, encryption=encryption
+    ) as agent:
         backup = exported(agent, "step-ca01-data")
         assert backup["encryption"] == "public-key"
         assert backup["key_ids"] == [operator_key.fingerprint]

@@ -1,4 +1,4 @@
-"""The agent as a real process, with a config written for one test's broker and project."""
+"""The agent as a real process, on a config written by `tests.support.harness`."""
 
 import os
 import signal
@@ -9,40 +9,6 @@ from pathlib import Path
 from typing import TextIO
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def write_config(path: Path, *, port: int, prefix: str, project: str, workdir: Path,
-                 services: str = "", extra: str = "", mqtt_extra: str = "",
-                 incus_extra: str = "", incus_timeout_s: float = 60) -> None:
-    """`extra` follows the [agent] keys (more keys, or further tables); `mqtt_extra` and
-    `incus_extra` add keys to those tables (credentials, TLS, timeouts, a socket)."""
-    path.write_text(
-        f"""
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-client_id = "agent-{prefix.replace('/', '-')}"
-topic_prefix = "{prefix}"
-{mqtt_extra}
-
-[incus]
-project = "{project}"
-pool = "local"
-timeout_s = {incus_timeout_s}
-stop_timeout_s = 10
-{incus_extra}
-
-[storage]
-backup_dir = "{workdir}/backup"
-state_dir = "{workdir}/state"
-
-[agent]
-status_interval_s = 60
-log_level = "debug"
-{extra}
-{services}
-"""
-    )
 
 
 @dataclass

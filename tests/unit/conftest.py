@@ -12,8 +12,3 @@ def fixed_token(monkeypatch: pytest.MonkeyPatch) -> str:
     """Derived names with a known token instead of a random one, for exact comparisons."""
     monkeypatch.setattr(names, "token", lambda: TOKEN)
     return TOKEN
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

@@ -9,11 +9,6 @@ from schemas.messages import Event
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_subscribers_see_their_events_in_order_and_a_failing_one_is_isolated() -> None:
     bus, seen = EventBus(), list[str]()
 

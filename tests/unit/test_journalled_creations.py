@@ -20,11 +20,6 @@ from schemas.errors import Conflict, IncusFailure
 NOW = datetime(2026, 11, 28, 2, 0, 13, tzinfo=UTC)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class FakeIncus:
     """Volumes by name; whatever was deleted, in order."""

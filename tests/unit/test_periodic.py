@@ -8,11 +8,6 @@ import pytest
 from agent.runtime.periodic import every
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_a_failing_round_is_logged_and_the_loop_goes_on(
     caplog: pytest.LogCaptureFixture,

@@ -24,11 +24,6 @@ pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Transport:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []

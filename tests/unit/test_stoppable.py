@@ -12,11 +12,6 @@ from agent.backups.stoppable import Stop, chunks_in_thread, run_stoppable
 from schemas.errors import JobCancelled
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_the_result_and_errors_of_the_work_come_back_unwrapped() -> None:
     assert await run_stoppable(lambda stop: 42) == 42
