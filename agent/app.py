@@ -58,8 +58,9 @@ PURGE_INTERVAL_S = 3600.0
 class Agent:
     """The long-running agent. `run` returns when cancelled, leaving nothing stopped."""
 
-    def __init__(self, config: Config, *, incus: Incus | None = None,
-                 clock: Clock = utc_now) -> None:
+    def __init__(
+        self, config: Config, *, incus: Incus | None = None, clock: Clock = utc_now
+    ) -> None:
         self.config = config
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_prefix)
@@ -152,23 +153,31 @@ class Agent:
                     self._serving = serving.cancel_scope
                     # Commands are events: no retained message is sent on subscribing.
                     await self.session.subscribe(self.topics.command, qos=1, retained=False)
-                    await self.session.subscribe(self.topics.admin_command, qos=1,
-                                                 retained=False)
+                    await self.session.subscribe(self.topics.admin_command, qos=1, retained=False)
                     await serving.start(self.runner.run)
                     await self._recover()
                     serving.start_soon(self._take_commands)
                     agent = self.config.agent
-                    serving.start_soon(partial(
-                        every, agent.status_interval_s, self._publish_status,
-                        what="publishing the agent and volume states",
-                    ))
-                    serving.start_soon(partial(
-                        every, PURGE_INTERVAL_S, self._purge_jobs, what="purging old jobs"
-                    ))
-                    serving.start_soon(partial(
-                        every, agent.recovery_retry_s, self._retry_undo, wait_first=True,
-                        what="retrying the undo of journalled effects",
-                    ))
+                    serving.start_soon(
+                        partial(
+                            every,
+                            agent.status_interval_s,
+                            self._publish_status,
+                            what="publishing the agent and volume states",
+                        )
+                    )
+                    serving.start_soon(
+                        partial(every, PURGE_INTERVAL_S, self._purge_jobs, what="purging old jobs")
+                    )
+                    serving.start_soon(
+                        partial(
+                            every,
+                            agent.recovery_retry_s,
+                            self._retry_undo,
+                            wait_first=True,
+                            what="retrying the undo of journalled effects",
+                        )
+                    )
                     log.info("atlas-backup %s serving on %s", __version__, self.topics.command)
                     task_status.started()
             finally:
@@ -205,8 +214,14 @@ class Agent:
             await self.events.emit(JobStateChanged(state_from_row(row, self.clock())))
             return
         created = from_ms(row.created_ms) or self.clock()
-        job = Job(id=row.id, action=row.action, command=command, plan=plan, created=created,
-                  admin=bool(row.admin))
+        job = Job(
+            id=row.id,
+            action=row.action,
+            command=command,
+            plan=plan,
+            created=created,
+            admin=bool(row.admin),
+        )
         await self.runner.submit(job, requeue=True)
 
     async def _take_commands(self) -> None:
@@ -227,8 +242,9 @@ class Agent:
             except Exception:
                 # Acked all the same: a message that breaks the dispatcher would otherwise
                 # come back after every reconnect, and hold one of the broker's in-flight slots.
-                log.exception("command handling failed; the message is dropped, the agent"
-                              " keeps serving")
+                log.exception(
+                    "command handling failed; the message is dropped, the agent keeps serving"
+                )
                 await ack()
 
     async def _on_connect(self) -> None:
@@ -259,14 +275,12 @@ class Agent:
                 "MQTT session lost: the broker no longer had the session of client id %s"
                 " (expired, taken over by another client with that id, or the broker lost its"
                 " state); commands sent for the agent meanwhile may be lost (%d times so far)",
-                mqtt.client_id, lost,
+                mqtt.client_id,
+                lost,
             )
-            self.store.set_agent_facts(
-                {"session_lost": lost, "session_lost_at_ms": epoch_ms(now)}
-            )
+            self.store.set_agent_facts({"session_lost": lost, "session_lost_at_ms": epoch_ms(now)})
         if facts.get("mqtt_session") != session:
             self.store.set_agent_facts({"mqtt_session": session})
-
 
     async def _retry_undo(self) -> None:
         """Retry the undo of what failed to undo (Incus down at start, or gone mid-job)."""
@@ -283,19 +297,21 @@ class Agent:
         facts = self.store.agent_facts()
         lost_ms = int(facts.get("session_lost_at_ms", 0))
         lost_at = from_ms(lost_ms)
-        await self.events.emit(AgentStateChanged(
-            AgentState(
-                version=__version__,
-                started=iso(self.started),
-                started_ts=epoch_ms(self.started),
-                queue=self.runner.queued,
-                running=self.runner.running_ids,
-                incus=IncusInfo(server=self.server.server, version=self.server.version),
-                session_lost=int(facts.get("session_lost", 0)),
-                session_lost_at=iso(lost_at) if lost_at else "",
-                session_lost_at_ts=lost_ms,
+        await self.events.emit(
+            AgentStateChanged(
+                AgentState(
+                    version=__version__,
+                    started=iso(self.started),
+                    started_ts=epoch_ms(self.started),
+                    queue=self.runner.queued,
+                    running=self.runner.running_ids,
+                    incus=IncusInfo(server=self.server.server, version=self.server.version),
+                    session_lost=int(facts.get("session_lost", 0)),
+                    session_lost_at=iso(lost_at) if lost_at else "",
+                    session_lost_at_ts=lost_ms,
+                )
             )
-        ))
+        )
 
     async def publish_volume_states(self, only: list[str] | None = None) -> int:
         services = [s for s in self.inventory.services if only is None or s.volume in only]
@@ -333,4 +349,3 @@ class Agent:
     async def _republish_volumes_of(self, finished: JobFinished) -> None:
         if last_job_facts(finished.job):
             await self.publish_volume_states(only=finished.job.targets)
-

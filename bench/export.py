@@ -165,8 +165,13 @@ class Cases:
             raise RuntimeError("a snapshot-mode export restarted the instance")
         (self.agent.backup_dir / file["file"]).unlink()
         agent = self.agent.process.pid
-        return Run(wall, float(file["downtime_s"]), int(file["size"]),
-                   agent_cpu_s(agent) - cpu, vm_hwm_kib(agent))
+        return Run(
+            wall,
+            float(file["downtime_s"]),
+            int(file["size"]),
+            agent_cpu_s(agent) - cpu,
+            vm_hwm_kib(agent),
+        )
 
 
 def rows_for(cases: Cases, with_gzip: bool) -> list[tuple[Row, Callable[[], Run]]]:
@@ -184,8 +189,10 @@ def rows_for(cases: Cases, with_gzip: bool) -> list[tuple[Row, Callable[[], Run]
     if with_gzip:
         rows += [
             (Row("runbook, Incus gzip"), partial(cli, stop=True, compression="gzip")),
-            (Row("agent stop mode, agent gzip", "runbook, Incus gzip"),
-             partial(agent, mode="stop", compression="gzip")),
+            (
+                Row("agent stop mode, agent gzip", "runbook, Incus gzip"),
+                partial(agent, mode="stop", compression="gzip"),
+            ),
         ]
     return rows
 
@@ -237,8 +244,13 @@ def bench_stack(workdir: Path) -> Iterator[tuple[IncusProject, AgentHarness]]:
     ):
         project.make_service(INSTANCE, VOLUME)
         (workdir / "agent").mkdir(mode=0o700)
-        with running_agent(broker.port, project.name, workdir / "agent",
-                           passphrase="bench passphrase", services=SERVICES) as agent:
+        with running_agent(
+            broker.port,
+            project.name,
+            workdir / "agent",
+            passphrase="bench passphrase",
+            services=SERVICES,
+        ) as agent:
             yield project, agent
 
 

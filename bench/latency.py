@@ -41,8 +41,12 @@ def measure(client: TestClient, count: int) -> list[float]:
         command = (
             {"id": request_id, "action": "status"}
             if i % 2
-            else {"id": request_id, "action": "snapshot", "volumes": ["grafana01-data"],
-                  "dry_run": True}
+            else {
+                "id": request_id,
+                "action": "snapshot",
+                "volumes": ["grafana01-data"],
+                "dry_run": True,
+            }
         )
         mark = client.mark()
         sent = client.publish(command)
@@ -62,24 +66,35 @@ def main() -> None:
         with running_broker(work / "broker") as broker:
             prefix = f"atlas-bench/{uuid.uuid4().hex[:6]}"
             config = work / "config.toml"
-            write_config(config, agent_config(port=broker.port, prefix=prefix,
-                                              project=project.name, workdir=work,
-                                              services=SERVICES))
+            write_config(
+                config,
+                agent_config(
+                    port=broker.port,
+                    prefix=prefix,
+                    project=project.name,
+                    workdir=work,
+                    services=SERVICES,
+                ),
+            )
             client = TestClient(broker.port, prefix)
             agent = AgentProcess(config, work / "agent.log")
             agent.start()
             try:
-                client.wait_for(lambda r: r.topic == f"{prefix}/agent"
-                                and r.json().get("state") == "online", timeout=30)
+                client.wait_for(
+                    lambda r: r.topic == f"{prefix}/agent" and r.json().get("state") == "online",
+                    timeout=30,
+                )
                 measure(client, 20)  # warm-up
                 latencies = measure(client, args.count)
             finally:
                 agent.stop()
                 client.close()
     print(f"publish -> accepted, {len(latencies)} commands (QoS 1, sequential):")
-    print(f"  p50 {percentile(latencies, 50):.2f} ms   p90 {percentile(latencies, 90):.2f} ms"
-          f"   p99 {percentile(latencies, 99):.2f} ms   max {max(latencies):.2f} ms"
-          f"   mean {statistics.fmean(latencies):.2f} ms")
+    print(
+        f"  p50 {percentile(latencies, 50):.2f} ms   p90 {percentile(latencies, 90):.2f} ms"
+        f"   p99 {percentile(latencies, 99):.2f} ms   max {max(latencies):.2f} ms"
+        f"   mean {statistics.fmean(latencies):.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -94,9 +94,7 @@ class EffectKind(StrEnum):
 class Journal(Protocol):
     """Records a side effect before it is made, so a restarted agent can undo it."""
 
-    def record(
-        self, kind: EffectKind, target: str, data: dict[str, Any] | None = None
-    ) -> int: ...
+    def record(self, kind: EffectKind, target: str, data: dict[str, Any] | None = None) -> int: ...
 
     def update(self, seq: int, data: dict[str, Any]) -> None:
         """Replace an open entry's data: how far the side effect got."""

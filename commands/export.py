@@ -121,8 +121,10 @@ def _steps(export: VolumeExport, instances: Sequence[str]) -> list[Step]:
     if export.mode == "stop":
         started = {"if": "was running", "always": True, "volume": export.volume}
         return [
-            *(Step("stop_instance", i, {"if": "running", "volume": export.volume})
-              for i in instances),
+            *(
+                Step("stop_instance", i, {"if": "running", "volume": export.volume})
+                for i in instances
+            ),
             Step("create_backup", export.volume, created),
             *(Step("start_instance", i, started) for i in reversed(instances)),
             export.step(),
@@ -148,7 +150,8 @@ async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcom
         try:
             ctx.checkpoint()
             stops = [
-                s.target for s in plan.steps
+                s.target
+                for s in plan.steps
                 if s.op == "stop_instance" and s.detail["volume"] == export.volume
             ]
             done = await _export_volume(ctx, export, stops, incus_version)
@@ -210,7 +213,10 @@ async def _export_volume(
     volume, snapshot, temp = export.volume, export.snapshot, export.temp_volume
     ctx.progress(f"exporting {volume}: snapshot {snapshot}")
     async with made(
-        ctx, EffectKind.EXPORT_SNAPSHOT, volume, {"name": snapshot},
+        ctx,
+        EffectKind.EXPORT_SNAPSHOT,
+        volume,
+        {"name": snapshot},
         f"snapshot {snapshot} of {volume}",
         make=partial(ctx.ports.incus.create_snapshot, volume, snapshot),
         remove=partial(ctx.ports.incus.delete_snapshot, volume, snapshot),
@@ -219,7 +225,11 @@ async def _export_volume(
     ):
         ctx.progress(f"exporting {volume}: copying {snapshot} to {temp}")
         async with made(
-            ctx, EffectKind.TEMP_VOLUME, temp, {}, f"volume {temp}",
+            ctx,
+            EffectKind.TEMP_VOLUME,
+            temp,
+            {},
+            f"volume {temp}",
             make=partial(ctx.ports.incus.copy_volume, volume, snapshot, temp),
             remove=partial(ctx.ports.incus.delete_volume, temp),
             exists=volume_taken(ctx, temp),
@@ -253,8 +263,13 @@ async def _backup_and_write(
         downtime = anyio.current_time() - began if stopped else 0.0
 
     async with made(
-        ctx, EffectKind.SERVER_BACKUP, source, {"name": name}, f"backup {name} of {source}",
-        make=make, remove=partial(ctx.ports.incus.delete_backup, source, name),
+        ctx,
+        EffectKind.SERVER_BACKUP,
+        source,
+        {"name": name},
+        f"backup {name} of {source}",
+        make=make,
+        remove=partial(ctx.ports.incus.delete_backup, source, name),
         exists=backup_taken(ctx, source, name),
     ):
         return Done(await _write(ctx, export, spec), downtime)

@@ -69,8 +69,7 @@ def _check_source_fields(command: ImportCommand) -> None:
         )
     if command.replace and command.confirm is None:
         raise InvalidCommand(
-            "import with replace swaps out a volume: `confirm` must equal its name"
-            " - at `$.confirm`"
+            "import with replace swaps out a volume: `confirm` must equal its name - at `$.confirm`"
         )
 
 
@@ -104,11 +103,15 @@ def plan(command: ImportCommand, inventory: Inventory, now: datetime) -> Plan:
                 *(Step("stop_instance", i, {"if": "running"}) for i in instances),
                 Step("swap_volume", volume, {"new": temp, "keep_old_as": keep}),
                 *(Step("start_instance", i, {"always": True}) for i in reversed(instances)),
-                Step("delete_volume", keep, {
-                    "once": "the instance runs on the new data",
-                    # They belong to the old data, and go with it.
-                    "snapshots": sorted(facts.snapshot_names(volume)),
-                }),
+                Step(
+                    "delete_volume",
+                    keep,
+                    {
+                        "once": "the instance runs on the new data",
+                        # They belong to the old data, and go with it.
+                        "snapshots": sorted(facts.snapshot_names(volume)),
+                    },
+                ),
             ),
         )
     assert command.as_ is not None  # _check_source_fields
@@ -140,7 +143,8 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     if command.as_ is not None and await ctx.ports.incus.volume_exists(command.as_):
         raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
     await ctx.ports.backups.verify_checksum(
-        backup, lambda done, total: ctx.progress("verifying checksum", done, total),
+        backup,
+        lambda done, total: ctx.progress("verifying checksum", done, total),
         ctx.checkpoint,
     )
     ctx.checkpoint()
@@ -148,7 +152,11 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     # Removed only if this job made it (see commands.journalled); on success it is gone,
     # renamed to the target or swapped in.
     async with made(
-        ctx, EffectKind.TEMP_VOLUME, temp, {}, f"the imported volume {temp}",
+        ctx,
+        EffectKind.TEMP_VOLUME,
+        temp,
+        {},
+        f"the imported volume {temp}",
         make=partial(_upload, ctx, backup, temp),
         remove=partial(ctx.ports.incus.delete_volume, temp),
         exists=volume_taken(ctx, temp),
@@ -253,9 +261,7 @@ async def _swap_back(
     return True
 
 
-def _result(
-    backup: BackupFile, target: str, replaced: bool, restarted: list[str]
-) -> ImportResult:
+def _result(backup: BackupFile, target: str, replaced: bool, restarted: list[str]) -> ImportResult:
     return ImportResult(
         volume=target,
         replaced=replaced,

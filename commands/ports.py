@@ -144,7 +144,6 @@ class Incus(Protocol):
         """Create the volume `name` from a backup tarball (`Conflict` if it exists)."""
         ...
 
-
     async def volume_disks(self, volume: str) -> dict[str, dict[str, dict[str, Any]]]:
         """The disk devices that mount `volume`, by instance and device name: what a
         swap detaches, kept in the journal so recovery can attach them again."""
@@ -224,7 +223,6 @@ class BackupFiles(Protocol):
 
 
 # -- writing exports, inspecting archives, the catalog (export, verify, list)
-
 
 
 @dataclass(frozen=True)
@@ -309,7 +307,6 @@ class ArchiveTree:
     tar_size: int
     files: Mapping[str, str] = field(default_factory=dict)
     index: ArchiveIndex | None = None
-
 
 
 class ArchiveInspector(Protocol):

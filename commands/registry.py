@@ -37,7 +37,6 @@ ACTIONS: dict[type[Command], Action[Any]] = {
 }
 
 
-
 def action_for(command: Command) -> Action[Any] | None:
     """The handler, or None for an action of the contract this version does not run yet."""
     return ACTIONS.get(type(command))

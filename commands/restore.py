@@ -57,9 +57,7 @@ def plan(command: RestoreCommand, inventory: Inventory, now: datetime) -> Plan:
     )
 
 
-async def execute(
-    command: RestoreCommand, plan: Plan, ctx: JobContext
-) -> Outcome[RestoreResult]:
+async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outcome[RestoreResult]:
     volume, snapshot = command.volume, command.snapshot
     safety = next(s.detail["name"] for s in plan.steps if s.op == "create_snapshot")
     info = await ctx.ports.incus.get_volume(volume)

@@ -49,9 +49,7 @@ def plan(command: SnapshotCommand, inventory: Inventory, now: datetime) -> Plan:
     return Plan(targets=tuple(s.volume for s in services), steps=tuple(steps))
 
 
-async def execute(
-    command: SnapshotCommand, plan: Plan, ctx: JobContext
-) -> Outcome[SnapshotResult]:
+async def execute(command: SnapshotCommand, plan: Plan, ctx: JobContext) -> Outcome[SnapshotResult]:
     outcome = Outcome(SnapshotResult(snapshots={}))
     total = len(plan.targets)
     creates = [s for s in plan.steps if s.op == "create_snapshot"]

@@ -138,9 +138,7 @@ async def _scan_file(
         )
 
 
-async def _restore_test(
-    ctx: JobContext, step: Step, backup: BackupFile, label: str
-) -> ArchiveTree:
+async def _restore_test(ctx: JobContext, step: Step, backup: BackupFile, label: str) -> ArchiveTree:
     """Import the backup as a scratch volume and read it back through an Incus export."""
     scratch, name = step.detail["scratch_volume"], step.detail["scratch_backup"]
     importing = f"{label}: importing into scratch volume {scratch}"
@@ -155,19 +153,31 @@ async def _restore_test(
 
     reading = f"{label}: reading back scratch volume {scratch}"
     async with made(
-        ctx, EffectKind.TEMP_VOLUME, scratch, {}, f"scratch volume {scratch}",
-        make=import_scratch, remove=partial(ctx.ports.incus.delete_volume, scratch),
+        ctx,
+        EffectKind.TEMP_VOLUME,
+        scratch,
+        {},
+        f"scratch volume {scratch}",
+        make=import_scratch,
+        remove=partial(ctx.ports.incus.delete_volume, scratch),
         exists=volume_taken(ctx, scratch),
     ):
         fault_point("verify_scratch")
         ctx.checkpoint()
         ctx.progress(f"{label}: Incus exports scratch volume {scratch}")
-        async with made(
-            ctx, EffectKind.SERVER_BACKUP, scratch, {"name": name}, f"backup {name} of {scratch}",
-            make=partial(ctx.ports.incus.create_backup, scratch, name, "none"),
-            remove=partial(ctx.ports.incus.delete_backup, scratch, name),
-            exists=backup_taken(ctx, scratch, name),
-        ), ctx.ports.incus.export_backup(scratch, name) as stream:
+        async with (
+            made(
+                ctx,
+                EffectKind.SERVER_BACKUP,
+                scratch,
+                {"name": name},
+                f"backup {name} of {scratch}",
+                make=partial(ctx.ports.incus.create_backup, scratch, name, "none"),
+                remove=partial(ctx.ports.incus.delete_backup, scratch, name),
+                exists=backup_taken(ctx, scratch, name),
+            ),
+            ctx.ports.incus.export_backup(scratch, name) as stream,
+        ):
             return await ctx.ports.archives.scan_download(
                 stream,
                 "none",

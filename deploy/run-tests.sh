@@ -13,5 +13,6 @@ bash deploy/python-env.sh
 bash deploy/build-busybox-image.sh atlas-busybox default
 
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy --strict
 exec .venv/bin/pytest "$@"

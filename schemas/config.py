@@ -19,9 +19,7 @@ class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Port = 1883
     client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "atlas-backup"
-    topic_prefix: Annotated[str, msgspec.Meta(pattern=r"^[^#+\x00]+[^/#+\x00]$")] = (
-        "atlas/backup"
-    )
+    topic_prefix: Annotated[str, msgspec.Meta(pattern=r"^[^#+\x00]+[^/#+\x00]$")] = "atlas/backup"
     username: str = ""
     password_file: str = ""
     tls_ca_file: str = ""
@@ -104,9 +102,7 @@ class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_age_h: Positive = 26.0
 
 
-def _atlas(
-    name: str, criticality: Criticality, quiesce: bool, max_age_h: float
-) -> ServiceConfig:
+def _atlas(name: str, criticality: Criticality, quiesce: bool, max_age_h: float) -> ServiceConfig:
     return ServiceConfig(
         name=name,
         instance=f"{name}01",

@@ -48,7 +48,8 @@ def clean_descriptions(node: Any) -> Any:
     keep a multi-line docstring's indentation, and a schema should not change with that."""
     if isinstance(node, dict):
         return {
-            key: inspect.cleandoc(value) if key == "description" and isinstance(value, str)
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
             else clean_descriptions(value)
             for key, value in node.items()
         }

@@ -79,7 +79,11 @@ def verify_checksum(
     if isinstance(source, Path):
         with open_backup_file(source) as file:
             verify_checksum(
-                file, size, sha256, on_progress, label=label or source.name,
+                file,
+                size,
+                sha256,
+                on_progress,
+                label=label or source.name,
                 checkpoint=checkpoint,
             )
         return
@@ -255,9 +259,7 @@ class MemberCheck:
         if member.isfifo():
             return "a FIFO"
         path = "/".join(parts)
-        through = next(
-            (p for p in _parents(path) if p in self._links), None
-        )
+        through = next((p for p in _parents(path) if p in self._links), None)
         if through is not None:
             return f"written through the symlink {through!r}"
         root = VOLUME_ROOT if _under(path, VOLUME_ROOT) else "backup"
@@ -362,9 +364,12 @@ def read_head(
         raise IntegrityFailure(f"{label}: holds {found} data where {expected} was expected")
     watched = _Watched(_Prefixed(head, stream))
     try:
-        with decompressed(watched, found, label, whole=False) as tar_stream, tarfile.open(
-            fileobj=_Bounded(tar_stream, HEAD_BYTES), mode="r|"
-        ) as tar:  # type: ignore[call-overload]
+        with (
+            decompressed(watched, found, label, whole=False) as tar_stream,
+            tarfile.open(  # type: ignore[call-overload]
+                fileobj=_Bounded(tar_stream, HEAD_BYTES), mode="r|"
+            ) as tar,
+        ):
             for number, member in enumerate(tar, start=1):
                 if _is_index(member):
                     return found, _read_index(tar, member, label)

@@ -189,8 +189,12 @@ class LocalBackupFiles:
 
             with self._reopen(backup) as file:
                 verify_checksum(
-                    file, backup.size, backup.sha256, on_progress,
-                    label=f"{backup.set_name}/{backup.file_name}", checkpoint=between_chunks,
+                    file,
+                    backup.size,
+                    backup.sha256,
+                    on_progress,
+                    label=f"{backup.set_name}/{backup.file_name}",
+                    checkpoint=between_chunks,
                 )
 
         await run_stoppable(work)

@@ -203,8 +203,9 @@ class LocalExportFiles:
     def _drop_others(self, folder: Path, volume: str, keep: str, now: datetime) -> tuple[str, ...]:
         """A same-day export under another name (compression, encryption) replaces the
         volume's earlier file of the set: its entry goes first, then the file."""
-        others = [e.file for e in read_manifest(folder).files
-                  if e.volume == volume and e.file != keep]
+        others = [
+            e.file for e in read_manifest(folder).files if e.volume == volume and e.file != keep
+        ]
         for name in others:
             forget_backup(folder, name, now=now, agent_version=self._agent_version)
             (folder / name).unlink(missing_ok=True)

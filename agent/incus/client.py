@@ -604,5 +604,3 @@ class IncusClient:
                 data=_upload_chunks(source, on_progress), headers=headers
             )
             self._complete(response, call, budget_s=self._transfer_s, creates=True)
-
-

@@ -104,9 +104,10 @@ def check_topic_name(topic: str) -> None:
 
 def check_topic_filter(topic: str) -> None:
     levels = topic.split("/")
-    wildcards_ok = all(
-        level in ("+", "#") or ("+" not in level and "#" not in level) for level in levels
-    ) and "#" not in levels[:-1]
+    wildcards_ok = (
+        all(level in ("+", "#") or ("+" not in level and "#" not in level) for level in levels)
+        and "#" not in levels[:-1]
+    )
     if not topic or "\x00" in topic or not wildcards_ok:
         raise MqttFailure(f"invalid topic filter {topic!r}")
     if len(topic.encode()) > MAX_TOPIC_BYTES:

@@ -125,9 +125,9 @@ class MqttSession:
         self._will_payload = will_payload
         self._after_connect = on_connect
         self._outbox_capacity = outbox_capacity
-        self._incoming_send, self._incoming_receive = anyio.create_memory_object_stream[
-            Incoming
-        ](incoming_capacity + INCOMING_HEADROOM)
+        self._incoming_send, self._incoming_receive = anyio.create_memory_object_stream[Incoming](
+            incoming_capacity + INCOMING_HEADROOM
+        )
         self._streams_ended = False
         self._outbox: deque[Outgoing] = deque()
         # Topic filter -> (QoS, whether retained messages are sent on subscribing).
@@ -535,8 +535,9 @@ class MqttSession:
         self, topics: dict[str, tuple[int, bool]]
     ) -> list[ReasonCode] | None:
         """One SUBSCRIBE; its reason codes, or None if the connection dropped first."""
-        options = [(topic, subscribe_options(qos, retained))
-                   for topic, (qos, retained) in topics.items()]
+        options = [
+            (topic, subscribe_options(qos, retained)) for topic, (qos, retained) in topics.items()
+        ]
         result, mid = self._client.subscribe(options)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             return None
@@ -665,5 +666,3 @@ def _ended_stream() -> MemoryObjectReceiveStream[Incoming]:
     send, receive = anyio.create_memory_object_stream[Incoming](0)
     send.close()
     return receive
-
-

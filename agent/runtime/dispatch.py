@@ -91,7 +91,7 @@ def _with_field_path(message: str) -> str:
         return message
     field = found["field"]
     step = f".{field}" if _PLAIN_FIELD.match(field) else f"[{msgspec.json.encode(field).decode()}]"
-    return (f"Object {found['what']} field `{field}` - at `{found['path'] or '$'}{step}`")
+    return f"Object {found['what']} field `{field}` - at `{found['path'] or '$'}{step}`"
 
 
 def _envelope(payload: bytes) -> tuple[str, str | None]:
@@ -190,8 +190,11 @@ class Dispatcher:
             log.info("rejected command %s: %s", request_id or "(no id)", exc)
             await self._respond(
                 target,
-                Response(id=request_id, status="rejected",
-                         error=ErrorInfo(code=exc.code, message=str(exc))),
+                Response(
+                    id=request_id,
+                    status="rejected",
+                    error=ErrorInfo(code=exc.code, message=str(exc)),
+                ),
             )
             return
         recorded = self._store.insert_job(job.to_row())
@@ -219,8 +222,12 @@ class Dispatcher:
         try:
             await self._publisher.response(target, response)
         except Exception as exc:
-            log.warning("could not send the response for %s to %r (the job goes on): %s",
-                        response.id or "(no id)", target.topic, exc)
+            log.warning(
+                "could not send the response for %s to %r (the job goes on): %s",
+                response.id or "(no id)",
+                target.topic,
+                exc,
+            )
 
     async def _start(self, job: Job) -> None:
         """Hand a recorded job to the runner; if it cannot take it, the job fails on record
@@ -243,8 +250,12 @@ class Dispatcher:
         target = self._store.get_job(command.job)
         if target is None:
             return  # the cancel job reports the unknown job
-        from_admin = target.admin if target.admin is not None else (
-            target.action in self._admin_only  # recorded before the origin was kept
+        from_admin = (
+            target.admin
+            if target.admin is not None
+            else (
+                target.action in self._admin_only  # recorded before the origin was kept
+            )
         )
         if from_admin:
             raise NotAllowed(

@@ -134,10 +134,17 @@ class JobRunner:
         with anyio.move_on_after(FINALIZE_BOUND_S, shield=True):
             now = self._deps.clock()
             await self._deps.events.emit(JobStateChanged(state_from_row(row, now)))
-            await self._deps.events.emit(JobTransitioned(
-                Event(job=row.id, action=row.action, state=row.state, at=iso(now),
-                      at_ts=epoch_ms(now))
-            ))
+            await self._deps.events.emit(
+                JobTransitioned(
+                    Event(
+                        job=row.id,
+                        action=row.action,
+                        state=row.state,
+                        at=iso(now),
+                        at_ts=epoch_ms(now),
+                    )
+                )
+            )
 
     # Starting queued jobs as slots and volumes free up
 
@@ -260,8 +267,9 @@ class JobRunner:
     async def _announce(self, job: Job) -> None:
         await self._publish(job)
         now = self._deps.clock()
-        event = Event(job=job.id, action=job.action, state=job.state, at=iso(now),
-                      at_ts=epoch_ms(now))
+        event = Event(
+            job=job.id, action=job.action, state=job.state, at=iso(now), at_ts=epoch_ms(now)
+        )
         await self._deps.events.emit(JobTransitioned(event))
 
     async def _publish(self, job: Job) -> None:

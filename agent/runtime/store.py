@@ -181,8 +181,7 @@ class Store:
     def jobs_in_state(self, *states: str) -> list[JobRow]:
         marks = ",".join("?" * len(states))
         rows = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks})"
-            " ORDER BY created_ms, rowid",
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY created_ms, rowid",
             states,
         ).fetchall()
         return [_job_row(r) for r in rows]

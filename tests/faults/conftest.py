@@ -64,7 +64,9 @@ def make_agent(
         **tables: Any,
     ) -> FaultAgent:
         agent = prepare_agent(
-            port or broker.port, atlas.name, tmp_path / f"agent{len(made)}",
+            port or broker.port,
+            atlas.name,
+            tmp_path / f"agent{len(made)}",
             prefix=prefix or f"atlas-fault/{uuid.uuid4().hex[:8]}",
             client=client or (lambda p: TestClient(broker.port, p)),
             after_recovery=True,

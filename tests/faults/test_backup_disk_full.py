@@ -51,8 +51,9 @@ def test_a_backup_filesystem_that_fills_mid_export_fails_it_and_keeps_the_earlie
     earlier = only_file(agent.client.run(export, JOB_TIMEOUT_S), agent.backup_dir)
     earlier_sha = sha256_of(earlier)
 
-    atlas.run("exec", instance, "--", "dd", "if=/dev/urandom", "of=/data/big", "bs=1M",
-              f"count={BIG_MIB}")
+    atlas.run(
+        "exec", instance, "--", "dd", "if=/dev/urandom", "of=/data/big", "bs=1M", f"count={BIG_MIB}"
+    )
     try:
         job = agent.client.run(export, JOB_TIMEOUT_S)
         assert job["state"] == "failed", job

@@ -33,26 +33,37 @@ def test_a_job_runs_on_while_the_broker_is_down_and_its_final_state_arrives_afte
     agent.client.wait_job(job_id, states=frozenset({"running"}))
 
     broker.stop()
-    wait_until(lambda: all(name in atlas.snapshots(v) for v in VOLUMES), JOB_TIMEOUT_S,
-               "every snapshot made while the broker is down")
+    wait_until(
+        lambda: all(name in atlas.snapshots(v) for v in VOLUMES),
+        JOB_TIMEOUT_S,
+        "every snapshot made while the broker is down",
+    )
     broker.start()
 
     client = fresh_client(broker, agent, evidence)
     try:
         # Published after the restart, maybe before the agent is back: the broker holds it
         # in the agent's persistent session.
-        queued = {"id": f"queued-{uuid.uuid4().hex[:6]}", "action": "snapshot",
-                  "volumes": ["grafana01-data"], "name": f"queued-{uuid.uuid4().hex[:6]}"}
+        queued = {
+            "id": f"queued-{uuid.uuid4().hex[:6]}",
+            "action": "snapshot",
+            "volumes": ["grafana01-data"],
+            "name": f"queued-{uuid.uuid4().hex[:6]}",
+        }
         client.publish(queued)
         job = client.wait_job(job_id, JOB_TIMEOUT_S)
         assert job["state"] == "succeeded", job
         assert sorted(job["result"]["snapshots"]) == VOLUMES
         assert client.wait_job(str(queued["id"]), JOB_TIMEOUT_S)["state"] == "succeeded"
         assert atlas.snapshots("grafana01-data").count(str(queued["name"])) == 1
-        client.wait_for(lambda r: r.topic == f"{agent.prefix}/agent"
-                        and r.json().get("state") == "online")
-        runs = [r for r in client.all(f"{agent.prefix}/events")
-                if r.json()["job"] == queued["id"] and r.json()["state"] == "running"]
+        client.wait_for(
+            lambda r: r.topic == f"{agent.prefix}/agent" and r.json().get("state") == "online"
+        )
+        runs = [
+            r
+            for r in client.all(f"{agent.prefix}/events")
+            if r.json()["job"] == queued["id"] and r.json()["state"] == "running"
+        ]
         assert len(runs) == 1
     finally:
         client.close()
@@ -66,8 +77,13 @@ def test_a_job_runs_on_while_the_broker_is_down_and_its_final_state_arrives_afte
 def test_a_broker_that_lost_its_data_gets_every_retained_state_again(
     agent: FaultAgent, atlas: IncusProject, broker: Broker, evidence: Evidence
 ) -> None:
-    job = agent.client.run({"action": "snapshot", "volumes": ["prometheus01-data"],
-                            "name": f"before-{uuid.uuid4().hex[:8]}"})
+    job = agent.client.run(
+        {
+            "action": "snapshot",
+            "volumes": ["prometheus01-data"],
+            "name": f"before-{uuid.uuid4().hex[:8]}",
+        }
+    )
     assert job["state"] == "succeeded", job
     agent.client.wait_for(lambda r: r.topic == f"{agent.prefix}/volumes/prometheus01-data")
 
@@ -78,8 +94,10 @@ def test_a_broker_that_lost_its_data_gets_every_retained_state_again(
 
     watcher = fresh_client(broker, agent, evidence)
     try:  # the agent is back once it says so
-        watcher.wait_for(lambda r: r.topic == f"{agent.prefix}/agent"
-                         and r.json().get("state") == "online", timeout=JOB_TIMEOUT_S)
+        watcher.wait_for(
+            lambda r: r.topic == f"{agent.prefix}/agent" and r.json().get("state") == "online",
+            timeout=JOB_TIMEOUT_S,
+        )
         assert watcher.command({"action": "status"})["status"] == "accepted"
     finally:
         watcher.close()

@@ -29,9 +29,15 @@ def commands(run: str) -> list[dict[str, Any]]:
         elif roll < 0.10:
             made.append({"id": job_id, "action": "status"})
         else:
-            made.append({"id": job_id, "action": "snapshot",
-                         "volumes": sorted(rng.sample(VOLUMES, rng.randint(1, 2))),
-                         "quiesce": rng.random() < 0.03, "name": job_id})
+            made.append(
+                {
+                    "id": job_id,
+                    "action": "snapshot",
+                    "volumes": sorted(rng.sample(VOLUMES, rng.randint(1, 2))),
+                    "quiesce": rng.random() < 0.03,
+                    "name": job_id,
+                }
+            )
     return made
 
 

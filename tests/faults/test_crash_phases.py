@@ -63,8 +63,12 @@ def _quiesced_snapshot(
 ) -> tuple[dict[str, object], Contents]:
     old = f"loki {uuid.uuid4().hex[:8]}"
     _write(atlas, "loki01", old)
-    command = {"action": "snapshot", "volumes": ["loki01-data"], "quiesce": True,
-               "name": f"crash-{uuid.uuid4().hex[:8]}"}
+    command = {
+        "action": "snapshot",
+        "volumes": ["loki01-data"],
+        "quiesce": True,
+        "name": f"crash-{uuid.uuid4().hex[:8]}",
+    }
     return command, Contents(old, old)  # a snapshot leaves the content as it is
 
 
@@ -72,11 +76,16 @@ def _restore(atlas: IncusProject, agent: FaultAgent) -> tuple[dict[str, object],
     good, old = f"good {uuid.uuid4().hex[:8]}", f"damaged {uuid.uuid4().hex[:8]}"
     snapshot = f"good-{uuid.uuid4().hex[:8]}"
     _write(atlas, "alertmanager01", good)
-    atlas.run("storage", "volume", "snapshot", "create", atlas.pool,
-              "alertmanager01-data", snapshot)
+    atlas.run(
+        "storage", "volume", "snapshot", "create", atlas.pool, "alertmanager01-data", snapshot
+    )
     _write(atlas, "alertmanager01", old)
-    command: dict[str, object] = {"action": "restore", "volume": "alertmanager01-data",
-                                  "snapshot": snapshot, "confirm": "alertmanager01-data"}
+    command: dict[str, object] = {
+        "action": "restore",
+        "volume": "alertmanager01-data",
+        "snapshot": snapshot,
+        "confirm": "alertmanager01-data",
+    }
     return command, Contents(old, good)
 
 
@@ -85,22 +94,28 @@ def _export(mode: str, *, encrypt: bool) -> Prepare:
         instance = "prometheus01" if mode == "stop" else "grafana01"
         content = f"exported {uuid.uuid4().hex[:8]}"
         _write(atlas, instance, content)
-        command: dict[str, object] = {"action": "export", "volumes": [f"{instance}-data"],
-                                      "mode": mode, "encrypt": encrypt}
+        command: dict[str, object] = {
+            "action": "export",
+            "volumes": [f"{instance}-data"],
+            "mode": mode,
+            "encrypt": encrypt,
+        }
         return command, Contents(content, content)  # an export leaves the content as it is
 
     return prepare
 
 
-def _import_replace(
-    atlas: IncusProject, agent: FaultAgent
-) -> tuple[dict[str, object], Contents]:
+def _import_replace(atlas: IncusProject, agent: FaultAgent) -> tuple[dict[str, object], Contents]:
     new, old = f"backed up {uuid.uuid4().hex[:8]}", f"current {uuid.uuid4().hex[:8]}"
     _write(atlas, "mosquitto01", new)
     catalog_backup(atlas, "mosquitto01-data", agent.backup_dir)
     _write(atlas, "mosquitto01", old)
-    command = {"action": "import", "backup": f"{SET}/mosquitto01-data", "replace": True,
-               "confirm": "mosquitto01-data"}
+    command = {
+        "action": "import",
+        "backup": f"{SET}/mosquitto01-data",
+        "replace": True,
+        "confirm": "mosquitto01-data",
+    }
     return command, Contents(old, new)
 
 
@@ -109,8 +124,12 @@ RESTORE = Scenario("restore", "alertmanager01", _restore, ("pre-restore-",))
 IMPORT_REPLACE = Scenario("import-replace", "mosquitto01", _import_replace)
 EXPORT_STOP = Scenario("export-stop", "prometheus01", _export("stop", encrypt=True))
 # A finished snapshot-mode export keeps its snapshot: the manifest names it as the source.
-EXPORT_SNAPSHOT = Scenario("export-snapshot", "grafana01", _export("snapshot", encrypt=False),
-                           leaves_when_done=("export-",))
+EXPORT_SNAPSHOT = Scenario(
+    "export-snapshot",
+    "grafana01",
+    _export("snapshot", encrypt=False),
+    leaves_when_done=("export-",),
+)
 
 
 @dataclass(frozen=True)
@@ -157,8 +176,9 @@ def _content(atlas: IncusProject, phase: Phase, contents: Contents, state: objec
     assert held == (contents.old if which == "old" else contents.new), (state, which)
 
 
-def _new_snapshots(atlas: IncusProject, scenario: Scenario, before: list[str],
-                   state: object) -> None:
+def _new_snapshots(
+    atlas: IncusProject, scenario: Scenario, before: list[str], state: object
+) -> None:
     """Nothing left over: no snapshot beyond those the scenario may leave."""
     allowed = scenario.leaves + (scenario.leaves_when_done if state == "succeeded" else ())
     new = set(atlas.snapshots(scenario.volume)) - set(before)
@@ -239,11 +259,18 @@ def test_a_job_queued_behind_a_killed_one_runs_once_after_the_restart(
 ) -> None:
     agent = make_agent(start=False)
     agent.restart(fault="snapshot_taken")
-    first = agent.client.command({"action": "snapshot", "volumes": "all", "quiesce": True,
-                                  "name": f"first-{uuid.uuid4().hex[:8]}"})
+    first = agent.client.command(
+        {
+            "action": "snapshot",
+            "volumes": "all",
+            "quiesce": True,
+            "name": f"first-{uuid.uuid4().hex[:8]}",
+        }
+    )
     queued_name = f"queued-{uuid.uuid4().hex[:8]}"
-    queued = agent.client.command({"action": "snapshot", "volumes": ["loki01-data"],
-                                   "name": queued_name})
+    queued = agent.client.command(
+        {"action": "snapshot", "volumes": ["loki01-data"], "name": queued_name}
+    )
     assert queued["status"] == "accepted", queued
     assert agent.wait_exit() == -signal.SIGKILL
 
@@ -252,6 +279,9 @@ def test_a_job_queued_behind_a_killed_one_runs_once_after_the_restart(
     job = agent.job(str(queued["job"]))
     assert job["state"] == "succeeded", job
     assert atlas.snapshots("loki01-data").count(queued_name) == 1
-    runs = [r for r in agent.client.all(f"{agent.prefix}/events")
-            if r.json()["job"] == queued["job"] and r.json()["state"] == "running"]
+    runs = [
+        r
+        for r in agent.client.all(f"{agent.prefix}/events")
+        if r.json()["job"] == queued["job"] and r.json()["state"] == "running"
+    ]
     assert len(runs) == 1

@@ -62,8 +62,9 @@ def from_schema(node: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrategy
 
 def _object(node: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrategy[Json]:
     properties = node.get("properties", {})
-    required = {k: from_schema(v, defs) for k, v in properties.items()
-                if k in node.get("required", [])}
+    required = {
+        k: from_schema(v, defs) for k, v in properties.items() if k in node.get("required", [])
+    }
     optional = {k: from_schema(v, defs) for k, v in properties.items() if k not in required}
     return st.fixed_dictionaries(required, optional=optional)
 
@@ -72,8 +73,9 @@ def json_values() -> st.SearchStrategy[Json]:
     scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
     return st.recursive(
         scalars,
-        lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10),
-                                                                     inner, max_size=5),
+        lambda inner: (
+            st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+        ),
         max_leaves=20,
     )
 
@@ -115,9 +117,11 @@ COMMANDS = from_schema(SCHEMA, SCHEMA["$defs"])
 def payloads(draw: st.DrawFn, prefix: str) -> tuple[str, bytes]:
     """A topic (command or admin) and a payload of some kind."""
     commands = COMMANDS
-    kind = draw(st.sampled_from(
-        ["valid"] * 4 + ["mutated"] * 4 + ["bytes"] * 2 + ["json"] * 2 + ["huge", "deep"]
-    ))
+    kind = draw(
+        st.sampled_from(
+            ["valid"] * 4 + ["mutated"] * 4 + ["bytes"] * 2 + ["json"] * 2 + ["huge", "deep"]
+        )
+    )
     topic = f"{prefix}/cmd" + draw(st.sampled_from(["", "", "", "/admin"]))
     if kind == "bytes":
         return topic, draw(st.binary(max_size=2048))
@@ -127,8 +131,9 @@ def payloads(draw: st.DrawFn, prefix: str) -> tuple[str, bytes]:
     if kind == "deep":
         depth = draw(st.sampled_from([64, 1_000, 10_000, 20_000]))
         return topic, deep(depth, draw(st.sampled_from(["list", "object", "field"])))
-    value = draw(commands if kind == "valid" else mutated(commands) if kind == "mutated"
-                 else json_values())
+    value = draw(
+        commands if kind == "valid" else mutated(commands) if kind == "mutated" else json_values()
+    )
     if isinstance(value, dict):
         if str(value.get("action")) not in SAFE_ACTIONS:
             value["dry_run"] = True
@@ -137,14 +142,17 @@ def payloads(draw: st.DrawFn, prefix: str) -> tuple[str, bytes]:
     return topic, json.dumps(value).encode()
 
 
-def generate(strategy: st.SearchStrategy[tuple[str, bytes]], count: int) -> list[
-    tuple[str, bytes]
-]:
+def generate(strategy: st.SearchStrategy[tuple[str, bytes]], count: int) -> list[tuple[str, bytes]]:
     """`count` examples, generated only (no shrinking, nothing stored)."""
     found: list[tuple[str, bytes]] = []
 
-    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def collect(example: tuple[str, bytes]) -> None:
         found.append(example)
@@ -186,24 +194,32 @@ def test_two_thousand_generated_payloads_are_each_answered_and_the_agent_stays_s
     published_s = time.monotonic() - started
 
     def responses() -> list[Received]:
-        return [r for r in agent.client.everything()[mark:]
-                if r.topic == f"{agent.prefix}/response"
-                or r.topic.startswith(f"{agent.prefix}/response/")]
+        return [
+            r
+            for r in agent.client.everything()[mark:]
+            if r.topic == f"{agent.prefix}/response"
+            or r.topic.startswith(f"{agent.prefix}/response/")
+        ]
 
     answered = wait_count(lambda: len(responses()), COUNT, timeout=120)
     after = memory_kib(pid)
     log = agent.log
     dropped = log.count("the message is dropped")
-    print(f"published {COUNT} in {published_s:.1f} s; answered {answered}, dropped {dropped};"
-          f" memory {before} -> {after}")
+    print(
+        f"published {COUNT} in {published_s:.1f} s; answered {answered}, dropped {dropped};"
+        f" memory {before} -> {after}"
+    )
     assert answered + dropped == COUNT, "a payload was neither answered nor dropped, logged"
     assert dropped == 0, "the dispatcher broke on a payload"
     assert after["VmHWM"] - before["VmHWM"] < MAX_HWM_GROWTH_KIB, (before, after)
 
     # Every job the fuzz started ends (status and list ones call Incus: that takes a while).
     deadline = time.monotonic() + BACKLOG_TIMEOUT_S
-    accepted = {answer["job"] for answer in (r.json() for r in responses())
-                if answer["status"] == "accepted"}
+    accepted = {
+        answer["job"]
+        for answer in (r.json() for r in responses())
+        if answer["status"] == "accepted"
+    }
     for job_id in sorted(accepted):
         agent.client.wait_job(job_id, timeout=max(1.0, deadline - time.monotonic()))
 

@@ -25,13 +25,12 @@ def proxy(tmp_path: Path) -> Iterator[IncusProxy]:
         yield running
 
 
-
-
 def test_recovery_with_incus_down_at_start_is_retried_until_the_instance_runs(
     make_agent: AgentFactory, atlas: IncusProject, proxy: IncusProxy
 ) -> None:
     agent = make_agent(
-        start=False, incus={"socket": str(proxy.path)},
+        start=False,
+        incus={"socket": str(proxy.path)},
         agent={"recovery_retry_s": RETRY_S},
     )
     job_id = agent.crash_at(
@@ -50,9 +49,11 @@ def test_recovery_with_incus_down_at_start_is_retried_until_the_instance_runs(
     mark = agent.client.mark()
     proxy.set_mode("forward")
     undone = agent.client.wait_for(
-        lambda r: r.topic == f"{agent.prefix}/jobs/{job_id}"
-        and "undo_pending" not in r.json()["result"],
-        timeout=RETRY_S * 10, since=mark,
+        lambda r: (
+            r.topic == f"{agent.prefix}/jobs/{job_id}" and "undo_pending" not in r.json()["result"]
+        ),
+        timeout=RETRY_S * 10,
+        since=mark,
     ).json()
     assert undone["state"] == "interrupted"
     assert undone["result"]["undone"] == ["started instance loki01"]
@@ -70,24 +71,32 @@ def test_a_hung_incus_call_times_out_and_the_instance_starts_once_incus_answers(
     proxy.hang_on(rb"POST /1\.0/storage-pools/local/volumes/custom/mosquitto01-data/snapshots")
     started = time.monotonic()
     job = agent.client.run(
-        {"action": "snapshot", "volumes": ["mosquitto01-data"], "quiesce": True,
-         "name": "never-made"}
+        {
+            "action": "snapshot",
+            "volumes": ["mosquitto01-data"],
+            "quiesce": True,
+            "name": "never-made",
+        }
     )
     assert time.monotonic() - started < 8 * TIMEOUT_S  # each call bounded, none waits forever
     assert proxy.swallowed, "the snapshot request never reached the proxy"
     assert job["state"] == "failed", job
     assert job["error"]["code"] == "incus_error"
     # The cause, not the start that could not follow it.
-    assert ("cannot create snapshot 'never-made' of volume 'mosquitto01-data': Incus did not"
-            f" answer within {TIMEOUT_S} s") in job["error"]["message"], job["error"]
+    assert (
+        "cannot create snapshot 'never-made' of volume 'mosquitto01-data': Incus did not"
+        f" answer within {TIMEOUT_S} s"
+    ) in job["error"]["message"], job["error"]
     assert atlas.state("mosquitto01") == "Stopped"  # Incus hung before it could start it
 
     mark = agent.client.mark()
     proxy.set_mode("forward")
     undone = agent.client.wait_for(
-        lambda r: r.topic == f"{agent.prefix}/jobs/{job['id']}"
-        and bool(r.json()["result"].get("undone")),
-        timeout=RETRY_S * 10, since=mark,
+        lambda r: (
+            r.topic == f"{agent.prefix}/jobs/{job['id']}" and bool(r.json()["result"].get("undone"))
+        ),
+        timeout=RETRY_S * 10,
+        since=mark,
     ).json()
     assert undone["result"]["undone"] == ["started instance mosquitto01"]
     assert undone["state"] == "failed"

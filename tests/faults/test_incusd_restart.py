@@ -28,9 +28,15 @@ RETRY_S = 2
 # shuts down ("Shutting down", "Incus is shutting down", or its database already closed,
 # depending on the call and the moment), a connection or an operation lost, no socket at
 # all, no answer in time.
-GONE = ("shutting down", "database is closed", "lost the connection",
-        "lost track of the operation", "cannot connect to incus", "cannot reach incus",
-        "did not answer")
+GONE = (
+    "shutting down",
+    "database is closed",
+    "lost the connection",
+    "lost track of the operation",
+    "cannot connect to incus",
+    "cannot reach incus",
+    "did not answer",
+)
 
 
 def incusd_pid() -> int | None:
@@ -65,8 +71,15 @@ def start_incusd() -> None:
     the test, so never its zombie. From / with a plain environment: the daemon outlives
     the test and must not depend on its folder, PATH or variables."""
     with INCUSD_LOG.open("ab") as log:
-        subprocess.run(["setsid", "-f", *INCUSD], stdout=log, stderr=log,
-                       stdin=subprocess.DEVNULL, check=True, cwd="/", env=INCUSD_ENV)
+        subprocess.run(
+            ["setsid", "-f", *INCUSD],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            check=True,
+            cwd="/",
+            env=INCUSD_ENV,
+        )
 
 
 def restart_incusd(how: signal.Signals) -> None:
@@ -91,13 +104,21 @@ def test_incusd_restarted_mid_job_fails_it_clearly_and_no_instance_stays_stopped
     for instance, content in contents.items():
         atlas.write(instance, "/data/state", content)
     response = agent.client.command(
-        {"action": "snapshot", "volumes": "all", "quiesce": True,
-         "name": f"incusd-{how.name.lower()}-{uuid.uuid4().hex[:6]}"}
+        {
+            "action": "snapshot",
+            "volumes": "all",
+            "quiesce": True,
+            "name": f"incusd-{how.name.lower()}-{uuid.uuid4().hex[:6]}",
+        }
     )
     job_id = str(response["job"])
     # Mid-job: an instance the agent stopped is down (each is, for about a second).
-    wait_until(lambda: "STOPPED" in atlas.run("list", "-f", "csv", "-c", "s"), JOB_TIMEOUT_S,
-               "the job stops an instance", interval=0.05)
+    wait_until(
+        lambda: "STOPPED" in atlas.run("list", "-f", "csv", "-c", "s"),
+        JOB_TIMEOUT_S,
+        "the job stops an instance",
+        interval=0.05,
+    )
     restart_incusd(how)
 
     job = agent.job(job_id)
@@ -107,11 +128,19 @@ def test_incusd_restarted_mid_job_fails_it_clearly_and_no_instance_stays_stopped
         assert failure["code"] == "incus_error", (volume, failure)
         assert any(reason in failure["message"].lower() for reason in GONE), (volume, failure)
 
-    wait_until(lambda: all(atlas.state(i) == "Running" for i in INSTANCES), JOB_TIMEOUT_S,
-               "every instance runs again")
+    wait_until(
+        lambda: all(atlas.state(i) == "Running" for i in INSTANCES),
+        JOB_TIMEOUT_S,
+        "every instance runs again",
+    )
     for instance, content in contents.items():
         assert atlas.read(instance, "/data/state") == content
     assert sorted(atlas.volumes()) == VOLUMES
-    after = agent.client.run({"action": "snapshot", "volumes": ["grafana01-data"],
-                              "name": f"after-{uuid.uuid4().hex[:6]}"})
+    after = agent.client.run(
+        {
+            "action": "snapshot",
+            "volumes": ["grafana01-data"],
+            "name": f"after-{uuid.uuid4().hex[:6]}",
+        }
+    )
     assert after["state"] == "succeeded", after

@@ -31,8 +31,7 @@ PREFIX = "atlas/backup"  # the ACL file is written for the default prefix
 NOT_AUTHORIZED = 135  # MQTT 5 reason code in the PUBACK of a publish the ACL denies
 USERS = ("atlas-backup", "homeassistant", "grafana", "operator")
 PASSWORDS = {user: f"{user}-pw-{secrets.token_urlsafe(12)}" for user in USERS}
-STATE_TOPICS = (f"{PREFIX}/agent", f"{PREFIX}/volumes/+", f"{PREFIX}/jobs/+",
-                f"{PREFIX}/response")
+STATE_TOPICS = (f"{PREFIX}/agent", f"{PREFIX}/volumes/+", f"{PREFIX}/jobs/+", f"{PREFIX}/response")
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,11 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     passwd = folder / "passwd"
     for index, user in enumerate(USERS):
         create = ["-c"] if index == 0 else []
-        subprocess.run(["mosquitto_passwd", "-b", *create, str(passwd), user, PASSWORDS[user]],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["mosquitto_passwd", "-b", *create, str(passwd), user, PASSWORDS[user]],
+            check=True,
+            capture_output=True,
+        )
     tls_port = free_port()
     with running_broker(folder / "broker", deployed_config(tls_port, certs, passwd)) as broker:
         wait_listening(tls_port)
@@ -84,16 +86,23 @@ def known_secrets(evidence: Evidence, secure: SecureBroker) -> None:
         )
 
 
-def identity(secure: SecureBroker, evidence: Evidence, user: str,
-             subscriptions: tuple[str, ...] = ()) -> TestClient:
-    client = TestClient(secure.broker.port, PREFIX, subscriptions=subscriptions,
-                        username=user, password=PASSWORDS[user])
+def identity(
+    secure: SecureBroker, evidence: Evidence, user: str, subscriptions: tuple[str, ...] = ()
+) -> TestClient:
+    client = TestClient(
+        secure.broker.port,
+        PREFIX,
+        subscriptions=subscriptions,
+        username=user,
+        password=PASSWORDS[user],
+    )
     evidence.clients.append(client)
     return client
 
 
-def agent_mqtt(secure: SecureBroker, workdir: Path, password: str, *,
-               certificate: bool = True) -> dict[str, str]:
+def agent_mqtt(
+    secure: SecureBroker, workdir: Path, password: str, *, certificate: bool = True
+) -> dict[str, str]:
     password_file = workdir / f"mqtt-password-{uuid.uuid4().hex[:6]}"
     password_file.write_text(password + "\n")
     password_file.chmod(0o600)
@@ -103,8 +112,10 @@ def agent_mqtt(secure: SecureBroker, workdir: Path, password: str, *,
         "tls_ca_file": str(secure.certs.ca),
     }
     if certificate:
-        table |= {"tls_cert_file": str(secure.certs.client_cert),
-                  "tls_key_file": str(secure.certs.client_key)}
+        table |= {
+            "tls_cert_file": str(secure.certs.client_cert),
+            "tls_key_file": str(secure.certs.client_key),
+        }
     return table
 
 
@@ -135,8 +146,7 @@ def test_over_tls_with_a_client_certificate_the_agent_serves_and_grafana_reads_s
         grafana.publish({"id": "from-grafana", "action": "status"}, topic=f"{PREFIX}/cmd")
         assert grafana.last_puback() == NOT_AUTHORIZED
         secure_agent.client.command({"action": "status"})  # a barrier: the agent answers
-        assert not [r for r in secure_agent.client.everything()
-                    if b"from-grafana" in r.payload]
+        assert not [r for r in secure_agent.client.everything() if b"from-grafana" in r.payload]
     finally:
         grafana.close()
 
@@ -146,8 +156,13 @@ def _restore_command(atlas: IncusProject) -> tuple[dict[str, object], str]:
     atlas.write("step-ca01", "/data/state", "signed")
     atlas.run("storage", "volume", "snapshot", "create", atlas.pool, "step-ca01-data", snapshot)
     atlas.write("step-ca01", "/data/state", "current")
-    command: dict[str, object] = {"id": f"r-{uuid.uuid4().hex[:8]}", "action": "restore",
-               "volume": "step-ca01-data", "snapshot": snapshot, "confirm": "step-ca01-data"}
+    command: dict[str, object] = {
+        "id": f"r-{uuid.uuid4().hex[:8]}",
+        "action": "restore",
+        "volume": "step-ca01-data",
+        "snapshot": snapshot,
+        "confirm": "step-ca01-data",
+    }
     return command, snapshot
 
 
@@ -156,25 +171,37 @@ def test_home_assistant_presses_snapshot_but_can_restore_on_neither_topic(
 ) -> None:
     ha = identity(secure, evidence, "homeassistant", STATE_TOPICS)
     try:
-        job = ha.run({"action": "snapshot", "volumes": ["grafana01-data"],
-                      "name": f"ha-{uuid.uuid4().hex[:8]}"})
+        job = ha.run(
+            {
+                "action": "snapshot",
+                "volumes": ["grafana01-data"],
+                "name": f"ha-{uuid.uuid4().hex[:8]}",
+            }
+        )
         assert job["state"] == "succeeded", job
 
         command, _ = _restore_command(atlas)
         mark = ha.mark()
         ha.publish(command, topic=f"{PREFIX}/cmd")  # the agent refuses it here
-        refused = ha.wait_for(lambda r: r.topic == f"{PREFIX}/response"
-                              and r.json()["id"] == command["id"], since=mark).json()
+        refused = ha.wait_for(
+            lambda r: r.topic == f"{PREFIX}/response" and r.json()["id"] == command["id"],
+            since=mark,
+        ).json()
         assert refused["status"] == "rejected"
         assert refused["error"]["code"] == "not_allowed"
-        assert f"only on the admin topic {PREFIX}/cmd/admin - at `$.action`" in (
-            refused["error"]["message"])
+        assert (
+            f"only on the admin topic {PREFIX}/cmd/admin - at `$.action`"
+            in (refused["error"]["message"])
+        )
 
         ha.publish({**command, "id": f"{command['id']}-admin"}, topic=f"{PREFIX}/cmd/admin")
         assert ha.last_puback() == NOT_AUTHORIZED  # and the broker refuses it there
         assert ha.command({"action": "status"})["status"] == "accepted"  # a barrier
-        assert not [r for r in secure_agent.client.everything()
-                    if f"{command['id']}-admin".encode() in r.payload]
+        assert not [
+            r
+            for r in secure_agent.client.everything()
+            if f"{command['id']}-admin".encode() in r.payload
+        ]
         assert atlas.read("step-ca01", "/data/state") == "current"
     finally:
         ha.close()
@@ -201,8 +228,7 @@ def test_home_assistant_cannot_spoof_the_agent_state(
         ha.close()
     later = identity(secure, evidence, "grafana", (f"{PREFIX}/agent",))
     try:
-        assert later.wait_for(lambda r: r.topic == f"{PREFIX}/agent").json()["state"] == (
-            "online")
+        assert later.wait_for(lambda r: r.topic == f"{PREFIX}/agent").json()["state"] == ("online")
     finally:
         later.close()
 
@@ -231,8 +257,12 @@ def test_anonymous_clients_and_wrong_passwords_are_refused(secure: SecureBroker)
 
 def _wait_in_log(agent: FaultAgent, pattern: str, count: int = 2) -> None:
     """Wait until the agent's log says `pattern` `count` times (retries have no event)."""
-    wait_until(lambda: len(re.findall(pattern, agent.log)) >= count, 30,
-               f"{pattern!r} logged {count} times", interval=0.2)
+    wait_until(
+        lambda: len(re.findall(pattern, agent.log)) >= count,
+        30,
+        f"{pattern!r} logged {count} times",
+        interval=0.2,
+    )
 
 
 def test_an_agent_with_a_wrong_password_stays_offline_and_never_logs_it(
@@ -240,7 +270,9 @@ def test_an_agent_with_a_wrong_password_stays_offline_and_never_logs_it(
 ) -> None:
     wrong = evidence.secret("wrong-password")
     agent = make_agent(
-        start=False, port=secure.tls_port, prefix=PREFIX,
+        start=False,
+        port=secure.tls_port,
+        prefix=PREFIX,
         mqtt=agent_mqtt(secure, tmp_path, wrong),
         client=lambda prefix: identity(secure, evidence, "operator", (f"{prefix}/#",)),
     )
@@ -256,7 +288,9 @@ def test_an_agent_without_a_client_certificate_is_refused(
     make_agent: AgentFactory, secure: SecureBroker, evidence: Evidence, tmp_path: Path
 ) -> None:
     agent = make_agent(
-        start=False, port=secure.tls_port, prefix=PREFIX,
+        start=False,
+        port=secure.tls_port,
+        prefix=PREFIX,
         mqtt=agent_mqtt(secure, tmp_path, PASSWORDS["atlas-backup"], certificate=False),
         client=lambda prefix: identity(secure, evidence, "operator", (f"{prefix}/#",)),
     )
@@ -278,10 +312,16 @@ def test_allow_actions_limits_what_the_agent_accepts(
         "message": "action 'restore' is not allowed on this agent - at `$.action`",
     }
     assert agent.client.command({"action": "export", "volumes": "all"})["error"]["code"] == (
-        "not_allowed")
+        "not_allowed"
+    )
     assert atlas.read("step-ca01", "/data/state") == "current"
-    job = agent.client.run({"action": "snapshot", "volumes": ["step-ca01-data"],
-                            "name": f"allowed-{uuid.uuid4().hex[:8]}"})
+    job = agent.client.run(
+        {
+            "action": "snapshot",
+            "volumes": ["step-ca01-data"],
+            "name": f"allowed-{uuid.uuid4().hex[:8]}",
+        }
+    )
     assert job["state"] == "succeeded"
 
 
@@ -305,11 +345,17 @@ def test_another_identity_cannot_take_over_the_agents_session(
     attackers = ("grafana", "homeassistant")
 
     certs = secure.certs
+
     def take_over() -> None:  # on the deployed listener, with a valid certificate
         for user in attackers:
             for client_id in agent_ids:
-                wipe_session(secure.tls_port, client_id, user, PASSWORDS[user],
-                             tls=(certs.ca, certs.client_cert, certs.client_key))
+                wipe_session(
+                    secure.tls_port,
+                    client_id,
+                    user,
+                    PASSWORDS[user],
+                    tls=(certs.ca, certs.client_cert, certs.client_key),
+                )
 
     take_over()  # while the agent runs
     assert secure_agent.client.command({"action": "status"})["status"] == "accepted"
@@ -317,8 +363,9 @@ def test_another_identity_cannot_take_over_the_agents_session(
 
     secure_agent.process.stop()
     name = f"held-{uuid.uuid4().hex[:8]}"
-    secure_agent.client.publish({"id": name, "action": "snapshot",
-                                 "volumes": ["grafana01-data"], "name": name})
+    secure_agent.client.publish(
+        {"id": name, "action": "snapshot", "volumes": ["grafana01-data"], "name": name}
+    )
     take_over()  # while it is away: the session holds the command
     secure_agent.start()
     job = secure_agent.client.wait_job(name, timeout=30)

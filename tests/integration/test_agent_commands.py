@@ -25,8 +25,7 @@ def test_snapshot_is_accepted_succeeds_and_shows_in_incus(
     assert job["finished_ts"] >= job["started_ts"] >= job["created_ts"] > 0
     assert "it-snap-1" in atlas.snapshots("grafana01-data")
     volume = agent.client.wait_for(
-        lambda r: r.topic == f"{agent.prefix}/volumes/grafana01-data"
-        and r.json()["snapshots"] >= 1
+        lambda r: r.topic == f"{agent.prefix}/volumes/grafana01-data" and r.json()["snapshots"] >= 1
     ).json()
     assert volume["last_snapshot_ts"] > 0
     assert volume["service"] == "grafana"
@@ -54,8 +53,12 @@ def test_restore_brings_the_content_back_and_the_instance_runs(
     assert job["state"] == "succeeded", job
     atlas.write("alertmanager01", "/data/state", "damaged")
     job = agent.client.run(
-        {"action": "restore", "volume": "alertmanager01-data", "snapshot": "good",
-         "confirm": "alertmanager01-data"}
+        {
+            "action": "restore",
+            "volume": "alertmanager01-data",
+            "snapshot": "good",
+            "confirm": "alertmanager01-data",
+        }
     )
     assert job["state"] == "succeeded", job
     assert atlas.state("alertmanager01") == "Running"
@@ -72,8 +75,12 @@ def test_restore_of_a_missing_snapshot_is_rejected_and_changes_nothing(
     atlas.write("mosquitto01", "/data/state", "keep me")
     snapshots = atlas.snapshots("mosquitto01-data")
     response = agent.client.command(
-        {"action": "restore", "volume": "mosquitto01-data", "snapshot": "never-made",
-         "confirm": "mosquitto01-data"}
+        {
+            "action": "restore",
+            "volume": "mosquitto01-data",
+            "snapshot": "never-made",
+            "confirm": "mosquitto01-data",
+        }
     )
     assert response["status"] == "rejected"
     assert response["error"]["code"] == "invalid_command"
@@ -93,17 +100,27 @@ BAD_COMMANDS = [
     (b'{"action": "snapshot", "volumes": ["nope-data"]}', "invalid_command", "`$.volumes[0]`"),
     (b'{"action": "snapshot", "volumes": ["../x"]}', "invalid_command", "`$.volumes[0]`"),
     (b'{"action": "snapshot", "volumes": "all", "when": 1}', "invalid_command", "`when`"),
-    (b'{"action": "restore", "volume": "grafana01-data", "snapshot": "s"}',
-     "invalid_command", "`$.confirm`"),
-    (b'{"action": "restore", "volume": "grafana01-data", "snapshot": "s", "confirm": "all"}',
-     "invalid_command", "`$.confirm`"),
-    (b'{"action": "status", "pad": "' + b"x" * (1024 * 1024) + b'"}',
-     "invalid_command", "limit is 65536"),
+    (
+        b'{"action": "restore", "volume": "grafana01-data", "snapshot": "s"}',
+        "invalid_command",
+        "`$.confirm`",
+    ),
+    (
+        b'{"action": "restore", "volume": "grafana01-data", "snapshot": "s", "confirm": "all"}',
+        "invalid_command",
+        "`$.confirm`",
+    ),
+    (
+        b'{"action": "status", "pad": "' + b"x" * (1024 * 1024) + b'"}',
+        "invalid_command",
+        "limit is 65536",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("payload", "code", "names"), BAD_COMMANDS,
-                         ids=[f"bad{i}" for i in range(len(BAD_COMMANDS))])
+@pytest.mark.parametrize(
+    ("payload", "code", "names"), BAD_COMMANDS, ids=[f"bad{i}" for i in range(len(BAD_COMMANDS))]
+)
 def test_bad_input_is_rejected_naming_the_field_and_the_agent_keeps_serving(
     agent: AgentHarness, payload: bytes, code: str, names: str
 ) -> None:
@@ -125,20 +142,27 @@ def test_a_rejection_echoes_a_valid_id(agent: AgentHarness) -> None:
     assert response == {
         "id": "bad-1",
         "status": "rejected",
-        "error": {"code": "invalid_command",
-                  "message": "Expected `str`, got `int` - at `$.volumes[0]`"},
+        "error": {
+            "code": "invalid_command",
+            "message": "Expected `str`, got `int` - at `$.volumes[0]`",
+        },
     }
 
 
 def test_the_same_id_twice_starts_one_job(agent: AgentHarness, atlas: IncusProject) -> None:
-    command = {"id": "dup-1", "action": "snapshot", "volumes": ["grafana01-data"],
-               "name": "dup-snap"}
+    command = {
+        "id": "dup-1",
+        "action": "snapshot",
+        "volumes": ["grafana01-data"],
+        "name": "dup-snap",
+    }
     first = agent.client.command(command)
     second = agent.client.command(command)
     assert first["job"] == second["job"] == "dup-1"
     assert agent.client.wait_job("dup-1")["state"] == "succeeded"
-    events = [r.json() for r in agent.client.all(f"{agent.prefix}/events")
-              if r.json()["job"] == "dup-1"]
+    events = [
+        r.json() for r in agent.client.all(f"{agent.prefix}/events") if r.json()["job"] == "dup-1"
+    ]
     assert [e["state"] for e in events].count("running") == 1
     assert atlas.snapshots("grafana01-data").count("dup-snap") == 1
 
@@ -149,14 +173,23 @@ def test_a_command_published_while_the_agent_is_stopped_runs_once_after_it_start
     assert agent.process.stop() == 0
     offline = agent.client.latest(f"{agent.prefix}/agent")
     assert offline == {"state": "offline"}
-    agent.client.publish({"id": "while-down", "action": "snapshot",
-                          "volumes": ["prometheus01-data"], "name": "while-down"})
+    agent.client.publish(
+        {
+            "id": "while-down",
+            "action": "snapshot",
+            "volumes": ["prometheus01-data"],
+            "name": "while-down",
+        }
+    )
     agent.start()
     job = agent.client.wait_job("while-down")
     assert job["state"] == "succeeded", job
     assert atlas.snapshots("prometheus01-data").count("while-down") == 1
-    running = [r for r in agent.client.all(f"{agent.prefix}/jobs/while-down")
-               if r.payload and r.json()["state"] == "running"]
+    running = [
+        r
+        for r in agent.client.all(f"{agent.prefix}/jobs/while-down")
+        if r.payload and r.json()["state"] == "running"
+    ]
     assert len(running) == 1
 
 

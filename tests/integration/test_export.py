@@ -79,8 +79,9 @@ def decrypted(agent: AgentHarness, path: Path) -> Path:
     home.mkdir(mode=0o700, exist_ok=True)
     clear = path.with_name(path.name.removesuffix(".gpg"))
     clear.write_bytes(
-        plain_gpg(home, "--passphrase-file", str(agent.workdir / "passphrase"), "--decrypt",
-                  str(path))
+        plain_gpg(
+            home, "--passphrase-file", str(agent.workdir / "passphrase"), "--decrypt", str(path)
+        )
     )
     return clear
 
@@ -101,8 +102,11 @@ def test_a_stop_mode_export_is_a_private_file_of_the_dated_set_with_its_manifest
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     (entry,) = read_manifest(path.parent).files
-    assert (entry.volume, entry.service, entry.instance) == ("grafana01-data", "grafana",
-                                                             "grafana01")
+    assert (entry.volume, entry.service, entry.instance) == (
+        "grafana01-data",
+        "grafana",
+        "grafana01",
+    )
     assert (entry.size, entry.sha256) == (file["size"], file["sha256"])
     assert (entry.compression, entry.encrypted, entry.source_snapshot) == ("zstd", False, "")
     assert entry.incus_version.startswith("6.")
@@ -114,8 +118,10 @@ def test_the_retained_volume_state_and_list_show_the_export(agent: AgentHarness)
     file = only_file(export(agent, volumes=["alertmanager01-data"]))
 
     state = agent.client.wait_for(
-        lambda r: r.topic == f"{agent.prefix}/volumes/alertmanager01-data"
-        and r.json()["last_export_ts"] > 0
+        lambda r: (
+            r.topic == f"{agent.prefix}/volumes/alertmanager01-data"
+            and r.json()["last_export_ts"] > 0
+        )
     ).json()
     assert state["last_export_file"] == file["file"]
     assert state["last_export_size_bytes"] == file["size"]
@@ -126,7 +132,9 @@ def test_the_retained_volume_state_and_list_show_the_export(agent: AgentHarness)
     (backup,) = volume["backups"]
     assert backup["backup"] == file["backup"]
     assert (backup["sha256"], backup["size"], backup["set"]) == (
-        file["sha256"], file["size"], today(),
+        file["sha256"],
+        file["size"],
+        today(),
     )
     assert listed["result"]["catalog_problems"] == []
     log = agent.process.log()
@@ -141,8 +149,14 @@ def test_every_compression_imports_with_the_incus_cli(
     file = only_file(export(agent, volumes=["prometheus01-data"], compression=compression))
 
     path = agent.backup_dir / file["file"]
-    assert path.name == {"zstd": "prometheus01-data.tar.zst", "gzip": "prometheus01-data.tar.gz",
-                         "none": "prometheus01-data.tar"}[compression]
+    assert (
+        path.name
+        == {
+            "zstd": "prometheus01-data.tar.zst",
+            "gzip": "prometheus01-data.tar.gz",
+            "none": "prometheus01-data.tar",
+        }[compression]
+    )
     if compression == "gzip":
         gzip.decompress(path.read_bytes())  # one whole gzip member, CRC checked
     assert imported_by_the_cli(atlas, path, agent.workdir) == tree_of(path, compression)
@@ -164,9 +178,10 @@ def test_a_snapshot_mode_export_never_stops_the_service_and_keeps_its_snapshot(
     assert entry.source_snapshot == file["source_snapshot"]
     assert entry.plaintext_size < entry.size
     clear = decrypted(agent, path)
-    assert imported_by_the_cli(atlas, clear, agent.workdir)["/state"] == tree_of(
-        clear, "zstd"
-    )["/state"]
+    assert (
+        imported_by_the_cli(atlas, clear, agent.workdir)["/state"]
+        == tree_of(clear, "zstd")["/state"]
+    )
     clear.unlink()
 
 
@@ -194,9 +209,7 @@ def test_a_same_day_export_replaces_that_days_file_and_entry(agent: AgentHarness
     folder = agent.backup_dir / today()
     assert not (agent.backup_dir / first["file"]).exists()
     entries = [e for e in read_manifest(folder).files if e.volume == "mosquitto01-data"]
-    assert [(e.file, e.sha256) for e in entries] == [
-        ("mosquitto01-data.tar.gz", second["sha256"])
-    ]
+    assert [(e.file, e.sha256) for e in entries] == [("mosquitto01-data.tar.gz", second["sha256"])]
 
 
 def test_a_missing_passphrase_file_fails_before_the_instance_is_touched(
@@ -261,8 +274,9 @@ BAD_EXPORTS = [
 ]
 
 
-@pytest.mark.parametrize(("fields", "names"), BAD_EXPORTS, ids=[str(i) for i in
-                                                               range(len(BAD_EXPORTS))])
+@pytest.mark.parametrize(
+    ("fields", "names"), BAD_EXPORTS, ids=[str(i) for i in range(len(BAD_EXPORTS))]
+)
 def test_bad_export_commands_are_rejected_naming_the_field(
     agent: AgentHarness, fields: dict[str, Any], names: str
 ) -> None:
@@ -278,8 +292,14 @@ def test_dry_run_answers_the_plan_and_writes_nothing(agent: AgentHarness) -> Non
     )
     assert response["status"] == "accepted"
     ops = [step["op"] for step in response["plan"]]
-    assert ops == ["create_snapshot", "copy_volume", "create_backup", "write_backup_file",
-                   "delete_backup", "delete_volume"]
+    assert ops == [
+        "create_snapshot",
+        "copy_volume",
+        "create_backup",
+        "write_backup_file",
+        "delete_backup",
+        "delete_volume",
+    ]
     assert response["plan"][3]["encryption"] == "symmetric"
     assert agent.client.wait_job(response["job"])["state"] == "succeeded"
     assert not agent.backup_dir.exists()
@@ -320,7 +340,9 @@ def test_the_exported_manifest_is_plain_json_for_operators(agent: AgentHarness) 
     assert entry["file"] == file["file"].split("/")[1]
     listing = subprocess.run(
         ["tar", "-tf", str(agent.backup_dir / file["file"])],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert "backup/index.yaml" in listing
 
@@ -328,8 +350,9 @@ def test_the_exported_manifest_is_plain_json_for_operators(agent: AgentHarness) 
 def test_a_stop_signal_mid_download_stops_the_export_at_once_and_cleans_up(
     agent: AgentHarness, atlas: IncusProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    atlas.run("exec", "prometheus01", "--", "sh", "-c",
-              "head -c 33554432 /dev/urandom > /data/big")  # 32 chunks to download
+    atlas.run(
+        "exec", "prometheus01", "--", "sh", "-c", "head -c 33554432 /dev/urandom > /data/big"
+    )  # 32 chunks to download
     try:
         agent.process.stop()
         monkeypatch.setenv(FAULT_ENV, "export_downloading:term")

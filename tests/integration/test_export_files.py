@@ -51,8 +51,14 @@ class FakeDownload:
 
 def spec(compression: Compression = "zstd", encrypt: bool = False) -> ExportSpec:
     return ExportSpec(
-        set_name=SET, volume="grafana01-data", service="grafana", instance="grafana01",
-        compression=compression, encrypt=encrypt, source_snapshot="", incus_version="6.0.4",
+        set_name=SET,
+        volume="grafana01-data",
+        service="grafana",
+        instance="grafana01",
+        compression=compression,
+        encrypt=encrypt,
+        source_snapshot="",
+        incus_version="6.0.4",
     )
 
 
@@ -98,7 +104,9 @@ async def test_a_plain_export_is_the_stream_as_sent_private_and_in_the_manifest(
     (entry,) = read_manifest(path.parent).files
     assert (entry.size, entry.sha256, entry.encrypted) == (len(PAYLOAD), done.sha256, False)
     assert (entry.instance, entry.incus_version, entry.agent_version) == (
-        "grafana01", "6.0.4", "test",
+        "grafana01",
+        "6.0.4",
+        "test",
     )
     assert progress[-1] == (len(PAYLOAD), len(PAYLOAD))
     assert files.part_path(spec()) == str(path) + ".part"
@@ -121,11 +129,14 @@ async def test_a_symmetric_export_decrypts_with_plain_gpg(tmp_path: Path) -> Non
     path = set_folder(tmp_path) / "grafana01-data.tar.zst.gpg"
     other_home = tmp_path / "other-gnupg"
     other_home.mkdir(mode=0o700)
-    clear = plain_gpg(other_home, "--passphrase-file", config.passphrase_file, "--decrypt",
-                      str(path))
+    clear = plain_gpg(
+        other_home, "--passphrase-file", config.passphrase_file, "--decrypt", str(path)
+    )
     assert clear == PAYLOAD
     assert (done.encryption, done.plaintext_size, done.size) == (
-        "symmetric", len(PAYLOAD), path.stat().st_size,
+        "symmetric",
+        len(PAYLOAD),
+        path.stat().st_size,
     )
 
 
@@ -171,7 +182,8 @@ async def test_a_same_day_export_replaces_that_days_file_and_its_entry(tmp_path:
     done = await files.write(spec("gzip", encrypt=True), FakeDownload(PAYLOAD), nothing, nothing)
     assert done.replaced == (f"{SET}/grafana01-data.tar.zst",)
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
-        "grafana01-data.tar.gz.gpg", "manifest.json",
+        "grafana01-data.tar.gz.gpg",
+        "manifest.json",
     ]
     assert [e.file for e in read_manifest(folder).files] == ["grafana01-data.tar.gz.gpg"]
 

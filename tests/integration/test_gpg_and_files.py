@@ -683,8 +683,12 @@ def test_an_encrypted_backup_is_located_by_the_index_inside(
     data = compress(incus_backup(os.urandom(2_000_000)), compression)
     name = backup_file_name("grafana01-data", compression, True)
     path, sha256, size = encrypt_to_file(home, folder, name, data, passphrase)
-    record_backup(folder, entry_for(path, sha256, size, compression),
-                  now=datetime.now(UTC), agent_version="test")
+    record_backup(
+        folder,
+        entry_for(path, sha256, size, compression),
+        now=datetime.now(UTC),
+        agent_version="test",
+    )
     files = LocalBackupFiles(backup_dir, home, str(passphrase.path))
     backup = files._locate("20261128/grafana01-data", None)
     assert (backup.volume, backup.pool, backup.encrypted) == ("grafana01-data", "local", True)

@@ -113,7 +113,9 @@ class TouchedChanged(PropertyFailure):
 
 
 TOUCHED: Mapping[str, type[PropertyFailure]] = {
-    "deleted": TouchedDeleted, "created": TouchedCreated, "changed": TouchedChanged,
+    "deleted": TouchedDeleted,
+    "created": TouchedCreated,
+    "changed": TouchedChanged,
 }
 
 # ---------------------------------------------------------------------------------------
@@ -180,8 +182,16 @@ SPECIALS = [
     "`", "$", "{", "}", "!",
 ]  # fmt: skip
 BASES = ["victim", "x", "grafana01-data", "snap0", ""]
-TAILS = ["", "x", "victim", "snapshots/snap0", f"backups/{DECOY_BACKUP}", "../victim",
-         "project={decoy_project}", "?project={decoy_project}"]
+TAILS = [
+    "",
+    "x",
+    "victim",
+    "snapshots/snap0",
+    f"backups/{DECOY_BACKUP}",
+    "../victim",
+    "project={decoy_project}",
+    "?project={decoy_project}",
+]
 CURATED_NAMES = [
     "victim?x", "victim?", "victim#x", "victim#", "victim%3Fx", "victim%23x", "victim/x",
     "victim/snapshots/snap0", f"victim/backups/{DECOY_BACKUP}", "victim?project={decoy_project}",
@@ -193,19 +203,37 @@ CURATED_NAMES = [
     "victim\\x", "victim%", "victim%zz", "victim?recursion=1", "?", "#", "/", "//", "victim/",
     "/victim", "victim%2Fsnapshots%2Fsnap0",
 ]  # fmt: skip
-VALID_NAMES = ["victim", "x", "y", "grafana01-data", "mosquitto01-data", "snap0", DECOY_BACKUP,
-               "restored", "a", "A.b_c-1", "a" * 63, "victim.", "1"]
+VALID_NAMES = [
+    "victim",
+    "x",
+    "y",
+    "grafana01-data",
+    "mosquitto01-data",
+    "snap0",
+    DECOY_BACKUP,
+    "restored",
+    "a",
+    "A.b_c-1",
+    "a" * 63,
+    "victim.",
+    "1",
+]
 
 hostile_names: st.SearchStrategy[str] = st.one_of(
     st.sampled_from(CURATED_NAMES),
-    st.builds(lambda a, s, b: a + s + b, st.sampled_from(BASES), st.sampled_from(SPECIALS),
-              st.sampled_from(TAILS)),
+    st.builds(
+        lambda a, s, b: a + s + b,
+        st.sampled_from(BASES),
+        st.sampled_from(SPECIALS),
+        st.sampled_from(TAILS),
+    ),
     st.lists(st.sampled_from(SPECIALS + BASES), max_size=5).map("".join),
     st.text(max_size=8),
 )
 names: st.SearchStrategy[str] = st.one_of(hostile_names, st.sampled_from(VALID_NAMES))
 volume_lists: st.SearchStrategy[object] = st.one_of(
-    st.just("all"), st.lists(names, min_size=1, max_size=3),
+    st.just("all"),
+    st.lists(names, min_size=1, max_size=3),
     st.lists(st.sampled_from(sorted(SERVICES)), min_size=1, max_size=2, unique=True),
 )
 
@@ -256,9 +284,26 @@ response_topics: st.SearchStrategy[str] = replies.filter(
     lambda t: not re.search(r"[\x00-\x1f\x7f-\x9f]", t)
 )
 hostile_ids: st.SearchStrategy[str | None] = st.one_of(
-    st.none(), st.just("{known_job}"),
-    st.sampled_from(["", "../x", "a/b", "a#b", "+", "x" * 65, "\u00e9", "a\x00", " a", ".a",
-                     "-a", "a b", "{fresh}?x", "{fresh}/x"]),
+    st.none(),
+    st.just("{known_job}"),
+    st.sampled_from(
+        [
+            "",
+            "../x",
+            "a/b",
+            "a#b",
+            "+",
+            "x" * 65,
+            "\u00e9",
+            "a\x00",
+            " a",
+            ".a",
+            "-a",
+            "a b",
+            "{fresh}?x",
+            "{fresh}/x",
+        ]
+    ),
     hostile_names,
 )
 # Mostly a fresh valid id: a hostile one gets the command rejected before anything else.
@@ -281,9 +326,11 @@ class Case:
     materialize: bool = False  # the test puts a real tarball at `file` first
 
     def __repr__(self) -> str:
-        return (f"Case({self.action!r}, {dict(self.fields)!r}, id={self.id!r},"
-                f" reply_to={self.reply_to!r}, response_topic={self.response_topic!r},"
-                f" swap_topic={self.swap_topic}, materialize={self.materialize})")
+        return (
+            f"Case({self.action!r}, {dict(self.fields)!r}, id={self.id!r},"
+            f" reply_to={self.reply_to!r}, response_topic={self.response_topic!r},"
+            f" swap_topic={self.swap_topic}, materialize={self.materialize})"
+        )
 
 
 def _optional(draw: st.DrawFn, strategy: st.SearchStrategy[Any], p_absent: int = 2) -> Any:
@@ -293,14 +340,22 @@ def _optional(draw: st.DrawFn, strategy: st.SearchStrategy[Any], p_absent: int =
 # A valid value for each field of each action: a command gets one or two hostile fields
 # and valid ones elsewhere, so that it reaches the code behind the first check.
 VALID: Mapping[str, Mapping[str, st.SearchStrategy[object]]] = {
-    "snapshot": {"volumes": st.sampled_from([["grafana01-data"], "all"]),
-                 "name": st.sampled_from(["s1", "backup-manual"])},
-    "restore": {"volume": st.just("grafana01-data"), "snapshot": st.just("snap0"),
-                "confirm": st.just("grafana01-data")},
+    "snapshot": {
+        "volumes": st.sampled_from([["grafana01-data"], "all"]),
+        "name": st.sampled_from(["s1", "backup-manual"]),
+    },
+    "restore": {
+        "volume": st.just("grafana01-data"),
+        "snapshot": st.just("snap0"),
+        "confirm": st.just("grafana01-data"),
+    },
     "export": {"volumes": st.just(["grafana01-data"])},
-    "import": {"file": st.sampled_from([RUNBOOK_VICTIM, "{set}/grafana01-data.tar.zst"]),
-               "backup": st.just("{set}/grafana01-data"), "as": st.just("restored"),
-               "confirm": st.just("grafana01-data")},
+    "import": {
+        "file": st.sampled_from([RUNBOOK_VICTIM, "{set}/grafana01-data.tar.zst"]),
+        "backup": st.just("{set}/grafana01-data"),
+        "as": st.just("restored"),
+        "confirm": st.just("grafana01-data"),
+    },
     "verify": {"backup": st.just("{set}/grafana01-data"), "volumes": st.just(["grafana01-data"])},
     "list": {"volumes": st.just(["grafana01-data"])},
     "cancel": {"job": st.just("{known_job}")},
@@ -309,9 +364,17 @@ VALID: Mapping[str, Mapping[str, st.SearchStrategy[object]]] = {
     "status": {},
 }
 HOSTILE: Mapping[str, st.SearchStrategy[object]] = {
-    "volumes": volume_lists, "volume": names, "name": names, "snapshot": names,
-    "confirm": names, "file": files, "backup": backup_refs, "as": names, "job": names,
-    "service": names, "set": names,
+    "volumes": volume_lists,
+    "volume": names,
+    "name": names,
+    "snapshot": names,
+    "confirm": names,
+    "file": files,
+    "backup": backup_refs,
+    "as": names,
+    "job": names,
+    "service": names,
+    "set": names,
 }
 
 
@@ -322,8 +385,9 @@ def action_fields(draw: st.DrawFn, action: str) -> dict[str, object]:
     if action == "import":
         source = draw(st.sampled_from(["file", "file", "file", "backup", "both", "neither"]))
         target = draw(st.sampled_from(["as", "as", "as", "replace", "both", "neither"]))
-        keys = ([k for k in ("file", "backup") if source in (k, "both")]
-                + (["as"] if target in ("as", "both") else []))
+        keys = [k for k in ("file", "backup") if source in (k, "both")] + (
+            ["as"] if target in ("as", "both") else []
+        )
         if target in ("replace", "both"):
             keys.append("confirm")
     elif action == "verify":
@@ -363,8 +427,12 @@ def cases(draw: st.DrawFn, hostile_topics: bool) -> Case:
         reply_to = _optional(draw, replies, 1)
         response_topic = None if draw(st.integers(0, 2)) else draw(response_topics)
     return Case(
-        action, fields, id=draw(request_ids), reply_to=reply_to,
-        response_topic=response_topic, swap_topic=draw(st.integers(0, 9)) == 9,
+        action,
+        fields,
+        id=draw(request_ids),
+        reply_to=reply_to,
+        response_topic=response_topic,
+        swap_topic=draw(st.integers(0, 9)) == 9,
         materialize=materialize,
     )
 
@@ -378,8 +446,17 @@ class Stage:
     """The project with its decoys, the agent, and the world as it should start.
     (A plain class: Hypothesis prints a dataclass argument field by field.)"""
 
-    def __init__(self, atlas: IncusProject, decoy: IncusProject, agent: AgentHarness, *,
-                 reader: IncusReader, outside: Path, known_job: str, set_name: str) -> None:
+    def __init__(
+        self,
+        atlas: IncusProject,
+        decoy: IncusProject,
+        agent: AgentHarness,
+        *,
+        reader: IncusReader,
+        outside: Path,
+        known_job: str,
+        set_name: str,
+    ) -> None:
         self.atlas, self.decoy, self.agent, self.reader = atlas, decoy, agent, reader
         self.outside, self.known_job, self.set_name = outside, known_job, set_name
         # What each backup file holds (by its real path), as its index.yaml says.
@@ -415,13 +492,16 @@ class Stage:
         return self.agent.backup_dir
 
     def observe(self) -> World:
-        return observe(self.reader, [self.atlas.name, self.decoy.name], self.atlas.pool,
-                       self.backup_dir)
+        return observe(
+            self.reader, [self.atlas.name, self.decoy.name], self.atlas.pool, self.backup_dir
+        )
 
     def render(self, value: str) -> str:
         for token, real in (
-            ("{decoy_project}", self.decoy.name), ("{backup_dir}", str(self.backup_dir)),
-            ("{outside}", str(self.outside)), ("{set}", self.set_name),
+            ("{decoy_project}", self.decoy.name),
+            ("{backup_dir}", str(self.backup_dir)),
+            ("{outside}", str(self.outside)),
+            ("{set}", self.set_name),
             ("{known_job}", self.known_job),
         ):
             value = value.replace(token, real)
@@ -451,12 +531,28 @@ class Stage:
             project.run("storage", "volume", "create", project.pool, obj.name)
         elif obj.kind == "snapshot" and how == "created":
             volume, _, snapshot = obj.name.partition("/")
-            project.run("storage", "volume", "snapshot", "delete", project.pool, volume,
-                        snapshot, check=False)
+            project.run(
+                "storage",
+                "volume",
+                "snapshot",
+                "delete",
+                project.pool,
+                volume,
+                snapshot,
+                check=False,
+            )
         elif obj.kind == "snapshot" and how == "deleted":
             volume, _, snapshot = obj.name.partition("/")
-            project.run("storage", "volume", "snapshot", "create", project.pool, volume,
-                        snapshot, check=False)
+            project.run(
+                "storage",
+                "volume",
+                "snapshot",
+                "create",
+                project.pool,
+                volume,
+                snapshot,
+                check=False,
+            )
         elif obj.kind == "backup":
             self._undo_backup(project, obj, how)
         elif obj.kind == "instance" and '"Running"' not in (change.after or ""):
@@ -483,13 +579,25 @@ def make_backup(project: IncusProject, volume: str, name: str) -> None:
 
 def cli_export(project: IncusProject, volume: str, path: Path, compression: str) -> None:
     """The runbook's `incus storage volume export local <volume> <file>`."""
-    project.run("storage", "volume", "export", project.pool, volume, str(path),
-                "--volume-only", "--compression", compression)
+    project.run(
+        "storage",
+        "volume",
+        "export",
+        project.pool,
+        volume,
+        str(path),
+        "--volume-only",
+        "--compression",
+        compression,
+    )
 
 
 def start_agent(broker: Broker, project: str, workdir: Path) -> AgentHarness:
     harness = prepare_agent(
-        broker.port, project, workdir, prefix=PREFIX,
+        broker.port,
+        project,
+        workdir,
+        prefix=PREFIX,
         # Everything: answers may go anywhere a hostile `reply_to` says.
         client=lambda prefix: TestClient(broker.port, prefix, subscriptions=("#", "$atlas/#")),
     )
@@ -517,14 +625,18 @@ def place_backup_files(stage: Stage) -> None:
     moved = outside / "catalog-victim.tar.zst"
     linked.rename(moved)
     linked.symlink_to(moved)
-    stage.holds |= {str(root / RUNBOOK_VICTIM): "victim", str(root / RUNBOOK_GRAFANA):
-                    "grafana01-data", str(outside / "victim-out.tar.gz"): "victim",
-                    str(moved): "victim"}
+    stage.holds |= {
+        str(root / RUNBOOK_VICTIM): "victim",
+        str(root / RUNBOOK_GRAFANA): "grafana01-data",
+        str(outside / "victim-out.tar.gz"): "victim",
+        str(moved): "victim",
+    }
 
 
 @pytest.fixture(scope="module")
-def stage(broker: Broker, atlas: IncusProject,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
+def stage(
+    broker: Broker, atlas: IncusProject, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stage]:
     with contextlib.ExitStack() as stack:
         decoy = stack.enter_context(incus_project("atlas-decoy"))
         decoy.run("storage", "volume", "create", decoy.pool, "victim")
@@ -532,8 +644,7 @@ def stage(broker: Broker, atlas: IncusProject,
         for name in DECOYS:
             atlas.run("storage", "volume", "create", atlas.pool, name)
         for snapshot in BASELINE_SNAPSHOTS:
-            atlas.run("storage", "volume", "snapshot", "create", atlas.pool,
-                      *snapshot.split("/"))
+            atlas.run("storage", "volume", "snapshot", "create", atlas.pool, *snapshot.split("/"))
         for backup in BASELINE_BACKUPS:
             make_backup(atlas, *backup.split("/"))
         workdir = tmp_path_factory.mktemp("hostile")
@@ -550,8 +661,15 @@ def stage(broker: Broker, atlas: IncusProject,
         )
         assert job["state"] == "succeeded", job
         set_name = datetime.now(UTC).strftime("%Y%m%d")
-        stage = Stage(atlas, decoy, agent, reader=reader, outside=outside, known_job=job["id"],
-                      set_name=set_name)
+        stage = Stage(
+            atlas,
+            decoy,
+            agent,
+            reader=reader,
+            outside=outside,
+            known_job=job["id"],
+            set_name=set_name,
+        )
         for volume in ("grafana01-data", "mosquitto01-data"):
             stage.holds[str(agent.backup_dir / set_name / f"{volume}.tar.zst")] = volume
         place_backup_files(stage)
@@ -638,8 +756,10 @@ def bindings(sent: Sent, stage: Stage, before: World) -> dict[str, list[str]] | 
     if sent.action == "import":
         bound |= _import_bindings(p, stage, before)
     elif volumes:
-        bound |= {"volume": [re.escape(v) for v in volumes],
-                  "instance": [re.escape(SERVICES[v]) for v in volumes]}
+        bound |= {
+            "volume": [re.escape(v) for v in volumes],
+            "instance": [re.escape(SERVICES[v]) for v in volumes],
+        }
     return bound
 
 
@@ -687,8 +807,9 @@ def _targets(value: object) -> list[str]:
     return sorted(set(value))
 
 
-def allowed(change: Change, sent: Sent, bound: Mapping[str, list[str]] | None,
-            project: str) -> bool:
+def allowed(
+    change: Change, sent: Sent, bound: Mapping[str, list[str]] | None, project: str
+) -> bool:
     if bound is None or change.obj.project not in ("", project):
         return False
     for may in MAY.get(sent.action, ()):
@@ -769,19 +890,26 @@ def is_answer(received: Received, expected_id: str) -> bool:
         answer = received.json()
     except ValueError:
         return False
-    return (isinstance(answer, dict) and answer.get("status") in ("accepted", "rejected")
-            and answer.get("id") == expected_id)
+    return (
+        isinstance(answer, dict)
+        and answer.get("status") in ("accepted", "rejected")
+        and answer.get("id") == expected_id
+    )
 
 
 def send(sent: Sent, stage: Stage) -> Received:
     """Publish, and wait for the answer: any message carrying a response for this id."""
     client = stage.agent.client
     request_id = sent.payload.get("id")
-    expected_id = (request_id if isinstance(request_id, str)
-                   and REQUEST_ID.fullmatch(request_id) else "")
+    expected_id = (
+        request_id if isinstance(request_id, str) and REQUEST_ID.fullmatch(request_id) else ""
+    )
     mark = client.mark()
-    properties = (response_properties(sent.response_topic, b"corr")
-                  if sent.response_topic is not None else None)
+    properties = (
+        response_properties(sent.response_topic, b"corr")
+        if sent.response_topic is not None
+        else None
+    )
     client.publish(json.dumps(sent.payload).encode(), topic=sent.topic, properties=properties)
     try:
         return client.wait_for(lambda r: is_answer(r, expected_id), ANSWER_TIMEOUT_S, mark)
@@ -809,8 +937,10 @@ def answer_failure(sent: Sent, answer: Received) -> PropertyFailure | None:
     """What is wrong with an answer by the contract: its topic, its status, its error."""
     body = answer.json()
     topic, must_reject = expected_answer_topic(sent)
-    where = (f"{sent.action}: answered on {answer.topic!r}, expected {topic!r};"
-             f" answer {body}; sent {sent}")
+    where = (
+        f"{sent.action}: answered on {answer.topic!r}, expected {topic!r};"
+        f" answer {body}; sent {sent}"
+    )
     if topic.startswith("$") and answer.topic == f"{PREFIX}/response":
         topic = answer.topic  # a `$` topic: the broker's to take; a rejection is fine too
     if answer.topic != topic:
@@ -829,8 +959,9 @@ def check_still_serving(stage: Stage, sent: Sent) -> None:
     if not stage.healthy:
         raise StoppedServing(f"the agent died on {sent}")
     try:
-        answer = stage.agent.client.command({"action": "status", "id": stage.fresh_id()},
-                                            timeout=ANSWER_TIMEOUT_S)
+        answer = stage.agent.client.command(
+            {"action": "status", "id": stage.fresh_id()}, timeout=ANSWER_TIMEOUT_S
+        )
     except TimeoutError:
         stage.healthy = False
         raise StoppedServing(f"the agent no longer answers `status` after {sent}") from None
@@ -884,9 +1015,14 @@ def run_case(case: Case, stage: Stage) -> None:
     finally:
         _remove(made)
     bad = [c for c in changes(before, after) if not allowed(c, sent, bound, stage.atlas.name)]
-    bad += [Change(o, "changed", before[o], after[o]) for o in before
-            if o.kind == "instance" and o in after
-            and '"Running"' in before[o] and '"Running"' not in after[o]]
+    bad += [
+        Change(o, "changed", before[o], after[o])
+        for o in before
+        if o.kind == "instance"
+        and o in after
+        and '"Running"' in before[o]
+        and '"Running"' not in after[o]
+    ]
     if bad:
         bad.sort(key=lambda c: ("deleted", "changed", "created").index(c.how))
         raise TOUCHED[bad[0].how](
@@ -906,8 +1042,11 @@ NAME_EXAMPLES = [
     # 1: a `?` in a file name cut the URL to `custom/victim`, and the clean-up deleted it.
     Case("import", {"file": "manual/victim?.tar.zst", "as": "restored"}, materialize=True),
     Case("import", {"file": "manual/victim#.tar.zst", "as": "restored"}, materialize=True),
-    Case("import", {"file": "manual/victim?project={decoy_project}.tar.zst", "as": "restored"},
-         materialize=True),
+    Case(
+        "import",
+        {"file": "manual/victim?project={decoy_project}.tar.zst", "as": "restored"},
+        materialize=True,
+    ),
     # 6: a catalog reference and a file that are links out of the backup directory.
     Case("import", {"backup": f"{CATALOG_SET}/victim", "as": "restored"}),
     Case("import", {"file": "manual/link-out.tar.gz", "as": "restored"}),
@@ -924,18 +1063,20 @@ NAME_EXAMPLES = [
     # 9: the runbook's own tarball, by replace.
     Case("import", {"file": RUNBOOK_GRAFANA, "replace": True, "confirm": "grafana01-data"}),
     # URL tricks in the one free-text name field, reaching decoys' snapshots and backups.
-    Case("import", {"file": "manual/victim/snapshots/snap0?.tar.zst", "as": "restored"},
-         materialize=True),
-    Case("import", {"file": "manual/grafana01-data/..?.tar.zst", "as": "restored"},
-         materialize=True),
+    Case(
+        "import",
+        {"file": "manual/victim/snapshots/snap0?.tar.zst", "as": "restored"},
+        materialize=True,
+    ),
+    Case(
+        "import", {"file": "manual/grafana01-data/..?.tar.zst", "as": "restored"}, materialize=True
+    ),
 ]
-
 
 
 TOPIC_EXAMPLES = [
     # 3: a Response Topic the broker refuses.
-    Case("snapshot", {"volumes": ["grafana01-data"], "name": "rt-wildcard"},
-         response_topic="x/#"),
+    Case("snapshot", {"volumes": ["grafana01-data"], "name": "rt-wildcard"}, response_topic="x/#"),
     # 5: replies on the agent's own state topics and under Home Assistant's prefix.
     Case("status", {}, reply_to=f"{PREFIX}/agent"),
     Case("list", {}, reply_to=f"{PREFIX}/volumes/grafana01-data"),
@@ -959,9 +1100,14 @@ def with_examples(cases: list[Case]) -> Callable[[TestFn], TestFn]:
 
 
 SETTINGS = settings(
-    deadline=None, derandomize=True, database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 

@@ -52,8 +52,12 @@ def test_replace_swaps_in_the_backup_and_removes_the_old_volume_once_running(
     catalog_backup(atlas, "loki01-data", agent.backup_dir)
     atlas.write("loki01", "/data/state", "lost data")
     job = agent.client.run(
-        {"action": "import", "backup": f"{SET}/loki01-data", "replace": True,
-         "confirm": "loki01-data"},
+        {
+            "action": "import",
+            "backup": f"{SET}/loki01-data",
+            "replace": True,
+            "confirm": "loki01-data",
+        },
         timeout=120,
     )
     assert job["state"] == "succeeded", job
@@ -68,8 +72,9 @@ def test_an_encrypted_backup_is_decrypted_on_the_fly(
     agent: AgentHarness, atlas: IncusProject
 ) -> None:
     atlas.write("step-ca01", "/data/state", "ca keys")
-    catalog_backup(atlas, "step-ca01-data", agent.backup_dir,
-                   passphrase=agent.workdir / "passphrase")
+    catalog_backup(
+        atlas, "step-ca01-data", agent.backup_dir, passphrase=agent.workdir / "passphrase"
+    )
     job = agent.client.run(
         {"action": "import", "backup": f"{SET}/step-ca01-data", "as": "step-ca-check"}
     )
@@ -111,8 +116,12 @@ def _expect_failure_without_harm(
     return job
 
 
-REPLACE = {"action": "import", "backup": f"{SET}/alertmanager01-data", "replace": True,
-           "confirm": "alertmanager01-data"}
+REPLACE = {
+    "action": "import",
+    "backup": f"{SET}/alertmanager01-data",
+    "replace": True,
+    "confirm": "alertmanager01-data",
+}
 
 
 def test_a_corrupted_byte_fails_the_checksum_and_changes_nothing(
@@ -120,8 +129,9 @@ def test_a_corrupted_byte_fails_the_checksum_and_changes_nothing(
 ) -> None:
     atlas.write("alertmanager01", "/data/state", "original")
     # Random data past the head: the head check passes, only the checksum can tell.
-    atlas.run("exec", "alertmanager01", "--", "sh", "-c",
-              "head -c 2000000 /dev/urandom > /data/blob")
+    atlas.run(
+        "exec", "alertmanager01", "--", "sh", "-c", "head -c 2000000 /dev/urandom > /data/blob"
+    )
     backup = catalog_backup(atlas, "alertmanager01-data", agent.backup_dir)
     flip_byte(backup, backup.stat().st_size * 3 // 4)
     job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
@@ -184,13 +194,21 @@ def test_incus_refusing_the_import_changes_nothing(
     folder = agent.backup_dir / "junk"
     folder.mkdir(parents=True)
     # Its head is a volume backup's, so the agent uploads it; the rest is cut off.
-    tarball = gzip.compress(tar_bytes({
-        "backup/index.yaml": INDEX_YAML.replace(b"grafana01-data", b"alertmanager01-data"),
-        "backup/volume/state": os.urandom(256 * 1024),
-    }))
+    tarball = gzip.compress(
+        tar_bytes(
+            {
+                "backup/index.yaml": INDEX_YAML.replace(b"grafana01-data", b"alertmanager01-data"),
+                "backup/volume/state": os.urandom(256 * 1024),
+            }
+        )
+    )
     (folder / "alertmanager01-data.tar").write_bytes(tarball[: len(tarball) // 2])
-    command = {"action": "import", "file": "junk/alertmanager01-data.tar", "replace": True,
-               "confirm": "alertmanager01-data"}
+    command = {
+        "action": "import",
+        "file": "junk/alertmanager01-data.tar",
+        "replace": True,
+        "confirm": "alertmanager01-data",
+    }
     _expect_failure_without_harm(agent, atlas, command, "incus_error")
 
 
@@ -268,7 +286,8 @@ def test_a_fifo_is_refused_at_once_and_the_agent_goes_on(
     folder.mkdir(parents=True)
     os.mkfifo(folder / "grafana01-data.tar.zst")
     error = refused(
-        agent, {"action": "import", "file": "manual/grafana01-data.tar.zst", "as": "z"},
+        agent,
+        {"action": "import", "file": "manual/grafana01-data.tar.zst", "as": "z"},
         timeout=20,
     )
     assert "is a FIFO, not a regular file - at `$.file`" in error["message"]
@@ -287,8 +306,13 @@ def test_a_300_mb_file_that_is_no_tarball_is_refused_before_any_upload(
         file.truncate(300 << 20)
     started = time.monotonic()
     error = refused(
-        agent, {"action": "import", "file": "junk/alertmanager01-data.tar.zst",
-                "replace": True, "confirm": "alertmanager01-data"},
+        agent,
+        {
+            "action": "import",
+            "file": "junk/alertmanager01-data.tar.zst",
+            "replace": True,
+            "confirm": "alertmanager01-data",
+        },
     )
     assert time.monotonic() - started < 10
     assert error["code"] == "integrity_error", error
@@ -305,12 +329,23 @@ def test_the_runbooks_tarball_with_a_date_in_its_name_replaces_its_volume(
     folder = agent.backup_dir / "manual"
     folder.mkdir(parents=True)
     # The runbook's own command, the server's default compression.
-    atlas.run("storage", "volume", "export", atlas.pool, "prometheus01-data",
-              str(folder / "prometheus01-data-20241126.tar.gz"), "--volume-only")
+    atlas.run(
+        "storage",
+        "volume",
+        "export",
+        atlas.pool,
+        "prometheus01-data",
+        str(folder / "prometheus01-data-20241126.tar.gz"),
+        "--volume-only",
+    )
     atlas.write("prometheus01", "/data/state", "lost data")
     job = agent.client.run(
-        {"action": "import", "file": "manual/prometheus01-data-20241126.tar.gz",
-         "replace": True, "confirm": "prometheus01-data"},
+        {
+            "action": "import",
+            "file": "manual/prometheus01-data-20241126.tar.gz",
+            "replace": True,
+            "confirm": "prometheus01-data",
+        },
         timeout=120,
     )
     assert job["state"] == "succeeded", job
@@ -326,8 +361,15 @@ def test_a_file_holding_another_volume_than_confirm_names_is_refused(
     folder = agent.backup_dir / "manual"
     folder.mkdir(parents=True)
     cli_export(atlas, "grafana01-data", folder / "loki01-data.tar.zst")
-    error = refused(agent, {"action": "import", "file": "manual/loki01-data.tar.zst",
-                            "replace": True, "confirm": "loki01-data"})
+    error = refused(
+        agent,
+        {
+            "action": "import",
+            "file": "manual/loki01-data.tar.zst",
+            "replace": True,
+            "confirm": "loki01-data",
+        },
+    )
     # The volume is the one index.yaml names, whatever the file is called.
     assert "'grafana01-data'" in error["message"]
     assert error["message"].endswith("- at `$.confirm`")
@@ -335,7 +377,10 @@ def test_a_file_holding_another_volume_than_confirm_names_is_refused(
 
 
 FAULT_POINTS = [
-    "import_uploaded", "instance_stopped", "import_swapping", "import_swapped",
+    "import_uploaded",
+    "instance_stopped",
+    "import_swapping",
+    "import_swapped",
     "import_removing_old",
 ]
 
@@ -349,11 +394,16 @@ def test_kill_9_during_a_replace_leaves_old_or_new_data_whole_and_the_instance_r
     atlas.write("mosquitto01", "/data/state", "old")
     agent.process.stop()
     agent.process.start(env={"ATLAS_BACKUP_FAULT": point})
-    agent.client.wait_for(lambda r: r.topic == f"{agent.prefix}/agent"
-                          and r.json().get("state") == "online")
+    agent.client.wait_for(
+        lambda r: r.topic == f"{agent.prefix}/agent" and r.json().get("state") == "online"
+    )
     response = agent.client.command(
-        {"action": "import", "backup": f"{SET}/mosquitto01-data", "replace": True,
-         "confirm": "mosquitto01-data"}
+        {
+            "action": "import",
+            "backup": f"{SET}/mosquitto01-data",
+            "replace": True,
+            "confirm": "mosquitto01-data",
+        }
     )
     assert agent.process.process is not None
     assert agent.process.process.wait(120) == -signal.SIGKILL
@@ -409,8 +459,10 @@ def _restart_with_fault(agent: AgentHarness, point: str) -> None:
     agent.process.stop()
     mark = agent.client.mark()
     agent.process.start(env={"ATLAS_BACKUP_FAULT": point})
-    agent.client.wait_for(lambda r: r.topic == f"{agent.prefix}/agent"
-                          and r.json().get("state") == "online", since=mark)
+    agent.client.wait_for(
+        lambda r: r.topic == f"{agent.prefix}/agent" and r.json().get("state") == "online",
+        since=mark,
+    )
 
 
 def test_a_file_name_with_a_question_mark_never_reaches_another_volume(
@@ -491,8 +543,9 @@ def test_two_imports_of_one_backup_at_once_both_make_their_own_volume(
     catalog_backup(atlas, "prometheus01-data", agent.backup_dir)
     targets = ["prom-a", "prom-b"]
     responses = [
-        agent.client.command({"action": "import", "backup": f"{SET}/prometheus01-data",
-                              "as": target})
+        agent.client.command(
+            {"action": "import", "backup": f"{SET}/prometheus01-data", "as": target}
+        )
         for target in targets
     ]
     try:

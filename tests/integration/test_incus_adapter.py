@@ -533,8 +533,9 @@ def test_a_name_with_url_characters_is_refused_and_the_volume_it_cut_to_is_untou
     client: IncusClient, service: Service, pattern: str, tarball: Path
 ) -> None:
     victim = service.volume
-    service.project.run("storage", "volume", "snapshot", "create", service.project.pool,
-                        victim, "keep")
+    service.project.run(
+        "storage", "volume", "snapshot", "create", service.project.pool, victim, "keep"
+    )
     bad = pattern.format(v=victim)
     calls: list[Callable[[], object]] = [
         lambda: client.volume_exists(bad),
@@ -568,14 +569,16 @@ def test_a_name_with_url_characters_is_refused_and_the_volume_it_cut_to_is_untou
 def test_a_copy_onto_a_taken_name_is_a_conflict_and_leaves_it(
     client: IncusClient, service: Service, fresh_volume: str
 ) -> None:
-    service.project.run("storage", "volume", "create", service.project.pool, fresh_volume,
-                        "user.owner=someone-else")
+    service.project.run(
+        "storage", "volume", "create", service.project.pool, fresh_volume, "user.owner=someone-else"
+    )
 
     with pytest.raises(Conflict):
         client.copy_volume(service.volume, None, fresh_volume)
 
-    owner = service.project.run("storage", "volume", "get", service.project.pool,
-                                fresh_volume, "user.owner")
+    owner = service.project.run(
+        "storage", "volume", "get", service.project.pool, fresh_volume, "user.owner"
+    )
     assert owner.strip() == "someone-else"
 
 
@@ -584,8 +587,15 @@ def test_an_import_whose_name_is_taken_under_it_is_a_conflict(
 ) -> None:
     """Incus says so only in the operation ("already exists"): still a Conflict, so that
     the job never removes the volume as if it had half made it."""
-    service.project.run("storage", "volume", "export", service.project.pool, service.volume,
-                        str(tarball), "--volume-only")
+    service.project.run(
+        "storage",
+        "volume",
+        "export",
+        service.project.pool,
+        service.volume,
+        str(tarball),
+        "--volume-only",
+    )
     service.project.run("storage", "volume", "create", service.project.pool, fresh_volume)
     racing = IncusClient(config)
     racing.volume_exists = lambda name: False  # type: ignore[method-assign]  # taken after
@@ -601,8 +611,12 @@ _AROUND = st.sampled_from([*"?#/%&=+;:@ .\\\n\t\x00~*", "%3F", "%2F", "\u00e9", 
 around_victim = st.tuples(st.sampled_from(["", "..", "victim"]), _AROUND, st.text(max_size=4))
 
 
-@settings(max_examples=40, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(parts=around_victim)
 def test_no_name_reaches_a_volume_or_snapshot_but_its_own(
     client: IncusClient, service: Service, parts: tuple[str, str, str]

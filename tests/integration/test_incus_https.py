@@ -27,8 +27,9 @@ def project() -> Iterator[IncusProject]:
 
 
 @pytest.fixture(scope="module")
-def remote(project: IncusProject, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[RemoteIncus]:
+def remote(
+    project: IncusProject, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RemoteIncus]:
     with incus_over_https(tmp_path_factory.mktemp("incus-https"), project.name) as remote:
         yield remote
 
@@ -49,14 +50,20 @@ def hostile(unrelated: Certificates, kind: str) -> dict[str, str]:
 
 
 @pytest.fixture(params=["ca-bundle", "proxy"])
-def hostile_environment(request: pytest.FixtureRequest, unrelated: Certificates
-                        ) -> dict[str, str]:
+def hostile_environment(request: pytest.FixtureRequest, unrelated: Certificates) -> dict[str, str]:
     return hostile(unrelated, request.param)
 
 
 @contextmanager
-def https_agent(broker: Broker, project: IncusProject, remote: RemoteIncus, workdir: Path,
-                *, server_cert: Path | None, env: dict[str, str]) -> Iterator[AgentHarness]:
+def https_agent(
+    broker: Broker,
+    project: IncusProject,
+    remote: RemoteIncus,
+    workdir: Path,
+    *,
+    server_cert: Path | None,
+    env: dict[str, str],
+) -> Iterator[AgentHarness]:
     """The agent configured for `remote` alone (its socket setting names no socket),
     pinning `server_cert` if given."""
     incus = {
@@ -67,23 +74,34 @@ def https_agent(broker: Broker, project: IncusProject, remote: RemoteIncus, work
         "server_cert_file": str(server_cert) if server_cert else "",
     }
     with running_agent(
-        broker.port, project.name, workdir, env=env, passphrase=None, services=[SERVICE],
+        broker.port,
+        project.name,
+        workdir,
+        env=env,
+        passphrase=None,
+        services=[SERVICE],
         incus=incus,
     ) as harness:
         yield harness
 
 
 def test_list_and_export_over_https_trust_the_pinned_certificate_not_the_environment(
-    broker: Broker, project: IncusProject, remote: RemoteIncus, tmp_path: Path,
+    broker: Broker,
+    project: IncusProject,
+    remote: RemoteIncus,
+    tmp_path: Path,
     hostile_environment: dict[str, str],
 ) -> None:
-    with https_agent(broker, project, remote, tmp_path, server_cert=remote.server_cert,
-                     env=hostile_environment) as agent:
+    with https_agent(
+        broker, project, remote, tmp_path, server_cert=remote.server_cert, env=hostile_environment
+    ) as agent:
         job = agent.client.run({"action": "list", "volumes": ["tiny01-data"]})
         assert job["state"] == "succeeded", job
         (volume,) = job["result"]["volumes"]
         assert (volume["volume"], volume["exists"], volume["used_by"]) == (
-            "tiny01-data", True, ["tiny01"]
+            "tiny01-data",
+            True,
+            ["tiny01"],
         )
 
         job = agent.client.run({"action": "export", "volumes": ["tiny01-data"]}, timeout=120)
@@ -100,20 +118,25 @@ def test_list_and_export_over_https_trust_the_pinned_certificate_not_the_environ
 
 
 def test_a_wrong_pinned_certificate_is_refused_and_the_agent_keeps_serving(
-    broker: Broker, project: IncusProject, remote: RemoteIncus, tmp_path: Path,
+    broker: Broker,
+    project: IncusProject,
+    remote: RemoteIncus,
+    tmp_path: Path,
     unrelated: Certificates,
 ) -> None:
     env = hostile(unrelated, "ca-bundle") | hostile(unrelated, "proxy")
-    with https_agent(broker, project, remote, tmp_path, server_cert=unrelated.server_cert,
-                     env=env) as agent:
+    with https_agent(
+        broker, project, remote, tmp_path, server_cert=unrelated.server_cert, env=env
+    ) as agent:
         for _ in range(2):
             job = agent.client.run({"action": "list", "volumes": ["tiny01-data"]})
             assert job["state"] == "failed", job
             assert job["error"]["code"] == "incus_error"
             message = job["error"]["message"]
             assert f"cannot connect to Incus at {remote.url}" in message
-            assert (f"its certificate is not the one in server_cert_file "
-                    f"{unrelated.server_cert}") in message
+            assert (
+                f"its certificate is not the one in server_cert_file {unrelated.server_cert}"
+            ) in message
             assert agent.client.command({"action": "status"})["status"] == "accepted"
         assert agent.process.process is not None
         assert agent.process.process.poll() is None

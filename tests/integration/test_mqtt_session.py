@@ -90,16 +90,26 @@ async def wait_until(condition: Callable[[], bool]) -> None:
 
 async def mosquitto_pub(broker: Broker, topic: str, payload: str) -> None:
     await anyio.run_process(
-        ["mosquitto_pub", "-p", str(broker.port), "-V", "mqttv5", "-q", "1",
-         "-t", topic, "-m", payload]
+        [
+            "mosquitto_pub",
+            "-p",
+            str(broker.port),
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ]
     )
 
 
 async def retained(broker: Broker, topic: str) -> str:
     """The retained message on `topic` as mosquitto_sub sees it: '<retain flag> <payload>'."""
     done = await anyio.run_process(
-        ["mosquitto_sub", "-p", str(broker.port), "-t", topic, "-C", "1", "-W", "5",
-         "-F", "%r %p"]
+        ["mosquitto_sub", "-p", str(broker.port), "-t", topic, "-C", "1", "-W", "5", "-F", "%r %p"]
     )
     return done.stdout.decode().strip()
 
@@ -304,8 +314,20 @@ async def test_reconnects_after_a_broker_restart_and_calls_on_connect_again(
 
 async def mosquitto_pub_retained(broker: Broker, topic: str, payload: str) -> None:
     await anyio.run_process(
-        ["mosquitto_pub", "-p", str(broker.port), "-V", "mqttv5", "-q", "1", "-r",
-         "-t", topic, "-m", payload]
+        [
+            "mosquitto_pub",
+            "-p",
+            str(broker.port),
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-r",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ]
     )
 
 

@@ -78,8 +78,9 @@ def events(atlas: IncusProject) -> Iterator[LifecycleLog]:
         yield log
 
 
-def run_checked(agent: AgentHarness, events: LifecycleLog, command: dict[str, Any]
-                ) -> dict[str, Any]:
+def run_checked(
+    agent: AgentHarness, events: LifecycleLog, command: dict[str, Any]
+) -> dict[str, Any]:
     """Plan `command` as a dry run, run it, and require Incus's events to be in the plan."""
     dry = agent.client.command({**command, "dry_run": True})
     assert dry["status"] == "accepted", dry
@@ -96,27 +97,50 @@ def run_checked(agent: AgentHarness, events: LifecycleLog, command: dict[str, An
 def test_what_every_action_does_in_incus_is_in_its_plan(
     agent: AgentHarness, atlas: IncusProject, events: LifecycleLog, shared_volume: str
 ) -> None:
-    run_checked(agent, events, {"action": "snapshot", "volumes": ["grafana01-data"],
-                                "quiesce": True, "name": "plan-check"})
+    run_checked(
+        agent,
+        events,
+        {
+            "action": "snapshot",
+            "volumes": ["grafana01-data"],
+            "quiesce": True,
+            "name": "plan-check",
+        },
+    )
     assert atlas.state(shared_volume) == "Running"
-    run_checked(agent, events, {"action": "restore", "volume": "grafana01-data",
-                                "snapshot": "plan-check", "confirm": "grafana01-data"})
-    exported = run_checked(agent, events, {"action": "export", "volumes": ["grafana01-data"],
-                                           "mode": "stop"})
-    run_checked(agent, events, {"action": "export", "volumes": ["mosquitto01-data"],
-                                "mode": "snapshot"})
+    run_checked(
+        agent,
+        events,
+        {
+            "action": "restore",
+            "volume": "grafana01-data",
+            "snapshot": "plan-check",
+            "confirm": "grafana01-data",
+        },
+    )
+    exported = run_checked(
+        agent, events, {"action": "export", "volumes": ["grafana01-data"], "mode": "stop"}
+    )
+    run_checked(
+        agent, events, {"action": "export", "volumes": ["mosquitto01-data"], "mode": "snapshot"}
+    )
     backup = exported["result"]["files"][0]["backup"]
     run_checked(agent, events, {"action": "verify", "backup": backup, "restore_test": True})
     copy = f"copy-{uuid.uuid4().hex[:6]}"
     run_checked(agent, events, {"action": "import", "backup": backup, "as": copy})
     atlas.run("storage", "volume", "delete", atlas.pool, copy)
-    run_checked(agent, events, {"action": "import", "backup": backup, "replace": True,
-                                "confirm": "grafana01-data"})
+    run_checked(
+        agent,
+        events,
+        {"action": "import", "backup": backup, "replace": True, "confirm": "grafana01-data"},
+    )
     assert atlas.state("grafana01") == atlas.state(shared_volume) == "Running"
 
 
 def test_an_event_outside_the_plan_is_reported() -> None:
     plan = [{"op": "stop_instance", "target": "grafana01", "if": "running"}]
-    events = [Lifecycle("instance-stopped", ("grafana01",)),
-              Lifecycle("instance-stopped", ("reporter01",))]
+    events = [
+        Lifecycle("instance-stopped", ("grafana01",)),
+        Lifecycle("instance-stopped", ("reporter01",)),
+    ]
     assert uncovered(plan, events) == [Lifecycle("instance-stopped", ("reporter01",))]

@@ -282,8 +282,10 @@ def test_a_volume_without_backups_fails_its_verify_and_the_others_pass(
 def test_a_public_key_backup_is_checked_as_far_as_the_agent_host_can(
     broker: Broker, atlas: IncusProject, tmp_path: Path, operator_key: OperatorKey
 ) -> None:
-    encryption = {"recipients": [operator_key.fingerprint],
-                  "public_keys_file": str(operator_key.public_file)}
+    encryption = {
+        "recipients": [operator_key.fingerprint],
+        "public_keys_file": str(operator_key.public_file),
+    }
     with running_agent(
         broker.port, atlas.name, tmp_path, passphrase=None, encryption=encryption
     ) as agent:
@@ -313,8 +315,9 @@ BAD_VERIFIES = [
 ]
 
 
-@pytest.mark.parametrize(("fields", "names"), BAD_VERIFIES, ids=[str(i) for i in
-                                                                 range(len(BAD_VERIFIES))])
+@pytest.mark.parametrize(
+    ("fields", "names"), BAD_VERIFIES, ids=[str(i) for i in range(len(BAD_VERIFIES))]
+)
 def test_bad_verify_commands_are_rejected_naming_the_field(
     agent: AgentHarness, fields: dict[str, Any], names: str
 ) -> None:

@@ -24,7 +24,10 @@ class AgentProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "agent", "--config", str(self.config)],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:

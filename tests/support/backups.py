@@ -19,8 +19,17 @@ SET = "20261128"
 
 def cli_export(project: IncusProject, volume: str, path: Path) -> None:
     """What the runbook does: `incus storage volume export local <volume> <file>`."""
-    project.run("storage", "volume", "export", project.pool, volume, str(path),
-                "--volume-only", "--compression", "zstd")
+    project.run(
+        "storage",
+        "volume",
+        "export",
+        project.pool,
+        volume,
+        str(path),
+        "--volume-only",
+        "--compression",
+        "zstd",
+    )
 
 
 def catalog_backup(
@@ -51,9 +60,16 @@ def catalog_backup(
             written = out.commit()
     plain.unlink()
     entry = new_entry(
-        written, volume=volume, service=volume.split("01-", maxsplit=1)[0], instance=volume[:-5],
-        source_snapshot="", compression="zstd", encryption=encryption, created=now,
-        agent_version="test", incus_version="6.0.4",
+        written,
+        volume=volume,
+        service=volume.split("01-", maxsplit=1)[0],
+        instance=volume[:-5],
+        source_snapshot="",
+        compression="zstd",
+        encryption=encryption,
+        created=now,
+        agent_version="test",
+        incus_version="6.0.4",
     )
     record_backup(folder, entry, now=now, agent_version="test")
     return target
@@ -91,9 +107,16 @@ def recorded_tarball(backup_dir: Path, volume: str, data: bytes, compression: Co
     written = WrittenFile(path, len(data), hashlib.sha256(data).hexdigest())
     now = datetime.now(UTC)
     entry = new_entry(
-        written, volume=volume, service=volume.split("01-", maxsplit=1)[0], instance=volume[:-5],
-        source_snapshot="", compression=compression, encryption=None, created=now,
-        agent_version="test", incus_version="6.0.4",
+        written,
+        volume=volume,
+        service=volume.split("01-", maxsplit=1)[0],
+        instance=volume[:-5],
+        source_snapshot="",
+        compression=compression,
+        encryption=None,
+        created=now,
+        agent_version="test",
+        incus_version="6.0.4",
     )
     record_backup(folder, entry, now=now, agent_version="test")
     return f"{SET}/{volume}"

@@ -55,10 +55,8 @@ class Broker:
             "max_queued_messages 10000\n"
             "log_dest stderr\n"
             "log_type error\n"
-            "log_type warning\n"
+            "log_type warning\n" + ("user root\n" if os.geteuid() == 0 else "") + self.extra_config
             # As root, Mosquitto drops to its own user and cannot write our 0700 folder.
-            + ("user root\n" if os.geteuid() == 0 else "")
-            + self.extra_config
         )
 
     def start(self) -> None:

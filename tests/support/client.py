@@ -96,26 +96,42 @@ class TestClient:
         self._client.disconnect()
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        item = Received(message.topic, bytes(message.payload), bool(message.retain),
-                        message.properties, time.monotonic())
+        item = Received(
+            message.topic,
+            bytes(message.payload),
+            bool(message.retain),
+            message.properties,
+            time.monotonic(),
+        )
         with self._cond:
             self._received.append(item)
             self._cond.notify_all()
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any,
-                    properties: Any) -> None:
+    def _on_publish(
+        self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any
+    ) -> None:
         with self._cond:
             self.puback_codes[mid] = int(reason_code.value)
 
-    def publish(self, payload: bytes | dict[str, Any], topic: str | None = None,
-                properties: Properties | None = None, qos: int = 1,
-                retain: bool = False) -> float:
+    def publish(
+        self,
+        payload: bytes | dict[str, Any],
+        topic: str | None = None,
+        properties: Properties | None = None,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> float:
         """Publish (a command, by default, on the topic its action belongs to); waits for
         the PUBACK at QoS 1, whose reason code `last_puback()` then tells."""
         data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
         sent = time.monotonic()
-        info = self._client.publish(topic or command_topic(self.prefix, data), data, qos=qos,
-                                    retain=retain, properties=properties)
+        info = self._client.publish(
+            topic or command_topic(self.prefix, data),
+            data,
+            qos=qos,
+            retain=retain,
+            properties=properties,
+        )
         info.wait_for_publish(10)
         self._last_mid = info.mid
         return sent
@@ -129,8 +145,9 @@ class TestClient:
         with self._cond:
             return list(self._received)
 
-    def wait_for(self, match: Callable[[Received], bool], timeout: float = 30.0,
-                 since: int = 0) -> Received:
+    def wait_for(
+        self, match: Callable[[Received], bool], timeout: float = 30.0, since: int = 0
+    ) -> Received:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -150,8 +167,9 @@ class TestClient:
         with self._cond:
             return [r for r in self._received[since:] if r.topic == topic]
 
-    def command(self, payload: dict[str, Any] | bytes, timeout: float = 15.0,
-                request_id: str | None = None) -> dict[str, Any]:
+    def command(
+        self, payload: dict[str, Any] | bytes, timeout: float = 15.0, request_id: str | None = None
+    ) -> dict[str, Any]:
         """Publish a command and return the response on `<prefix>/response` for its id."""
         if isinstance(payload, dict):
             payload = {"id": f"t-{uuid.uuid4().hex[:12]}", **payload}
@@ -159,15 +177,18 @@ class TestClient:
         start = self.mark()
         self.publish(payload)
         response = self.wait_for(
-            lambda r: r.topic == f"{self.prefix}/response"
-            and (request_id is None or r.json().get("id") == request_id),
+            lambda r: (
+                r.topic == f"{self.prefix}/response"
+                and (request_id is None or r.json().get("id") == request_id)
+            ),
             timeout,
             since=start,
         )
         return dict(response.json())
 
-    def wait_job(self, job_id: str, timeout: float = 60.0,
-                 states: frozenset[str] = FINAL) -> dict[str, Any]:
+    def wait_job(
+        self, job_id: str, timeout: float = 60.0, states: frozenset[str] = FINAL
+    ) -> dict[str, Any]:
         topic = f"{self.prefix}/jobs/{job_id}"
         found = self.wait_for(
             lambda r: r.topic == topic and bool(r.payload) and r.json()["state"] in states,
@@ -192,14 +213,17 @@ def response_properties(response_topic: str, correlation: bytes) -> Properties:
     return props
 
 
-def wipe_session(port: int, client_id: str, username: str | None = None,
-                 password: str | None = None,
-                 tls: tuple[Path, Path, Path] | None = None) -> None:
+def wipe_session(
+    port: int,
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
+) -> None:
     """Connect with `client_id` and a clean start, as a careless or hostile client would:
     the broker ends whatever session that id had (and the client holding it).
     `tls` is (CA, client certificate, client key)."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if username is not None:
         client.username_pw_set(username, password)
     if tls is not None:

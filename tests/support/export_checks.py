@@ -63,8 +63,17 @@ def imported_by_the_cli(project: IncusProject, tarball: Path, workdir: Path) -> 
     back = workdir / f"{name}.tar"
     project.run("storage", "volume", "import", project.pool, str(tarball), name)
     try:
-        project.run("storage", "volume", "export", project.pool, name, str(back),
-                    "--volume-only", "--compression", "none")
+        project.run(
+            "storage",
+            "volume",
+            "export",
+            project.pool,
+            name,
+            str(back),
+            "--volume-only",
+            "--compression",
+            "none",
+        )
         return tree_of(back, "none")
     finally:
         back.unlink(missing_ok=True)

@@ -73,8 +73,9 @@ class Evidence:
         return found
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.5) -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
+) -> None:
     """Poll what has no event of its own (Incus state, a process, a log), within a bound."""
     deadline = time.monotonic() + timeout
     while not condition():

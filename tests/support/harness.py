@@ -44,23 +44,25 @@ def atlas_services(extra: dict[str, tuple[str, str]] | None = None) -> list[Serv
     entries = {s: (f"{s}01", f"{s}01-data") for s in ATLAS} | (extra or {})
     return [
         ServiceConfig(
-            name=name, instance=instance, volume=volume,
+            name=name,
+            instance=instance,
+            volume=volume,
             criticality="critical" if name == "step-ca" else "medium",
         )
         for name, (instance, volume) in entries.items()
     ]
 
 
-def agent_config(
-    *, port: int, prefix: str, project: str, workdir: Path, **tables: Any
-) -> Config:
+def agent_config(*, port: int, prefix: str, project: str, workdir: Path, **tables: Any) -> Config:
     """A test agent's config: the broker on localhost, `project` on the local pool, the
     backup and state directories in `workdir`, debug logs, short Incus timeouts. `tables`
     change keys of a table (`agent={"recovery_retry_s": 1}`) or replace the services
     (`services=[...]`); see `with_tables`."""
     config = Config(
         mqtt=MqttConfig(
-            host="127.0.0.1", port=port, client_id=f"agent-{prefix.replace('/', '-')}",
+            host="127.0.0.1",
+            port=port,
+            client_id=f"agent-{prefix.replace('/', '-')}",
             topic_prefix=prefix,
         ),
         incus=IncusConfig(project=project, pool="local", timeout_s=60, stop_timeout_s=10),
@@ -74,9 +76,9 @@ def with_tables(config: Config, **tables: Any) -> Config:
     """`config` with the keys given for each table replaced, and `services` (a list of
     `ServiceConfig`) replacing the services; checked as the agent decodes it."""
     changes: dict[str, Any] = {
-        name: value if name == "services" else msgspec.structs.replace(
-            getattr(config, name), **value
-        )
+        name: value
+        if name == "services"
+        else msgspec.structs.replace(getattr(config, name), **value)
         for name, value in tables.items()
     }
     return decode_config(encode_config(msgspec.structs.replace(config, **changes)))
@@ -198,13 +200,20 @@ def prepare_agent(
     return AgentHarness(
         AgentProcess(path, workdir / "agent.log"),
         client(prefix) if client else TestClient(port, prefix),
-        prefix, port, workdir, after_recovery,
+        prefix,
+        port,
+        workdir,
+        after_recovery,
     )
 
 
 @contextmanager
 def running_agent(
-    port: int, project: str, workdir: Path, *, env: dict[str, str] | None = None,
+    port: int,
+    project: str,
+    workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
     **options: Any,
 ) -> Iterator[AgentHarness]:
     """A started agent for the block (`prepare_agent` takes `options`); stopped after it,

@@ -65,8 +65,9 @@ class IncusProject:
         return [line.split(",")[0] for line in out.splitlines() if line]
 
     def volumes(self) -> list[str]:
-        out = self.run("storage", "volume", "list", self.pool, "type=custom", "-f", "csv",
-                       "-c", "n")
+        out = self.run(
+            "storage", "volume", "list", self.pool, "type=custom", "-f", "csv", "-c", "n"
+        )
         return [line for line in out.splitlines() if line and "/" not in line]
 
     def destroy(self) -> None:
@@ -82,10 +83,15 @@ def incus_project(prefix: str = "atlas-test") -> Iterator[IncusProject]:
     ensure_image()
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     incus(
-        "project", "create", name,
-        "-c", "features.images=false",
-        "-c", "features.profiles=false",
-        "-c", "features.storage.volumes=true",
+        "project",
+        "create",
+        name,
+        "-c",
+        "features.images=false",
+        "-c",
+        "features.profiles=false",
+        "-c",
+        "features.storage.volumes=true",
     )
     project = IncusProject(name=name)
     try:

@@ -37,9 +37,19 @@ class LifecycleLog:
         self._events: list[Lifecycle] = []
         self._cond = threading.Condition()
         self._process = subprocess.Popen(
-            ["incus", "monitor", "--project", project.name, "--type", "lifecycle",
-             "--format", "json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                "incus",
+                "monitor",
+                "--project",
+                project.name,
+                "--type",
+                "lifecycle",
+                "--format",
+                "json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -79,7 +89,7 @@ class LifecycleLog:
         self._project.run("storage", "volume", "delete", self._project.pool, marker)
         end = self._wait_for(Lifecycle("storage-volume-deleted", (marker,)), timeout)
         with self._cond:
-            taken, self._events = self._events[:end + 1], self._events[end + 1:]
+            taken, self._events = self._events[: end + 1], self._events[end + 1 :]
         return [e for e in taken if marker not in e.names]
 
     def close(self) -> None:

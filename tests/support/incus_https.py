@@ -67,12 +67,35 @@ def incus_over_https(folder: Path, project: str) -> Iterator[RemoteIncus]:
         incus("config", "set", "core.https_address", ours)
     try:
         key, cert = folder / "incus-client.key", folder / "incus-client.crt"
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-keyout", key, "-out", cert, "-days", "2",
-                "-subj", "/CN=atlas-backup-test")
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=atlas-backup-test",
+        )
         name = f"atlas-test-{uuid.uuid4().hex[:8]}"
-        incus("config", "trust", "add-certificate", str(cert), "--name", name,
-              "--restricted", "--projects", project)
+        incus(
+            "config",
+            "trust",
+            "add-certificate",
+            str(cert),
+            "--name",
+            name,
+            "--restricted",
+            "--projects",
+            project,
+        )
         try:
             yield RemoteIncus(loopback_url(address), cert, key, SERVER_CERT)
         finally:

@@ -32,10 +32,17 @@ from schemas.errors import AtlasError, Conflict, IncusFailure, NotFound
 EPOCH = datetime(2026, 11, 28, 2, 0, 0, tzinfo=UTC)
 POOL = "local"
 # The operations that only read: left out of `changes`.
-READS = frozenset({
-    "server_info", "list_volumes", "get_volume", "instance_status", "volume_exists",
-    "list_backups", "volume_disks",
-})
+READS = frozenset(
+    {
+        "server_info",
+        "list_volumes",
+        "get_volume",
+        "instance_status",
+        "volume_exists",
+        "list_backups",
+        "volume_disks",
+    }
+)
 Call = tuple[str, ...]
 
 
@@ -74,7 +81,12 @@ class MemoryIncus:
     # -- setting up and injecting faults (not part of the port, not recorded)
 
     def add_service(
-        self, instance: str, volume: str, data: str = "v1", *, status: str = "Running",
+        self,
+        instance: str,
+        volume: str,
+        data: str = "v1",
+        *,
+        status: str = "Running",
         snapshots: dict[str, str] | None = None,
     ) -> None:
         """An instance that mounts `volume` (holding `data`) at its `data` disk."""
@@ -96,9 +108,9 @@ class MemoryIncus:
         self.instances[instance].status = "Stopped"
 
     def used_by(self, volume: str) -> tuple[str, ...]:
-        return tuple(sorted(
-            name for name, i in self.instances.items() if volume in i.disks.values()
-        ))
+        return tuple(
+            sorted(name for name, i in self.instances.items() if volume in i.disks.values())
+        )
 
     @property
     def changes(self) -> list[Call]:

@@ -66,8 +66,15 @@ def backup_file(volume: str, set_name: str = "manual") -> BackupFile:
     """A backup of `volume` as `BackupFiles.locate` returns it."""
     name = f"{volume}.tar.zst"
     return BackupFile(
-        path=f"/backup/{set_name}/{name}", set_name=set_name, file_name=name, volume=volume,
-        size=100, plaintext_size=100, sha256="0" * 64, encrypted=False, compression="zstd",
+        path=f"/backup/{set_name}/{name}",
+        set_name=set_name,
+        file_name=name,
+        volume=volume,
+        size=100,
+        plaintext_size=100,
+        sha256="0" * 64,
+        encrypted=False,
+        compression="zstd",
         in_manifest=True,
     )
 

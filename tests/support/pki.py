@@ -24,10 +24,23 @@ def make_certificates(folder: Path) -> Certificates:
     folder.mkdir()
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     ca, ca_key = folder / "ca.crt", folder / "ca.key"
-    openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
-            "-subj", "/CN=atlas-test-ca",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        ca_key,
+        "-out",
+        ca,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=atlas-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
 
     def issue(name: str, extensions: str) -> tuple[Path, Path]:
         cert, key, csr = folder / f"{name}.crt", folder / f"{name}.key", folder / f"{name}.csr"
@@ -36,8 +49,23 @@ def make_certificates(folder: Path) -> Certificates:
             "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" + extensions
         )
         openssl("req", "-new", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
-        openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-                "-out", cert, "-days", "2", "-extfile", folder / f"{name}.ext")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-extfile",
+            folder / f"{name}.ext",
+        )
         return cert, key
 
     server_cert, server_key = issue(

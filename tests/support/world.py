@@ -45,8 +45,11 @@ class Change:
     after: str | None
 
     def __str__(self) -> str:
-        detail = {"created": f"now {self.after}", "deleted": f"was {self.before}",
-                  "changed": f"{self.before} -> {self.after}"}[self.how]
+        detail = {
+            "created": f"now {self.after}",
+            "deleted": f"was {self.before}",
+            "changed": f"{self.before} -> {self.after}",
+        }[self.how]
         return f"{self.obj} was {self.how} ({detail[:400]})"
 
 
@@ -109,8 +112,10 @@ def _incus_objects(reader: IncusReader, project: str, pool: str) -> dict[Obj, st
         found[Obj("volume", project, name)] = _canonical(
             {k: volume[k] for k in ("config", "created_at", "used_by", "content_type")}
         )
-        url = (f"/1.0/storage-pools/{pool}/volumes/custom/{quote(name, safe='')}/backups"
-               f"?project={project}&recursion=1")
+        url = (
+            f"/1.0/storage-pools/{pool}/volumes/custom/{quote(name, safe='')}/backups"
+            f"?project={project}&recursion=1"
+        )
         for backup in reader.get(url):
             found[Obj("backup", project, f"{name}/{backup['name']}")] = _canonical(
                 {k: backup[k] for k in ("created_at", "expires_at")}
@@ -129,8 +134,9 @@ def _file_fingerprint(path: Path) -> str:
     if stat.S_ISDIR(info.st_mode):
         return _canonical({"dir": True, "inode": info.st_ino})
     kind = "file" if stat.S_ISREG(info.st_mode) else f"mode {stat.filemode(info.st_mode)}"
-    return _canonical({kind: True, "size": info.st_size, "mtime_ns": info.st_mtime_ns,
-                       "inode": info.st_ino})
+    return _canonical(
+        {kind: True, "size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
+    )
 
 
 def _files(backup_dir: Path) -> dict[Obj, str]:
@@ -153,6 +159,9 @@ def changes(before: World, after: World) -> list[Change]:
     """What differs, object by object, sorted."""
     found = [Change(obj, "created", None, after[obj]) for obj in after.keys() - before.keys()]
     found += [Change(obj, "deleted", before[obj], None) for obj in before.keys() - after.keys()]
-    found += [Change(obj, "changed", before[obj], after[obj])
-              for obj in before.keys() & after.keys() if before[obj] != after[obj]]
+    found += [
+        Change(obj, "changed", before[obj], after[obj])
+        for obj in before.keys() & after.keys()
+        if before[obj] != after[obj]
+    ]
     return sorted(found, key=lambda change: (change.obj, change.how))

@@ -50,13 +50,16 @@ UNSAFE = {
     "block-device": ([member("backup/volume/sda", tarfile.BLKTYPE)], "a device node"),
     "fifo": ([member("backup/volume/pipe", tarfile.FIFOTYPE)], "a FIFO"),
     "hardlink-absolute": (
-        [member("backup/volume/shadow", tarfile.LNKTYPE, "/etc/shadow")], "a hard link to"
+        [member("backup/volume/shadow", tarfile.LNKTYPE, "/etc/shadow")],
+        "a hard link to",
     ),
     "hardlink-out": (
-        [member("backup/volume/idx", tarfile.LNKTYPE, "backup/index.yaml")], "a hard link to"
+        [member("backup/volume/idx", tarfile.LNKTYPE, "backup/index.yaml")],
+        "a hard link to",
     ),
     "symlink-out": (
-        [member("backup/volume/up", tarfile.SYMTYPE, "../../../etc")], "a symlink to '../../../etc'"
+        [member("backup/volume/up", tarfile.SYMTYPE, "../../../etc")],
+        "a symlink to '../../../etc'",
     ),
     "through-symlink": (
         [member("backup/volume/etc", tarfile.SYMTYPE, "/etc"), member("backup/volume/etc/passwd")],
@@ -96,8 +99,9 @@ def test_links_inside_the_volume_are_ordinary(reader: str) -> None:
 @pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
 def test_a_garbage_index_fails_the_archive(reader: str, compression: Compression) -> None:
-    data = compress(tar_bytes({"backup/index.yaml": b"{{{ not: [yaml", "backup/volume/a": b"a"}),
-                    compression)
+    data = compress(
+        tar_bytes({"backup/index.yaml": b"{{{ not: [yaml", "backup/volume/a": b"a"}), compression
+    )
     with pytest.raises(IntegrityFailure, match=re.escape("backup/index.yaml is not valid YAML")):
         READERS[reader](data, compression)
 
@@ -105,8 +109,11 @@ def test_a_garbage_index_fails_the_archive(reader: str, compression: Compression
 def test_the_fingerprint_carries_the_index() -> None:
     tree = fingerprint_archive(io.BytesIO(incus_backup()), "none", label="x")
     assert tree.index is not None
-    assert (tree.index.name, tree.index.pool, tree.index.type) == ("grafana01-data", "local",
-                                                                    "custom")
+    assert (tree.index.name, tree.index.pool, tree.index.type) == (
+        "grafana01-data",
+        "local",
+        "custom",
+    )
 
 
 def test_an_index_whose_config_names_another_volume_is_damaged() -> None:
@@ -137,7 +144,10 @@ config:
 """
     index = parse_index(text, "x")
     assert (index.name, index.pool, index.type, index.content_type) == (
-        "vol1", "local", "custom", "block"
+        "vol1",
+        "local",
+        "custom",
+        "block",
     )
 
 

@@ -13,8 +13,14 @@ from tests.support.incus_tarball import INDEX_YAML, compress
 COMPRESSIONS: list[Compression] = ["zstd", "gzip", "none"]
 
 
-def volume_tar(files: dict[str, bytes], *, mtime: int = 0, reverse: bool = False,
-               mode: int = 0o644, index: bool = True) -> bytes:
+def volume_tar(
+    files: dict[str, bytes],
+    *,
+    mtime: int = 0,
+    reverse: bool = False,
+    mode: int = 0o644,
+    index: bool = True,
+) -> bytes:
     """An Incus-shaped tarball: `backup/index.yaml`, then the volume's root and files."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -25,7 +31,7 @@ def volume_tar(files: dict[str, bytes], *, mtime: int = 0, reverse: bool = False
         root = tarfile.TarInfo("backup/volume")
         root.type, root.mode, root.mtime = tarfile.DIRTYPE, 0o711, mtime
         tar.addfile(root)
-        for name, data in (reversed(files.items()) if reverse else files.items()):
+        for name, data in reversed(files.items()) if reverse else files.items():
             info = tarfile.TarInfo(f"backup/volume/{name}")
             info.size, info.mode, info.mtime, info.uid = len(data), mode, mtime, mtime
             tar.addfile(info, io.BytesIO(data))

@@ -64,8 +64,15 @@ def record(
     data = path.read_bytes()
     written = WrittenFile(folder / (name or path.name), len(data), hashlib.sha256(data).hexdigest())
     entry = new_entry(
-        written, volume=volume, service="grafana", instance="grafana01", source_snapshot="",
-        compression=compression, encryption=None, created=NOW, agent_version="test",
+        written,
+        volume=volume,
+        service="grafana",
+        instance="grafana01",
+        source_snapshot="",
+        compression=compression,
+        encryption=None,
+        created=NOW,
+        agent_version="test",
         incus_version="6.0.4",
     )
     record_backup(folder, entry, now=NOW, agent_version="test")
@@ -278,8 +285,10 @@ async def test_a_file_put_in_place_of_the_located_one_is_not_read(
     replacement = path.with_suffix(".new")
     replacement.write_bytes(path.read_bytes())
     os.replace(replacement, path)
-    with pytest.raises(IntegrityFailure, match="another file took its place"), \
-            files.open_plaintext(backup):
+    with (
+        pytest.raises(IntegrityFailure, match="another file took its place"),
+        files.open_plaintext(backup),
+    ):
         pass
 
 
@@ -300,8 +309,7 @@ async def test_a_cancel_reaches_a_long_read_between_chunks(
     with pytest.raises(JobCancelled):
         await files.verify_checksum(backup, lambda _done, _total: None, cancel_after_two)
     reads = 0
-    with files.open_plaintext(backup, cancel_after_two) as plaintext, \
-            pytest.raises(JobCancelled):
+    with files.open_plaintext(backup, cancel_after_two) as plaintext, pytest.raises(JobCancelled):
         drain(plaintext)
 
 

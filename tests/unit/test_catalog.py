@@ -24,9 +24,16 @@ def backup(root: Path, set_name: str, volume: str, data: bytes = b"tar") -> Path
     written = WrittenFile(path, len(data), hashlib.sha256(data).hexdigest())
     moment = datetime.strptime(set_name, "%Y%m%d").replace(tzinfo=UTC)
     entry = new_entry(
-        written, volume=volume, service=volume.partition("01")[0], instance=volume[:-5],
-        source_snapshot="", compression="zstd", encryption=None, created=moment,
-        agent_version="test", incus_version="6.0.4",
+        written,
+        volume=volume,
+        service=volume.partition("01")[0],
+        instance=volume[:-5],
+        source_snapshot="",
+        compression="zstd",
+        encryption=None,
+        created=moment,
+        agent_version="test",
+        incus_version="6.0.4",
     )
     record_backup(folder, entry, now=moment, agent_version="test")
     return path
@@ -39,7 +46,9 @@ def test_the_listing_has_every_backup_newest_set_first(tmp_path: Path) -> None:
     listing = read_catalog(tmp_path)
     assert [item.set_name for item in listing.items] == ["20261128", "20261128", "20261126"]
     assert sorted(item.backup for item in listing.items) == [
-        "20261126/grafana01-data", "20261128/grafana01-data", "20261128/loki01-data",
+        "20261126/grafana01-data",
+        "20261128/grafana01-data",
+        "20261128/loki01-data",
     ]
     assert listing.problems == ()
     shown = listing.items[-1].as_dict()
@@ -59,8 +68,9 @@ def test_a_damaged_manifest_or_a_missing_file_is_named_not_fatal(tmp_path: Path)
     assert [item.backup for item in listing.items] == ["20261126/grafana01-data"]
     assert len(listing.problems) == 2
     assert any("20261127" in p and "was altered" in p for p in listing.problems)
-    assert any("20261128/loki01-data.tar.zst: in the manifest, but missing" in p
-               for p in listing.problems)
+    assert any(
+        "20261128/loki01-data.tar.zst: in the manifest, but missing" in p for p in listing.problems
+    )
 
 
 def test_the_newest_set_holding_the_volume_is_found_even_if_damaged(tmp_path: Path) -> None:

@@ -60,12 +60,18 @@ def test_import_accepts_the_as_field_under_its_wire_name() -> None:
     ("message", "named"),
     [
         ("Object missing required field `job`", "Object missing required field `job` - at `$.job`"),
-        ("Object contains unknown field `x` - at `$.volumes[0]`",
-         "Object contains unknown field `x` - at `$.volumes[0].x`"),
-        ("Object contains unknown field `a b`",
-         'Object contains unknown field `a b` - at `$["a b"]`'),
-        ("Expected `str`, got `int` - at `$.volumes[0]`",
-         "Expected `str`, got `int` - at `$.volumes[0]`"),
+        (
+            "Object contains unknown field `x` - at `$.volumes[0]`",
+            "Object contains unknown field `x` - at `$.volumes[0].x`",
+        ),
+        (
+            "Object contains unknown field `a b`",
+            'Object contains unknown field `a b` - at `$["a b"]`',
+        ),
+        (
+            "Expected `str`, got `int` - at `$.volumes[0]`",
+            "Expected `str`, got `int` - at `$.volumes[0]`",
+        ),
     ],
 )
 def test_missing_and_unknown_fields_are_named_by_their_full_path(message: str, named: str) -> None:

@@ -9,8 +9,12 @@ from schemas.errors import ConfigError
 def test_an_empty_file_gives_the_six_atlas_services() -> None:
     config = parse_config("")
     assert [s.volume for s in config.services] == [
-        "grafana01-data", "prometheus01-data", "loki01-data",
-        "step-ca01-data", "alertmanager01-data", "mosquitto01-data",
+        "grafana01-data",
+        "prometheus01-data",
+        "loki01-data",
+        "step-ca01-data",
+        "alertmanager01-data",
+        "mosquitto01-data",
     ]
     assert config.mqtt.topic_prefix == "atlas/backup"
     assert config.incus.pool == "local"

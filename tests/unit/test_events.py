@@ -24,7 +24,8 @@ async def test_subscribers_see_their_events_in_order_and_a_failing_one_is_isolat
     bus.subscribe(JobPurged, broken)
     bus.subscribe(JobPurged, purged)
     bus.subscribe(JobTransitioned, moved)
-    await bus.emit(JobTransitioned(Event(job="j1", action="snapshot", state="running",
-                                         at="", at_ts=0)))
+    await bus.emit(
+        JobTransitioned(Event(job="j1", action="snapshot", state="running", at="", at_ts=0))
+    )
     await bus.emit(JobPurged("j0"))
     assert seen == ["j1 running", "purged j0"]

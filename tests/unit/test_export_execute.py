@@ -33,7 +33,10 @@ class FailingWriter:
         return f"/backup/{spec.set_name}/{spec.volume}.part"
 
     async def write(
-        self, spec: ExportSpec, stream: BackupStream, on_progress: ProgressCallback,
+        self,
+        spec: ExportSpec,
+        stream: BackupStream,
+        on_progress: ProgressCallback,
         checkpoint: object = None,
     ) -> ExportedFile:
         self.read += [chunk async for chunk in stream]

@@ -21,8 +21,7 @@ RECIPIENTS = EncryptionConfig(recipients=[FINGERPRINT], public_keys_file="/etc/k
 
 def atlas(encryption: EncryptionConfig = PASSPHRASE, **grafana: object) -> Inventory:
     services = tuple(
-        msgspec.structs.replace(s, **grafana) if s.name == "grafana" else s
-        for s in ATLAS_SERVICES
+        msgspec.structs.replace(s, **grafana) if s.name == "grafana" else s for s in ATLAS_SERVICES
     )
     return Inventory(services, encryption)
 

@@ -36,8 +36,7 @@ def job_on(incus: MemoryIncus) -> MemoryJob:
 
 
 def planned(incus: MemoryIncus, command: ImportCommand) -> Plan:
-    seen = {name: incus.info(name) if name in incus.volumes else None
-            for name in (VOLUME, COPY)}
+    seen = {name: incus.info(name) if name in incus.volumes else None for name in (VOLUME, COPY)}
     facts = Facts(volumes=seen, backup=backup_file(VOLUME))
     return import_volume.plan(command, Inventory(ATLAS_SERVICES).seeing(facts), EPOCH)
 
@@ -196,9 +195,7 @@ async def test_a_failed_swap_back_leaves_the_journal_entry_open_and_says_so(
     with pytest.raises(IncusFailure, match="timed out") as raised:
         await import_volume.execute(REPLACE, plan, job.context)
 
-    assert raised.value.__notes__ == [
-        "swapping the original back failed too: pool read-only"
-    ]
+    assert raised.value.__notes__ == ["swapping the original back failed too: pool read-only"]
     assert incus.changes[-3:] == [
         ("swap_volume", VOLUME, keep, temp),
         ("start_instance", INSTANCE),
@@ -212,9 +209,9 @@ async def test_a_failed_swap_back_leaves_the_journal_entry_open_and_says_so(
     assert swap.data == {
         "replacement": temp,
         "keep_as": keep,
-        "disks": {INSTANCE: {"data": {
-            "type": "disk", "pool": "local", "source": VOLUME, "path": "/data"
-        }}},
+        "disks": {
+            INSTANCE: {"data": {"type": "disk", "pool": "local", "source": VOLUME, "path": "/data"}}
+        },
         "stopped": [INSTANCE],  # recovery starts it on the original, whatever it does now
     }
 

@@ -24,8 +24,23 @@ tricky = st.text(alphabet=st.sampled_from(SPECIAL) | st.characters(codec="utf-8"
 
 @pytest.mark.parametrize(
     "name",
-    ["victim?", "victim?x", "victim#x", "a/b", "..", ".", "-x", ".x", "", "a b", "a%2Fb",
-     "a\n", "\u00e9t\u00e9", "x" * 64, "victim\r\nX-Evil: 1"],
+    [
+        "victim?",
+        "victim?x",
+        "victim#x",
+        "a/b",
+        "..",
+        ".",
+        "-x",
+        ".x",
+        "",
+        "a b",
+        "a%2Fb",
+        "a\n",
+        "\u00e9t\u00e9",
+        "x" * 64,
+        "victim\r\nX-Evil: 1",
+    ],
 )
 @pytest.mark.parametrize("kind", ["volume", "snapshot", "backup", "pool", "instance"])
 def test_a_name_outside_the_rule_is_refused_before_any_request(kind: NameKind, name: str) -> None:

@@ -25,8 +25,14 @@ CREATE TABLE jobs (
 
 def job(job_id: str, *, admin: bool) -> Job:
     plan = Plan(targets=("v1",), steps=(Step("snapshot", "v1", {"name": "s"}),))
-    return Job(id=job_id, action="snapshot", command=SnapshotCommand(volumes=["v1"]),
-               plan=plan, created=NOW, admin=admin)
+    return Job(
+        id=job_id,
+        action="snapshot",
+        command=SnapshotCommand(volumes=["v1"]),
+        plan=plan,
+        created=NOW,
+        admin=admin,
+    )
 
 
 def test_a_jobs_origin_and_plan_survive_a_restart(tmp_path: Path) -> None:
@@ -49,8 +55,10 @@ def test_an_older_database_gains_the_columns_and_its_jobs_have_no_known_origin(
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
         db.executescript(OLD_JOBS)
-        db.execute("INSERT INTO jobs (id, action, command, state, created_ms)"
-                   " VALUES ('old-1', 'restore', '{}', 'queued', 1)")
+        db.execute(
+            "INSERT INTO jobs (id, action, command, state, created_ms)"
+            " VALUES ('old-1', 'restore', '{}', 'queued', 1)"
+        )
     store = Store(path)
     old = store.get_job("old-1")
     assert old is not None

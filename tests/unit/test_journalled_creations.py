@@ -60,7 +60,11 @@ def _job(store: Store, incus: FakeIncus) -> JobContext:
 
 def _made(ctx: JobContext, incus: FakeIncus, name: str, make: Any) -> Any:
     return made(
-        ctx, EffectKind.TEMP_VOLUME, name, {}, f"volume {name}",
+        ctx,
+        EffectKind.TEMP_VOLUME,
+        name,
+        {},
+        f"volume {name}",
         make=make,
         remove=lambda: incus.delete_volume(name),
         exists=lambda: incus.volume_exists(name),

@@ -23,9 +23,7 @@ def test_snapshot_of_all_names_every_atlas_volume_with_the_default_name() -> Non
 
 
 def test_snapshot_quiesces_the_services_the_runbook_stops() -> None:
-    plan = snapshot.plan(
-        SnapshotCommand(volumes=["loki01-data", "grafana01-data"]), ATLAS, NOW
-    )
+    plan = snapshot.plan(SnapshotCommand(volumes=["loki01-data", "grafana01-data"]), ATLAS, NOW)
     assert [(s.op, s.target) for s in plan.steps] == [
         ("stop_instance", "loki01"),
         ("create_snapshot", "loki01-data"),
@@ -68,7 +66,10 @@ def test_restore_plan_takes_a_safety_snapshot_and_always_starts_again(fixed_toke
     plan = restore.plan(command, ATLAS, NOW)
     assert plan.targets == ("grafana01-data",)
     assert [s.op for s in plan.steps] == [
-        "stop_instance", "create_snapshot", "restore_snapshot", "start_instance",
+        "stop_instance",
+        "create_snapshot",
+        "restore_snapshot",
+        "start_instance",
     ]
     assert plan.steps[1].detail["name"] == "pre-restore-20261128-020013-c0ffee"
     assert plan.steps[3].detail["always"] is True

@@ -10,8 +10,7 @@ from tests.support.memory_incus import MemoryIncus, Volume
 
 VOLUME, INSTANCE = "grafana01-data", "grafana01"
 KEEP, TEMP = "grafana01-data-pre-import-x", "grafana01-data-import-x"
-DISKS = {INSTANCE: {"data": {"type": "disk", "pool": "local", "source": VOLUME,
-                             "path": "/data"}}}
+DISKS = {INSTANCE: {"data": {"type": "disk", "pool": "local", "source": VOLUME, "path": "/data"}}}
 
 
 def swap_effect(stopped: list[str]) -> Effect:

@@ -10,8 +10,14 @@ TOPICS = Topics("atlas/backup")
 
 @pytest.mark.parametrize(
     "topic",
-    ["atlas/backup/response", "atlas/backup/response/cli-1", "clients/me/replies",
-     "atlas/backupx/agent", "Atlas/backup/agent", "homeassistantx/y"],
+    [
+        "atlas/backup/response",
+        "atlas/backup/response/cli-1",
+        "clients/me/replies",
+        "atlas/backupx/agent",
+        "Atlas/backup/agent",
+        "homeassistantx/y",
+    ],
 )
 def test_a_reply_may_go_to_the_response_topics_and_to_foreign_topics(topic: str) -> None:
     assert TOPICS.reply_problem(topic) is None

@@ -28,9 +28,16 @@ class Transport:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                      expiry_s: int | None = None,
-                      correlation_data: bytes | None = None) -> None:
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: int | None = None,
+        correlation_data: bytes | None = None,
+    ) -> None:
         self.sent.append((topic, payload))
 
 
@@ -39,10 +46,18 @@ def runner_for(store: Store, transport: Transport) -> JobRunner:
     events = EventBus()
     Publisher(transport, Topics("p"), 3600).follow(events)
     deps = RunnerDeps(
-        store=store, events=events,
-        ports=Ports(incus=unused, backups=unused, exports=unused, archives=unused,
-                    catalog=unused, inventory=Inventory((), unused)),
-        control=unused, clock=lambda: NOW,
+        store=store,
+        events=events,
+        ports=Ports(
+            incus=unused,
+            backups=unused,
+            exports=unused,
+            archives=unused,
+            catalog=unused,
+            inventory=Inventory((), unused),
+        ),
+        control=unused,
+        clock=lambda: NOW,
     )
     return JobRunner(deps, max_queue=10, max_concurrent=1)
 
@@ -51,8 +66,13 @@ async def test_a_job_recorded_but_not_yet_in_the_runner_is_cancelled_and_never_s
     tmp_path: Path,
 ) -> None:
     store, transport = Store(tmp_path / "db"), Transport()
-    job = Job(id="rec-1", action="snapshot", command=SnapshotCommand(volumes=["v1"]),
-              plan=Plan(targets=("v1",), steps=()), created=NOW)
+    job = Job(
+        id="rec-1",
+        action="snapshot",
+        command=SnapshotCommand(volumes=["v1"]),
+        plan=Plan(targets=("v1",), steps=()),
+        created=NOW,
+    )
     assert store.insert_job(job.to_row())
     runner = runner_for(store, transport)
     async with anyio.create_task_group() as tg:

@@ -33,11 +33,10 @@ def test_the_names_the_agent_makes_are_classified_as_what_they_are() -> None:
     made = snapshot.plan(SnapshotCommand(volumes=["grafana01-data"]), ATLAS, NOW)
     safety = restore.plan(
         RestoreCommand(volume="grafana01-data", snapshot="x", confirm="grafana01-data"),
-        ATLAS, NOW,
+        ATLAS,
+        NOW,
     )
-    exported = export.plan(
-        ExportCommand(volumes=["grafana01-data"], mode="snapshot"), ATLAS, NOW
-    )
+    exported = export.plan(ExportCommand(volumes=["grafana01-data"], mode="snapshot"), ATLAS, NOW)
 
     def created(plan: Plan) -> set[str]:
         return {s.detail["name"] for s in plan.steps if s.op == "create_snapshot"}

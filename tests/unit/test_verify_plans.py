@@ -19,8 +19,12 @@ def test_a_catalog_reference_is_verified_as_named() -> None:
     plan = verify.plan(VerifyCommand(backup="20261127/grafana01-data"), ATLAS, NOW)
     assert plan.targets == ("grafana01-data",)
     assert plan.as_list() == [
-        {"op": "verify_backup", "target": "grafana01-data",
-         "backup": "20261127/grafana01-data", "checks": ["sha256", "decrypt", "archive"]}
+        {
+            "op": "verify_backup",
+            "target": "grafana01-data",
+            "backup": "20261127/grafana01-data",
+            "checks": ["sha256", "decrypt", "archive"],
+        }
     ]
 
 
@@ -63,5 +67,7 @@ def test_differences_name_each_changed_missing_and_unexpected_path() -> None:
     expected = {"/": "d 0711", "/a": "f 0644 3 abc", "/b": "f 0600 1 def"}
     actual = {"/": "d 0711", "/a": "f 0640 3 abc", "/c": "d 0755"}
     assert verify.tree_differences(expected, actual) == [
-        "changed /a", "missing /b", "unexpected /c",
+        "changed /a",
+        "missing /b",
+        "unexpected /c",
     ]

@@ -35,7 +35,9 @@ def test_a_backup_older_than_the_schedule_allows_is_a_problem() -> None:
 def test_a_volume_never_backed_up_is_a_problem_with_age_minus_one() -> None:
     state = build_volume_state(GRAFANA, volume(), {}, NOW)
     assert (state.problem, state.problem_reason, state.last_success_age_s) == (
-        1, "no backup yet", -1,
+        1,
+        "no backup yet",
+        -1,
     )
 
 
