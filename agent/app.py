@@ -94,6 +94,8 @@ class Agent:
         # after the job's final state.
         self.events = EventBus()
         self.publisher.follow(self.events)
+        self.admission = Admission(self.incus, self.backups)
+        self.events.subscribe(JobFinished, self._forget_admission_facts)
         self.events.subscribe(JobFinished, self._record_volume_outcomes)
         self.events.subscribe(JobFinished, self._republish_volumes_of)
         self.runner = JobRunner(
@@ -113,7 +115,7 @@ class Agent:
             publisher=self.publisher,
             events=self.events,
             inventory=self.inventory,
-            admission=Admission(self.incus, self.backups),
+            admission=self.admission,
             allow_actions=frozenset(config.agent.allow_actions),
             admin_actions=frozenset(config.agent.admin_actions),
             clock=clock,
@@ -340,6 +342,9 @@ class Agent:
             with contextlib.suppress(NotFound):
                 known[name] = await self.incus.get_volume(name)
         return known
+
+    async def _forget_admission_facts(self, _: JobFinished) -> None:
+        self.admission.forget()
 
     async def _record_volume_outcomes(self, finished: JobFinished) -> None:
         """Remember a finished job's outcome for each volume it touched."""

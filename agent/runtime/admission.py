@@ -2,7 +2,10 @@
 
 A backup that cannot be located is the command's fault and rejects it. Incus not answering
 is not: the volumes are then left unseen, and the job's own checks decide when it runs.
-Commands are admitted one at a time, so the look-ups are kept few and run side by side.
+Commands are admitted one at a time, so the look-ups are kept few and run side by side,
+and what was read is used again for `FRESH_S` (a burst of commands reads Incus about once
+a second, not once per command) and forgotten when a job ends, since a job changes what it
+touched. A fact at most that old only shapes a plan and a rejection: `execute` checks again.
 """
 
 import logging
@@ -18,12 +21,19 @@ log = logging.getLogger(__name__)
 # From this many volumes on, one listing of the pool (snapshots included) beats reading
 # each volume (two requests each).
 LIST_FROM = 3
+# How long a volume read from Incus serves later admissions.
+FRESH_S = 1.0
 
 
 class Admission:
     def __init__(self, incus: Incus, backups: BackupFiles) -> None:
         self._incus = incus
         self._backups = backups
+        self._seen: dict[str, tuple[float, VolumeInfo | None]] = {}
+
+    def forget(self) -> None:
+        """Drop what was read: a job changed Incus."""
+        self._seen.clear()
 
     async def facts(self, looks: Looks) -> Facts:
         backup = None
@@ -38,6 +48,20 @@ class Admission:
         return Facts(volumes=volumes, backup=backup)
 
     async def _volumes(self, names: list[str]) -> dict[str, VolumeInfo | None]:
+        now = anyio.current_time()
+        fresh = {
+            n: self._seen[n][1]
+            for n in names
+            if now - self._seen.get(n, (-FRESH_S, None))[0] < FRESH_S
+        }
+        missing = [n for n in names if n not in fresh]
+        if not missing:
+            return fresh
+        read = await self._read(missing)
+        self._seen |= {name: (now, info) for name, info in read.items()}
+        return fresh | read
+
+    async def _read(self, names: list[str]) -> dict[str, VolumeInfo | None]:
         if len(names) >= LIST_FROM:
             listed = {v.name: v for v in await self._incus.list_volumes()}
             return {name: listed.get(name) for name in names}
