@@ -53,6 +53,8 @@ from schemas.timefmt import epoch_ms, iso
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
+# Actions whose jobs change nothing in Incus that admission reads.
+READ_ONLY_ACTIONS = frozenset({"list", "status", "cancel", "verify"})
 
 
 class Agent:
@@ -343,8 +345,12 @@ class Agent:
                 known[name] = await self.incus.get_volume(name)
         return known
 
-    async def _forget_admission_facts(self, _: JobFinished) -> None:
-        self.admission.forget()
+    async def _forget_admission_facts(self, finished: JobFinished) -> None:
+        """A job that may have changed Incus makes admission read it again; a dry run or
+        a read-only action changed nothing."""
+        job = finished.job
+        if not job.command.dry_run and job.action not in READ_ONLY_ACTIONS:
+            self.admission.forget()
 
     async def _record_volume_outcomes(self, finished: JobFinished) -> None:
         """Remember a finished job's outcome for each volume it touched."""
