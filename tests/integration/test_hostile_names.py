@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 
 from schemas.config import ADMIN_ACTIONS
 from tests.support.backups import SET as CATALOG_SET
-from tests.support.backups import catalog_backup
+from tests.support.backups import catalog_backup, cli_export
 from tests.support.broker import Broker
 from tests.support.client import Received, TestClient, response_properties
 from tests.support.harness import ATLAS, AgentHarness, prepare_agent
@@ -575,21 +575,6 @@ def make_backup(project: IncusProject, volume: str, name: str) -> None:
     url = f"/1.0/storage-pools/{project.pool}/volumes/custom/{volume}/backups"
     body = json.dumps({"name": name, "volume_only": True, "expires_at": "2099-01-01T00:00:00Z"})
     incus("query", "-X", "POST", "--wait", "-d", body, f"{url}?project={project.name}")
-
-
-def cli_export(project: IncusProject, volume: str, path: Path, compression: str) -> None:
-    """The runbook's `incus storage volume export local <volume> <file>`."""
-    project.run(
-        "storage",
-        "volume",
-        "export",
-        project.pool,
-        volume,
-        str(path),
-        "--volume-only",
-        "--compression",
-        compression,
-    )
 
 
 def start_agent(broker: Broker, project: str, workdir: Path) -> AgentHarness:

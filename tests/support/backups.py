@@ -17,7 +17,7 @@ from tests.support.incus_env import IncusProject
 SET = "20261128"
 
 
-def cli_export(project: IncusProject, volume: str, path: Path) -> None:
+def cli_export(project: IncusProject, volume: str, path: Path, compression: str = "zstd") -> None:
     """What the runbook does: `incus storage volume export local <volume> <file>`."""
     project.run(
         "storage",
@@ -28,7 +28,7 @@ def cli_export(project: IncusProject, volume: str, path: Path) -> None:
         str(path),
         "--volume-only",
         "--compression",
-        "zstd",
+        compression,
     )
 
 
