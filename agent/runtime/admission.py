@@ -2,13 +2,19 @@
 
 A backup that cannot be located is the command's fault and rejects it. Incus not answering
 is not: the volumes are then left unseen, and the job's own checks decide when it runs.
-Commands are admitted one at a time, so the look-ups are kept few and run side by side,
-and what was read is used again for `FRESH_S` (a burst of commands reads Incus about once
-a second, not once per command) and forgotten when a job ends, since a job changes what it
-touched. A fact at most that old only shapes a plan and a rejection: `execute` checks again.
+
+Admission sits between a command's arrival and its acknowledgement, so it answers from
+memory whenever it can. While Incus's event stream is open (`follow`), one listing of
+the pool serves every command until an event says a volume or an instance changed; the
+stream is opened before the listing is read, so no change falls between them. Without the
+stream, what was read serves for `FRESH_S` only. Either way a fact only shapes a plan and
+a rejection: `execute` checks again.
 """
 
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import anyio
 
@@ -18,22 +24,83 @@ from schemas.errors import IncusFailure, NotFound
 
 log = logging.getLogger(__name__)
 
-# From this many volumes on, one listing of the pool (snapshots included) beats reading
-# each volume (two requests each).
+# Without the event stream: from this many volumes on, one listing of the pool (snapshots
+# included) beats reading each volume (two requests each).
 LIST_FROM = 3
-# How long a volume read from Incus serves later admissions.
+# Without the event stream: how long what was read serves later admissions.
 FRESH_S = 1.0
+# How long to wait before opening a broken event stream again, at most.
+REOPEN_MAX_S = 10.0
+
+
+class Change(Protocol):
+    def changes_volume_listing(self) -> bool: ...
+
+
+class ChangeStream(Protocol):
+    """Incus's lifecycle events (agent.incus.events.IncusEvents)."""
+
+    def stream(self) -> AbstractAsyncContextManager[AsyncIterator[Change]]: ...
 
 
 class Admission:
-    def __init__(self, incus: Incus, backups: BackupFiles) -> None:
+    def __init__(
+        self,
+        incus: Incus,
+        backups: BackupFiles,
+        *,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
         self._incus = incus
         self._backups = backups
+        self._clock = clock
         self._seen: dict[str, tuple[float, VolumeInfo | None]] = {}
+        # The whole pool as last listed (a name not in it is missing), and when.
+        self._listing: tuple[float, dict[str, VolumeInfo]] | None = None
+        # Bumped by every change: a read that overlapped one is not kept.
+        self._generation = 0
+        self._followed = False
+
+    @property
+    def following(self) -> bool:
+        """Incus's event stream is open: what was read stays true until an event says not."""
+        return self._followed
 
     def forget(self) -> None:
-        """Drop what was read: a job changed Incus."""
+        """Drop what was read: Incus changed, or may have."""
+        self._generation += 1
         self._seen.clear()
+        self._listing = None
+
+    async def follow(self, changes: ChangeStream) -> None:
+        """Keep what was read current from Incus's events; runs until cancelled, opening
+        the stream again when it breaks (reads are then kept `FRESH_S` only)."""
+        delay = 0.5
+        while True:
+            try:
+                async with changes.stream() as events:
+                    self.forget()
+                    self._followed = True
+                    delay = 0.5
+                    log.info("following Incus's events: admission answers from memory")
+                    await self._warm()
+                    async for event in events:
+                        if event.changes_volume_listing():
+                            self.forget()
+            except IncusFailure as exc:
+                log.warning("not following Incus's events (%s); again in %.1f s", exc, delay)
+            finally:
+                self._followed = False
+                self.forget()
+            await anyio.sleep(delay)
+            delay = min(delay * 2, REOPEN_MAX_S)
+
+    async def _warm(self) -> None:
+        """List the pool now, so the next command does not wait for it."""
+        try:
+            await self._list()
+        except IncusFailure as exc:
+            log.warning("could not list the pool ahead of commands: %s", exc)
 
     async def facts(self, looks: Looks) -> Facts:
         backup = None
@@ -47,24 +114,36 @@ class Admission:
             volumes = {}
         return Facts(volumes=volumes, backup=backup)
 
+    def _fresh(self, read_at: float) -> bool:
+        return self._followed or self._clock() - read_at < FRESH_S
+
     async def _volumes(self, names: list[str]) -> dict[str, VolumeInfo | None]:
-        now = anyio.current_time()
-        fresh = {
-            n: self._seen[n][1]
-            for n in names
-            if now - self._seen.get(n, (-FRESH_S, None))[0] < FRESH_S
-        }
+        if not names:
+            return {}
+        if self._listing is not None and self._fresh(self._listing[0]):
+            listed = self._listing[1]
+            return {name: listed.get(name) for name in names}
+        fresh = {n: seen[1] for n in names if (seen := self._seen.get(n)) and self._fresh(seen[0])}
         missing = [n for n in names if n not in fresh]
         if not missing:
             return fresh
+        if self._followed or len(missing) >= LIST_FROM:
+            listed = await self._list()
+            return {name: listed.get(name) for name in names}
+        generation, read_at = self._generation, self._clock()
         read = await self._read(missing)
-        self._seen |= {name: (now, info) for name, info in read.items()}
+        if generation == self._generation:
+            self._seen |= {name: (read_at, info) for name, info in read.items()}
         return fresh | read
 
+    async def _list(self) -> dict[str, VolumeInfo]:
+        generation, read_at = self._generation, self._clock()
+        listed = {v.name: v for v in await self._incus.list_volumes()}
+        if generation == self._generation:
+            self._listing = (read_at, listed)
+        return listed
+
     async def _read(self, names: list[str]) -> dict[str, VolumeInfo | None]:
-        if len(names) >= LIST_FROM:
-            listed = {v.name: v for v in await self._incus.list_volumes()}
-            return {name: listed.get(name) for name in names}
         seen: dict[str, VolumeInfo | None] = {}
 
         async def read(name: str) -> None:
