@@ -19,6 +19,7 @@ from agent.backups.export_writer import LocalExportFiles
 from agent.clock import Clock, utc_now
 from agent.crypto.gpg import GpgHome
 from agent.incus.client import IncusClient
+from agent.incus.events import IncusEvents
 from agent.incus.facade import AsyncIncus
 from agent.mqtt.publisher import OFFLINE_PAYLOAD, Publisher
 from agent.mqtt.session import MqttSession
@@ -37,7 +38,7 @@ from agent.runtime.jobs import Job, from_ms, state_from_row
 from agent.runtime.periodic import every
 from agent.runtime.recovery import recover, retry_undo
 from agent.runtime.runner import JobRunner, RunnerDeps
-from agent.runtime.store import JobRow, Store
+from agent.runtime.store import JobRow, Store, keep_synced
 from agent.status.volumes import build_volume_state, last_job_facts
 from commands.base import Ports
 from commands.inventory import Inventory
@@ -68,6 +69,8 @@ class Agent:
         self.topics = Topics(config.mqtt.topic_prefix)
         self.inventory = Inventory(tuple(config.services), config.encryption)
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
+        # What keeps admission's view of Incus current; an injected Incus has no events.
+        self.incus_events = IncusEvents(config.incus) if incus is None else None
         state_dir = Path(config.storage.state_dir)
         self.store = Store(state_dir / "atlas-backup.db")
         self.gpg = GpgHome.in_state_dir(state_dir)
@@ -158,7 +161,10 @@ class Agent:
                     # Commands are events: no retained message is sent on subscribing.
                     await self.session.subscribe(self.topics.command, qos=1, retained=False)
                     await self.session.subscribe(self.topics.admin_command, qos=1, retained=False)
+                    serving.start_soon(keep_synced, self.store)
                     await serving.start(self.runner.run)
+                    if self.incus_events is not None:
+                        serving.start_soon(self.admission.follow, self.incus_events)
                     await self._recover()
                     serving.start_soon(self._take_commands)
                     agent = self.config.agent
@@ -236,6 +242,7 @@ class Agent:
                 correlation_data=message.correlation_data,
                 admin=message.topic == self.topics.admin_command,
                 retain=message.retain,
+                received_at=message.received_at,
             )
 
             async def ack(message: Any = message) -> None:

@@ -3,10 +3,19 @@
 A command is acknowledged to the broker only after its job row is committed here, and
 every side effect (an instance stopped, a temporary volume made) is journalled before it
 is made, so a restarted agent knows what to finish or undo. Calls are short and run on
-the event loop's thread; `synchronous=FULL` makes each commit survive a power cut.
+the event loop's thread; `synchronous=FULL` makes those commits survive a power cut
+before the call returns.
+
+A job's later states and the per-volume facts are committed without waiting for the disk
+(an fsync on the event loop's thread holds up every command that arrives meanwhile) and
+made durable moments later by `sync_to_disk`, which `keep_synced` runs in a worker
+thread: one fsync for all that piled up. They survive the agent being killed at once
+(the kernel has them); only a power cut in those moments can lose them, and recovery
+then sees the job in its previous state.
 """
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
 from schemas.messages import ErrorInfo
@@ -104,6 +114,9 @@ class Effect:
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._wal = Path(f"{path}-wal")
+        self._unsynced = False  # a lazy commit waits for `sync_to_disk`
+        self._wake_syncer: anyio.Event | None = None
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -121,7 +134,40 @@ class Store:
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
+        self.sync_to_disk()
         self._db.close()
+
+    @contextmanager
+    def _lazy_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction whose commit does not wait for the disk; `sync_to_disk` follows."""
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction() as db:
+                yield db
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+        self._unsynced = True
+        if self._wake_syncer is not None:
+            self._wake_syncer.set()
+
+    async def wait_unsynced(self) -> None:
+        """Until something was committed without waiting for the disk."""
+        while not self._unsynced:
+            self._wake_syncer = anyio.Event()
+            await self._wake_syncer.wait()
+        self._unsynced = False
+
+    def sync_to_disk(self) -> None:
+        """Make every commit so far durable: fsync the write-ahead log, which holds them
+        all. Safe in a worker thread: it only touches the file."""
+        try:
+            fd = os.open(self._wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # checkpointed and removed: already in the database, and synced
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -157,7 +203,8 @@ class Store:
             return cursor.rowcount == 1
 
     def update_job(self, row: JobRow) -> None:
-        with self._transaction() as db:
+        """Record a job's new state (durable once `sync_to_disk` ran)."""
+        with self._lazy_transaction() as db:
             db.execute(
                 "UPDATE jobs SET state=?, phase=?, started_ms=?, finished_ms=?, result=?,"
                 " error=? WHERE id=?",
@@ -241,7 +288,8 @@ class Store:
     # Per-volume facts (last job outcome, last export, last verify)
 
     def set_volume_facts(self, volume: str, facts: dict[str, Any]) -> None:
-        with self._transaction() as db:
+        """Durable once `sync_to_disk` ran."""
+        with self._lazy_transaction() as db:
             db.executemany(
                 "INSERT INTO volume_facts (volume, key, value) VALUES (?, ?, ?)"
                 " ON CONFLICT(volume, key) DO UPDATE SET value=excluded.value",
@@ -286,3 +334,11 @@ def _job_row(r: tuple[Any, ...]) -> JobRow:
         admin=None if r[12] is None else bool(r[12]),
         plan=json.loads(r[13]),
     )
+
+
+async def keep_synced(store: Store) -> None:
+    """Make lazy commits durable as they come, one fsync (in a worker thread) for each
+    batch that piled up meanwhile; runs until cancelled."""
+    while True:
+        await store.wait_unsynced()
+        await anyio.to_thread.run_sync(store.sync_to_disk)

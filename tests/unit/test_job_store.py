@@ -1,12 +1,16 @@
 """The job record keeps where a job came from and its plan, also in a database made before
-those columns existed, and the agent's own facts survive a reopen."""
+those columns existed, and the agent's own facts survive a reopen. A new job is on disk
+when `insert_job` returns; later states reach it in one fsync soon after."""
 
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
+import pytest
+
 from agent.runtime.jobs import Job
-from agent.runtime.store import Store
+from agent.runtime.store import Store, keep_synced
 from commands.base import Plan, Step
 from schemas.commands import SnapshotCommand
 
@@ -75,3 +79,38 @@ def test_agent_facts_are_kept_across_a_reopen(tmp_path: Path) -> None:
     store.set_agent_facts({"session_lost": 2})
     store.close()
     assert Store(tmp_path / "db").agent_facts() == {"session_lost": 2, "mqtt_session": "h:1/c"}
+
+
+@pytest.mark.anyio
+async def test_a_new_job_is_synced_before_the_call_returns_and_a_state_change_soon_after(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "db")
+    synced: list[int] = []
+    real_sync = store.sync_to_disk
+
+    def counted_sync() -> None:
+        synced.append(1)
+        real_sync()
+
+    store.sync_to_disk = counted_sync  # type: ignore[method-assign]
+    row = job("j1", admin=False).to_row()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(keep_synced, store)
+        assert store.insert_job(row)  # FULL: on disk when it returns, nothing left to sync
+        await anyio.sleep(0.05)
+        assert synced == []
+
+        row.state = "running"
+        store.update_job(row)
+        row.state = "succeeded"
+        store.update_job(row)
+        with anyio.fail_after(5):
+            while not synced:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert synced == [1]  # both state changes, one fsync
+    assert store.get_job("j1").state == "succeeded"  # type: ignore[union-attr]
+    store.close()
+    reopened = Store(tmp_path / "db")
+    assert reopened.get_job("j1").state == "succeeded"  # type: ignore[union-attr]
