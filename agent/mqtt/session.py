@@ -215,6 +215,7 @@ class MqttSession:
         if self._link_up:
             del self._unacked[message.mid]
             self._client.ack(message.mid, message.qos)
+            self._write_now()
         else:
             self._acked_offline.add(message.mid)
 
@@ -249,6 +250,7 @@ class MqttSession:
         )
         if self._link_up:
             self._send(message)
+            self._write_now()
         elif qos == 0:
             log.debug("MQTT not connected: dropped a QoS 0 message on %s", topic)
         else:
@@ -581,6 +583,13 @@ class MqttSession:
             log.warning("MQTT send queue full: dropped a message on %s", message.topic)
             return None
         return info.mid
+
+    def _write_now(self) -> None:
+        """Write what paho holds at once, rather than after a trip through the event loop
+        to the writer task: an acknowledgement or a response waits for no other task. The
+        socket does not block; what it cannot take now, the writer task sends."""
+        if self._serving is not None and self._client.want_write():
+            self._client.loop_write()
 
     def _queue(self, message: Outgoing) -> None:
         if len(self._outbox) >= self._outbox_capacity:
