@@ -34,6 +34,7 @@ class Incoming:
     dup: bool
     response_topic: str | None
     correlation_data: bytes | None
+    received_at: float = 0.0  # time.monotonic() when paho handed it over
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ def incoming_from(message: MQTTMessage) -> Incoming:
         dup=bool(message.dup),
         response_topic=getattr(properties, "ResponseTopic", None),
         correlation_data=getattr(properties, "CorrelationData", None),
+        received_at=time.monotonic(),
     )
 
 

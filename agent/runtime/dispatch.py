@@ -16,6 +16,7 @@ from agent.clock import Clock
 from agent.mqtt.publisher import Publisher, ReplyTarget
 from agent.runtime.admission import Admission
 from agent.runtime.events import EventBus, JobStateChanged
+from agent.runtime.hops import HopTrace, open_trace_sink
 from agent.runtime.jobs import Job, new_job_id
 from agent.runtime.runner import JobRunner
 from agent.runtime.store import JobRow, Store
@@ -66,6 +67,7 @@ class Incoming:
     admin: bool = False
     # Published with the retain flag (or delivered as a retained message): never executed.
     retain: bool = False
+    received_at: float = 0.0  # time.monotonic() on arrival, for the hop trace
 
 
 def decode_command(payload: bytes) -> Command:
@@ -122,6 +124,7 @@ class Dispatcher:
         clock: Clock,
         admin_actions: frozenset[str] = frozenset(),
     ) -> None:
+        self._hop_sink = open_trace_sink()
         self._admission = admission
         self._store = store
         self._runner = runner
@@ -158,6 +161,8 @@ class Dispatcher:
         return ReplyTarget(reply_to or topics.response), None
 
     async def handle(self, message: Incoming, ack: Callable[[], Awaitable[None]]) -> None:
+        hops = HopTrace(self._hop_sink, message.received_at)
+        hops.mark()
         if message.retain:
             await ack()
             if not message.payload:  # a client clearing a retained message
@@ -181,6 +186,7 @@ class Dispatcher:
             if reply_problem is not None:
                 raise InvalidCommand(reply_problem)
             job = await self._accept(message.payload, admin=message.admin)
+            hops.mark()
             job.admin = message.admin
             self._check_cancel(job, admin=message.admin)
             if not self._runner.can_take(job):
@@ -198,12 +204,15 @@ class Dispatcher:
             )
             return
         recorded = self._store.insert_job(job.to_row())
+        hops.mark()
         await ack()
+        hops.mark()
         if not recorded:  # an id known since the check above
             existing = self._store.get_job(job.id)
             if existing is not None:
                 await self._respond(target, _known_job_response(request_id, existing))
             return
+        hops.done(request_id)
         await self._respond(
             target,
             Response(
