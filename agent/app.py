@@ -1,6 +1,5 @@
 """Wires the agent together and runs it: recovery first, then commands and status."""
 
-import contextlib
 import logging
 from datetime import timedelta
 from functools import partial
@@ -34,6 +33,7 @@ from agent.runtime.events import (
     JobStateChanged,
     VolumeStateChanged,
 )
+from agent.runtime.incus_view import IncusView
 from agent.runtime.jobs import Job, from_ms, state_from_row
 from agent.runtime.periodic import every
 from agent.runtime.recovery import recover, retry_undo
@@ -42,11 +42,11 @@ from agent.runtime.store import JobRow, Store, keep_synced
 from agent.status.volumes import build_volume_state, last_job_facts
 from commands.base import Ports
 from commands.inventory import Inventory
-from commands.ports import Incus, ServerInfo, VolumeInfo
+from commands.ports import Incus, ServerInfo
 from commands.registry import action_for
 from schemas.commands import AnyCommand
 from schemas.config import Config
-from schemas.errors import AtlasError, NotFound
+from schemas.errors import AtlasError
 from schemas.messages import AgentState, ErrorInfo, IncusInfo
 from schemas.results import CancelResult, StatusResult
 from schemas.timefmt import epoch_ms, iso
@@ -54,7 +54,7 @@ from schemas.timefmt import epoch_ms, iso
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
-# Actions whose jobs change nothing in Incus that admission reads.
+# Actions whose jobs change nothing in Incus that the view of it holds.
 READ_ONLY_ACTIONS = frozenset({"list", "status", "cancel", "verify"})
 
 
@@ -99,8 +99,9 @@ class Agent:
         # after the job's final state.
         self.events = EventBus()
         self.publisher.follow(self.events)
-        self.admission = Admission(self.incus, self.backups)
-        self.events.subscribe(JobFinished, self._forget_admission_facts)
+        self.view = IncusView(self.incus)
+        self.admission = Admission(self.view, self.backups)
+        self.events.subscribe(JobFinished, self._forget_what_a_job_changed)
         self.events.subscribe(JobFinished, self._record_volume_outcomes)
         self.events.subscribe(JobFinished, self._republish_volumes_of)
         self.runner = JobRunner(
@@ -164,7 +165,7 @@ class Agent:
                     serving.start_soon(keep_synced, self.store)
                     await serving.start(self.runner.run)
                     if self.incus_events is not None:
-                        serving.start_soon(self.admission.follow, self.incus_events)
+                        serving.start_soon(self.view.follow, self.incus_events)
                     await self._recover()
                     serving.start_soon(self._take_commands)
                     agent = self.config.agent
@@ -327,7 +328,7 @@ class Agent:
     async def publish_volume_states(self, only: list[str] | None = None) -> int:
         services = [s for s in self.inventory.services if only is None or s.volume in only]
         try:
-            known = await self._volume_infos([s.volume for s in services], every=only is None)
+            known = await self.view.volumes([s.volume for s in services])
         except AtlasError as exc:
             log.warning("cannot list volumes for status: %s", exc)
             return 0
@@ -341,23 +342,12 @@ class Agent:
             count += 1
         return count
 
-    async def _volume_infos(self, volumes: list[str], *, every: bool) -> dict[str, VolumeInfo]:
-        """The volumes as Incus has them (a missing one is left out). A job's few volumes
-        are read one by one: listing the pool reads every snapshot of every volume."""
-        if every:
-            return {v.name: v for v in await self.incus.list_volumes() if v.name in volumes}
-        known: dict[str, VolumeInfo] = {}
-        for name in volumes:
-            with contextlib.suppress(NotFound):
-                known[name] = await self.incus.get_volume(name)
-        return known
-
-    async def _forget_admission_facts(self, finished: JobFinished) -> None:
-        """A job that may have changed Incus makes admission read it again; a dry run or
-        a read-only action changed nothing."""
+    async def _forget_what_a_job_changed(self, finished: JobFinished) -> None:
+        """A job that may have changed Incus makes the view read it again (its events may
+        still be on their way); a dry run or a read-only action changed nothing."""
         job = finished.job
         if not job.command.dry_run and job.action not in READ_ONLY_ACTIONS:
-            self.admission.forget()
+            self.view.forget()
 
     async def _record_volume_outcomes(self, finished: JobFinished) -> None:
         """Remember a finished job's outcome for each volume it touched."""

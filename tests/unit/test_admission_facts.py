@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from agent.runtime.admission import Admission
+from agent.runtime.incus_view import IncusView
 from commands.facts import Looks
 from schemas.errors import IncusFailure
 from tests.support.memory_incus import MemoryIncus
@@ -23,7 +24,8 @@ def reads(incus: MemoryIncus) -> int:
 async def test_a_burst_reads_each_volume_once_and_a_finished_job_makes_it_read_again() -> None:
     incus = MemoryIncus()
     incus.add_service("grafana01", "grafana01-data")
-    admission = Admission(incus, MemoryBackups(backup_file("grafana01-data"), "v1"))
+    view = IncusView(incus)
+    admission = Admission(view, MemoryBackups(backup_file("grafana01-data"), "v1"))
     looks = Looks(volumes=("grafana01-data", "taken"))
 
     for _ in range(50):
@@ -32,7 +34,7 @@ async def test_a_burst_reads_each_volume_once_and_a_finished_job_makes_it_read_a
     assert facts.volume("grafana01-data") is not None
     assert facts.missing("taken")
 
-    admission.forget()
+    view.forget()
     await admission.facts(looks)
     assert reads(incus) == 4
 
@@ -76,15 +78,14 @@ async def test_while_following_events_one_listing_serves_until_a_change_arrives(
     incus = MemoryIncus()
     incus.add_service("grafana01", "grafana01-data")
     clock = [0.0]
-    admission = Admission(
-        incus, MemoryBackups(backup_file("grafana01-data"), "v1"), clock=lambda: clock[0]
-    )
+    view = IncusView(incus, clock=lambda: clock[0])
+    admission = Admission(view, MemoryBackups(backup_file("grafana01-data"), "v1"))
     changes = ScriptedChanges()
     looks = Looks(volumes=("grafana01-data", "taken"))
     async with anyio.create_task_group() as tg:
-        tg.start_soon(admission.follow, changes)
+        tg.start_soon(view.follow, changes)
         await settle()
-        assert admission.following
+        assert view.following
         assert listings(incus) == 1  # listed ahead of the first command
 
         clock[0] = 3600.0  # an hour without a change: still served from memory
@@ -103,7 +104,7 @@ async def test_while_following_events_one_listing_serves_until_a_change_arrives(
 
         await changes.send.send(None)  # the stream breaks: reads are kept a second only
         await settle()
-        assert not admission.following
+        assert not view.following
         await admission.facts(Looks(volumes=("grafana01-data",)))
         clock[0] += 2
         await admission.facts(Looks(volumes=("grafana01-data",)))
@@ -115,9 +116,10 @@ async def test_while_following_events_one_listing_serves_until_a_change_arrives(
 async def test_a_read_that_overlaps_a_change_is_not_kept() -> None:
     incus = MemoryIncus()
     incus.add_service("grafana01", "grafana01-data")
-    admission = Admission(incus, MemoryBackups(backup_file("grafana01-data"), "v1"))
+    view = IncusView(incus)
+    admission = Admission(view, MemoryBackups(backup_file("grafana01-data"), "v1"))
     looks = Looks(volumes=("grafana01-data",))
-    incus.after("get_volume", admission.forget)  # a change lands while the read is on its way
+    incus.after("get_volume", view.forget)  # a change lands while the read is on its way
     await admission.facts(looks)
     await admission.facts(looks)
     assert reads(incus) == 2
