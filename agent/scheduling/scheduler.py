@@ -37,6 +37,8 @@ Submit = Callable[[Command], Awaitable[str]]
 MAX_SLEEP_S = 600.0
 # Never loop faster than this, whatever the clock says.
 MIN_SLEEP_S = 1.0
+# After a round that failed (the store busy), wait this long before the next.
+RETRY_S = 60.0
 
 
 @dataclass
@@ -84,7 +86,12 @@ class Scheduler:
         task_status.started()
         while True:
             await self._sleep(self._sleep_s(self._clock()))
-            await self._run_due(self._clock(), starting=False)
+            try:
+                await self._run_due(self._clock(), starting=False)
+            except Exception:
+                # The store busy or the like: the schedules stay due; try again shortly.
+                log.exception("running the due schedules failed; trying again in %g s", RETRY_S)
+                await self._sleep(RETRY_S)
 
     def _sleep_s(self, now: datetime) -> float:
         if not self._tracked:

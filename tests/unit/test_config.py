@@ -84,3 +84,10 @@ cron = "0 4 * * 1"
         ("prometheus", "snapshot", False),
         ("grafana", "verify", True),
     ]
+
+
+def test_the_example_config_parses() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "config.example.toml"
+    config = parse_config(example.read_text().replace("@PROJECT@", "atlas-demo"), str(example))
+    assert config.schedules.runbook_defaults
+    assert config.agent.timezone == "UTC"

@@ -239,3 +239,27 @@ async def test_a_rejected_run_is_handled_once_and_the_next_time_runs(store: Stor
     assert calls == ["s-grafana-snapshot-20261201-0200", "s-grafana-snapshot-20261202-0200"]
     assert scheduler.listing()[0].last_outcome.startswith("rejected")
     assert min(time.sleeps) >= MIN_SLEEP_S
+
+
+async def test_a_round_that_fails_is_logged_and_tried_again_a_minute_later(store: Store) -> None:
+    time = VirtualTime(now=at("2026-11-30T09:00:00"), end=at("2026-12-01T03:00:00"))
+    submitted = Submitted(time)
+    scheduler = Scheduler(
+        [daily()], tz=zone("UTC"), store=store, submit=submitted, clock=time.clock, sleep=time.sleep
+    )
+    real = store.set_schedule_run
+    failures = [1]
+
+    def flaky(run: ScheduleRun) -> None:
+        if run.last_job and failures:
+            failures.pop()
+            raise RuntimeError("database is locked")
+        real(run)
+
+    store.set_schedule_run = flaky  # type: ignore[method-assign]
+    with pytest.raises(_TimeIsUp):
+        await scheduler.run()
+    # The first try submitted the job but could not record it; the retry finds it known.
+    assert submitted.ids == ["s-grafana-snapshot-20261201-0200"]
+    assert store.schedule_runs()["grafana/snapshot"].last_job == "s-grafana-snapshot-20261201-0200"
+    assert 60.0 in time.sleeps
