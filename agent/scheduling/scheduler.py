@@ -82,15 +82,19 @@ class Scheduler:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Catch up what was missed, then run each schedule at its times, until cancelled."""
         self._load(self._clock())
-        await self._run_due(self._clock(), starting=True)
+        await self._round(starting=True)
         task_status.started()
         while True:
             await self._sleep(self._sleep_s(self._clock()))
-            try:
-                await self._run_due(self._clock(), starting=False)
-            except Exception:
-                # The store busy or the like: the schedules stay due; try again shortly.
-                log.exception("running the due schedules failed; trying again in %g s", RETRY_S)
+            await self._round(starting=False)
+
+    async def _round(self, *, starting: bool) -> None:
+        try:
+            await self._run_due(self._clock(), starting=starting)
+        except Exception:
+            # The store busy or the like: the schedules stay due; try again shortly.
+            log.exception("running the due schedules failed; trying again in %g s", RETRY_S)
+            if not starting:  # at start, the agent goes on serving; the loop tries again
                 await self._sleep(RETRY_S)
 
     def _sleep_s(self, now: datetime) -> float:
