@@ -39,11 +39,13 @@ from agent.runtime.periodic import every
 from agent.runtime.recovery import recover, retry_undo
 from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import JobRow, Store, keep_synced
+from agent.scheduling.scheduler import Scheduler, Sleep
 from agent.status.volumes import build_volume_state, last_job_facts
 from commands.base import Ports
 from commands.inventory import Inventory
 from commands.ports import Incus, ServerInfo
 from commands.registry import action_for
+from commands.schedules import age_limits, resolve, zone
 from schemas.commands import AnyCommand
 from schemas.config import Config
 from schemas.errors import AtlasError
@@ -62,8 +64,14 @@ class Agent:
     """The long-running agent. `run` returns when cancelled, leaving nothing stopped."""
 
     def __init__(
-        self, config: Config, *, incus: Incus | None = None, clock: Clock = utc_now
+        self,
+        config: Config,
+        *,
+        incus: Incus | None = None,
+        clock: Clock = utc_now,
+        sleep: Sleep = anyio.sleep,
     ) -> None:
+        """`clock` and `sleep` drive the schedules (tests move them without waiting)."""
         self.config = config
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_prefix)
@@ -126,6 +134,16 @@ class Agent:
             admin_actions=frozenset(config.agent.admin_actions),
             clock=clock,
         )
+        schedules = resolve(config.schedules, config.services)
+        self.scheduler = Scheduler(
+            schedules,
+            tz=zone(config.agent.timezone),
+            store=self.store,
+            submit=self.dispatcher.submit_own,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.age_limits = {s.volume: age_limits(s, schedules) for s in config.services}
         self.started = clock()
         self.server = ServerInfo(server="", version="")
         self._serving: anyio.CancelScope | None = None
@@ -139,7 +157,10 @@ class Agent:
         await self.publish_agent_state()
         volumes = await self.publish_volume_states()
         return StatusResult(
-            queue=self.runner.queued, running=self.runner.running_ids, volumes=volumes
+            queue=self.runner.queued,
+            running=self.runner.running_ids,
+            volumes=volumes,
+            schedules=self.scheduler.listing(),
         )
 
     # Running
@@ -168,6 +189,7 @@ class Agent:
                         serving.start_soon(self.view.follow, self.incus_events)
                     await self._recover()
                     serving.start_soon(self._take_commands)
+                    await serving.start(self.scheduler.run)
                     agent = self.config.agent
                     serving.start_soon(
                         partial(
@@ -337,7 +359,14 @@ class Agent:
         for service in services:
             facts = self.store.volume_facts(service.volume)
             info = known.get(service.volume)
-            state = build_volume_state(service, info, facts, now)
+            state = build_volume_state(
+                service,
+                info,
+                facts,
+                now,
+                limits=self.age_limits.get(service.volume),
+                next_run=self.scheduler.next_run_for(service.volume),
+            )
             await self.events.emit(VolumeStateChanged(state))
             count += 1
         return count

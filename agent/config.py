@@ -5,6 +5,7 @@ from pathlib import Path
 import msgspec
 
 from agent.logs import register_secret
+from commands.schedules import resolve, zone
 from schemas.commands import ACTIONS
 from schemas.config import (
     ATLAS_SERVICES,
@@ -50,6 +51,8 @@ def _check(config: Config) -> None:
                 raise ValueError(f"unknown action {action!r} - at `$.agent.{key}[{index}]`")
     if not config.services:
         raise ValueError("at least one service is needed - at `$.services`")
+    zone(config.agent.timezone)
+    resolve(config.schedules, config.services)  # raises naming the entry
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

@@ -85,6 +85,8 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # a clean-up that failed mid-job) is tried again, until it succeeds.
     recovery_retry_s: Positive = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The IANA time zone that schedules' cron expressions are read in (`Europe/Berlin`).
+    timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
 
 
 class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -98,33 +100,70 @@ class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Encrypt this service's exports; None follows [encryption].encrypt_by_default.
     # A critical service is always encrypted, whatever this says.
     encrypt: bool | None = None
-    # The newest good backup may be this old before the volume reports a problem.
-    max_age_h: Positive = 26.0
+    # Age alarms: the newest good backup may be this old before the volume reports a
+    # warning (`max_age_h`) or a critical problem (`critical_age_h`). Unset, both follow
+    # from the service's backup schedules (`commands.schedules.age_limits`).
+    max_age_h: Positive | None = None
+    critical_age_h: Positive | None = None
 
 
-def _atlas(name: str, criticality: Criticality, quiesce: bool, max_age_h: float) -> ServiceConfig:
+def _atlas(name: str, criticality: Criticality, quiesce: bool) -> ServiceConfig:
     return ServiceConfig(
         name=name,
         instance=f"{name}01",
         volume=f"{name}01-data",
         criticality=criticality,
         quiesce=quiesce,
-        max_age_h=max_age_h,
     )
 
 
-DAILY_H = 26.0
-WEEKLY_H = 7 * 24 + 2.0
-
-# The runbook's volume table and schedule: criticality, quiesce, and how stale is too stale.
+# The runbook's volume table: criticality and quiesce (its schedule is in
+# `commands.schedules.RUNBOOK_SCHEDULES`).
 ATLAS_SERVICES: tuple[ServiceConfig, ...] = (
-    _atlas("grafana", "medium", False, DAILY_H),
-    _atlas("prometheus", "low", False, WEEKLY_H),
-    _atlas("loki", "low", True, WEEKLY_H),
-    _atlas("step-ca", "critical", False, WEEKLY_H),
-    _atlas("alertmanager", "low", False, DAILY_H),
-    _atlas("mosquitto", "medium", True, DAILY_H),
+    _atlas("grafana", "medium", False),
+    _atlas("prometheus", "low", False),
+    _atlas("loki", "low", True),
+    _atlas("step-ca", "critical", False),
+    _atlas("alertmanager", "low", False),
+    _atlas("mosquitto", "medium", True),
 )
+
+ScheduleKind = Literal["snapshot", "export", "verify", "prune"]
+# A schedule entry's `service` for every service (without an entry of its own).
+EVERY_SERVICE = "*"
+JitterS = Annotated[int, msgspec.Meta(ge=0, le=6 * 3600)]
+
+
+class ScheduleEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One schedule: a job of `kind` for `service`, at the times `cron` names.
+
+    An entry replaces the runbook default of the same service and kind; `enabled = false`
+    turns that default off, and an entry without `cron` keeps the default's times."""
+
+    service: Annotated[
+        str, msgspec.Meta(pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,62})$(?!\n)")
+    ] = EVERY_SERVICE
+    kind: ScheduleKind
+    # Five-field cron (`0 2 * * 0`, names and `@daily` too), read in `[agent] timezone`.
+    cron: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    enabled: bool = True
+    # Start up to this many seconds after each time (None: `[schedules] jitter_s`).
+    jitter_s: JitterS | None = None
+    # Run once at start when a time passed while the agent was down (None: `[schedules]`).
+    catch_up: bool | None = None
+
+
+class SchedulesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[schedules]`: what the agent runs by itself."""
+
+    # Start from the runbook's table (README, "Schedules"); false: only `entries` run.
+    runbook_defaults: bool = True
+    # Each run starts a fixed, per-schedule number of seconds (0..jitter_s) after its time.
+    jitter_s: JitterS = 0
+    # A time missed while the agent was down runs once when it starts (never once per
+    # missed time).
+    catch_up: bool = True
+    entries: list[ScheduleEntry] = msgspec.field(default_factory=list)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -135,6 +174,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     services: list[ServiceConfig] = msgspec.field(default_factory=lambda: list(ATLAS_SERVICES))
+    schedules: SchedulesConfig = msgspec.field(default_factory=SchedulesConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

@@ -93,8 +93,12 @@ class VolumeState(msgspec.Struct, kw_only=True):
     exports: int = 0
     next_run: str = ""
     next_run_ts: int = 0
+    # 1 when severity is 1 or 2; the reason names the worst condition found.
     problem: int = 0
     problem_reason: str = ""
+    # 0 ok, 1 warning (newest backup past the warning age, last job failed, no backup
+    # yet), 2 critical (past the critical age, the volume missing in Incus).
+    severity: int = 0
 
 
 class IncusInfo(msgspec.Struct, kw_only=True):

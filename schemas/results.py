@@ -152,11 +152,41 @@ class VerifyResult(JobResult, kw_only=True):
     verified: list[VerifiedBackup]
 
 
+class ScheduleListing(msgspec.Struct, kw_only=True):
+    """One schedule, as the agent runs it (README, "Schedules")."""
+
+    # `<service>/<kind>`; `*` is every service without a schedule of its own for the kind.
+    schedule: str
+    service: str
+    kind: str
+    cron: str
+    timezone: str
+    volumes: list[str]
+    enabled: bool
+    # `default`: the runbook's table; `config`: an entry of `[schedules]`.
+    source: Literal["default", "config"]
+    jitter_s: int
+    catch_up: bool
+    # False when this version cannot run the kind yet: its times pass without a job.
+    runnable: bool
+    # When the next run starts (its time plus jitter); "" and 0 when off.
+    next_run: str
+    next_run_ts: int
+    # The last time it handled ("" and 0 before the first), its job ("" if none started)
+    # and what became of it: `accepted`, `known`, `skipped: ...`, `rejected: ...`.
+    last_run: str
+    last_run_ts: int
+    last_job: str
+    last_outcome: str
+
+
 class StatusResult(JobResult, kw_only=True):
     queue: int
     running: list[str]
     # How many volume states were republished.
     volumes: int
+    # Every schedule, on or off, with its next run.
+    schedules: list[ScheduleListing] = msgspec.field(default_factory=list)
 
 
 class CancelResult(JobResult, kw_only=True):

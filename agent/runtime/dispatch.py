@@ -226,6 +226,25 @@ class Dispatcher:
         log.info("accepted %s job %s", job.action, job.id)
         await self._start(job)
 
+    async def submit_own(self, command: Command) -> str:
+        """A command the agent gives itself (a schedule's): checked, planned, recorded and
+        started as one from MQTT is, with no message to acknowledge or answer. Returns
+        `accepted`, `known` (its id is recorded already: it ran or runs) or why not."""
+        if command.id and self._store.get_job(command.id) is not None:
+            return "known"
+        try:
+            job = await self._job_for(command)
+            job.admin = job.action in self._admin_only
+            if not self._runner.can_take(job):
+                raise QueueFull(f"the job queue is full ({self._runner.queued} jobs waiting)")
+        except AtlasError as exc:
+            return f"rejected: {exc}"
+        if not self._store.insert_job(job.to_row()):
+            return "known"
+        log.info("started %s job %s on schedule", job.action, job.id)
+        await self._start(job)
+        return "accepted"
+
     async def _respond(self, target: ReplyTarget, response: Response) -> None:
         """Publish a response; one that cannot be sent is logged and never stops a job."""
         try:
@@ -284,6 +303,11 @@ class Dispatcher:
                 f"action {action_name!r} is taken only on the admin topic"
                 f" {self._publisher.topics.admin_command} - at `$.action`"
             )
+        return await self._job_for(command)
+
+    async def _job_for(self, command: Command) -> Job:
+        """Plan a decoded command against what admission sees now."""
+        action_name = str(type(command).__struct_config__.tag)
         action = action_for(command)
         if action is None:
             raise InvalidCommand(

@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS volume_facts (
     value TEXT NOT NULL,
     PRIMARY KEY (volume, key)
 );
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    schedule TEXT PRIMARY KEY,
+    last_slot_ms INTEGER NOT NULL,
+    last_job TEXT NOT NULL DEFAULT '',
+    updated_ms INTEGER NOT NULL DEFAULT 0
+);
 """
 
 # Columns added to `jobs` after its first release, added to older databases on opening.
@@ -98,6 +104,17 @@ class JobRow:
     # Sent on the admin topic; None for jobs recorded before the origin was kept.
     admin: bool | None = None
     plan: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """A schedule's last handled time: run (`last_job` names the job), skipped, or, for a
+    schedule first seen, the moment it was first seen (`last_job` "")."""
+
+    schedule: str
+    last_slot_ms: int
+    last_job: str = ""
+    updated_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -308,6 +325,24 @@ class Store:
                 "INSERT INTO agent_facts (key, value) VALUES (?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 [(key, json.dumps(value)) for key, value in facts.items()],
+            )
+
+    # Schedules: the last time each one handled, so a restart catches up once
+
+    def schedule_runs(self) -> dict[str, ScheduleRun]:
+        rows = self._db.execute(
+            "SELECT schedule, last_slot_ms, last_job, updated_ms FROM schedule_runs"
+        ).fetchall()
+        return {r[0]: ScheduleRun(r[0], r[1], r[2], r[3]) for r in rows}
+
+    def set_schedule_run(self, run: ScheduleRun) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO schedule_runs (schedule, last_slot_ms, last_job, updated_ms)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT(schedule) DO UPDATE SET"
+                " last_slot_ms=excluded.last_slot_ms, last_job=excluded.last_job,"
+                " updated_ms=excluded.updated_ms",
+                (run.schedule, run.last_slot_ms, run.last_job, run.updated_ms),
             )
 
     def volume_facts(self, volume: str) -> dict[str, Any]:

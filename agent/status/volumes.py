@@ -5,12 +5,14 @@ from typing import Any
 
 from agent.runtime.jobs import Job
 from commands.ports import VolumeInfo
+from commands.schedules import AgeLimits
 from commands.snapshot_kinds import counts_as_backup
 from schemas.config import ServiceConfig
 from schemas.messages import ErrorInfo, VolumeState
 from schemas.timefmt import epoch_ms, iso
 
 FAILED_STATES = frozenset({"failed", "partial", "interrupted"})
+OK, WARNING, CRITICAL = 0, 1, 2
 
 
 def build_volume_state(
@@ -18,8 +20,12 @@ def build_volume_state(
     info: VolumeInfo | None,
     facts: dict[str, Any],
     now: datetime,
+    *,
+    limits: AgeLimits | None = None,
+    next_run: datetime | None = None,
 ) -> VolumeState:
-    """`facts` are what the store remembers: last job on the volume, exports, verifies."""
+    """`facts` are what the store remembers: last job on the volume, exports, verifies;
+    `limits` the age alarms and `next_run` the next scheduled backup, from the schedules."""
     state = VolumeState(
         volume=service.volume,
         service=service.name,
@@ -49,8 +55,13 @@ def build_volume_state(
         state.last_verify_ok = bool(facts.get("last_verify_ok", False))
     if newest_ms:
         state.last_success_age_s = max(0, (epoch_ms(now) - newest_ms) // 1000)
-    state.problem_reason = _problem(service, info, facts, state, now)
-    state.problem = int(bool(state.problem_reason))
+    if next_run is not None:
+        state.next_run = iso(next_run)
+        state.next_run_ts = epoch_ms(next_run)
+    state.severity, state.problem_reason = _problem(
+        service, info, facts, state, limits or AgeLimits()
+    )
+    state.problem = int(state.severity > OK)
     return state
 
 
@@ -59,22 +70,33 @@ def _problem(
     info: VolumeInfo | None,
     facts: dict[str, Any],
     state: VolumeState,
-    now: datetime,
-) -> str:
+    limits: AgeLimits,
+) -> tuple[int, str]:
+    """The worst condition found: its severity and reason."""
     if info is None:
-        return f"volume {service.volume} does not exist in Incus"
+        return CRITICAL, f"volume {service.volume} does not exist in Incus"
+    age = timedelta(seconds=state.last_success_age_s)
+    if state.last_success_age_s >= 0 and limits.critical is not None and age > limits.critical:
+        return CRITICAL, _too_old(age, limits.critical, "critical")
     if facts.get("last_job_state") in FAILED_STATES:
-        return (
+        reason = (
             f"last job {facts.get('last_job_id', '')} {facts['last_job_state']}:"
             f" {facts.get('last_error', '')}"
         ).rstrip(": ")
+        return WARNING, reason
     if state.last_success_age_s < 0:
-        return "no backup yet"
-    allowed = timedelta(hours=service.max_age_h)
-    if timedelta(seconds=state.last_success_age_s) > allowed:
-        hours = state.last_success_age_s / 3600
-        return f"newest backup is {hours:.1f} h old; the schedule allows {service.max_age_h:g} h"
-    return ""
+        return WARNING, "no backup yet"
+    if limits.warn is not None and age > limits.warn:
+        return WARNING, _too_old(age, limits.warn, "warning")
+    return OK, ""
+
+
+def _too_old(age: timedelta, limit: timedelta, level: str) -> str:
+    hours = age.total_seconds() / 3600
+    return (
+        f"newest backup is {hours:.1f} h old; past the {level} age of"
+        f" {limit.total_seconds() / 3600:g} h"
+    )
 
 
 def last_job_facts(job: Job) -> dict[str, dict[str, Any]]:

@@ -20,6 +20,7 @@ from schemas.config import (
     Config,
     IncusConfig,
     MqttConfig,
+    SchedulesConfig,
     ServiceConfig,
     StorageConfig,
 )
@@ -57,7 +58,8 @@ def agent_config(*, port: int, prefix: str, project: str, workdir: Path, **table
     """A test agent's config: the broker on localhost, `project` on the local pool, the
     backup and state directories in `workdir`, debug logs, short Incus timeouts. `tables`
     change keys of a table (`agent={"recovery_retry_s": 1}`) or replace the services
-    (`services=[...]`); see `with_tables`."""
+    (`services=[...]`); see `with_tables`. The runbook's schedules are off unless
+    `schedules={"runbook_defaults": True}`."""
     config = Config(
         mqtt=MqttConfig(
             host="127.0.0.1",
@@ -68,6 +70,8 @@ def agent_config(*, port: int, prefix: str, project: str, workdir: Path, **table
         incus=IncusConfig(project=project, pool="local", timeout_s=60, stop_timeout_s=10),
         storage=StorageConfig(backup_dir=f"{workdir}/backup", state_dir=f"{workdir}/state"),
         agent=AgentConfig(status_interval_s=60, log_level="debug"),
+        # No runbook schedules unless a test asks: a test must not meet a 02:00 snapshot.
+        schedules=SchedulesConfig(runbook_defaults=False),
     )
     return with_tables(config, **tables)
 

@@ -36,6 +36,14 @@ def test_an_empty_file_gives_the_six_atlas_services() -> None:
             "`$.services[1].volume`",
         ),
         ("[mqtt\n", "line 1, column 6"),
+        ("[agent]\ntimezone = 'Europe/Nowhere'", "`$.agent.timezone`"),
+        (
+            "[[schedules.entries]]\nservice = 'grafana'\nkind = 'snapshot'\ncron = '0 25 * * *'",
+            "`$.schedules.entries[0].cron`",
+        ),
+        ("[[schedules.entries]]\nservice = 'x'\nkind = 'snapshot'", "`$.schedules.entries[0]"),
+        ("[[schedules.entries]]\nkind = 'drill'\ncron = '@daily'", "`$.schedules.entries[0]"),
+        ("[schedules]\njitter_s = -1", "`$.schedules.jitter_s`"),
     ],
 )
 def test_an_invalid_config_names_the_file_and_the_key(text: str, names: str) -> None:
@@ -48,3 +56,38 @@ def test_an_invalid_config_names_the_file_and_the_key(text: str, names: str) -> 
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_schedules_and_time_zone_from_toml() -> None:
+    config = parse_config(
+        """
+[agent]
+timezone = "Europe/Berlin"
+
+[schedules]
+jitter_s = 300
+
+[[schedules.entries]]
+service = "prometheus"
+kind = "snapshot"
+enabled = false
+
+[[schedules.entries]]
+service = "grafana"
+kind = "verify"
+cron = "0 4 * * 1"
+"""
+    )
+    assert config.agent.timezone == "Europe/Berlin"
+    assert config.schedules.runbook_defaults
+    assert [(e.service, e.kind, e.enabled) for e in config.schedules.entries] == [
+        ("prometheus", "snapshot", False),
+        ("grafana", "verify", True),
+    ]
+
+
+def test_the_example_config_parses() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "config.example.toml"
+    config = parse_config(example.read_text().replace("@PROJECT@", "atlas-demo"), str(example))
+    assert config.schedules.runbook_defaults
+    assert config.agent.timezone == "UTC"

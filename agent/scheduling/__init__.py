@@ -1,0 +1,1 @@
+"""The agent's own clock of jobs: schedules run as commands."""
