@@ -7,6 +7,7 @@ delivers it again; a rejected command is acknowledged at once and never starts a
 
 import logging
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -229,9 +230,17 @@ class Dispatcher:
     async def submit_own(self, command: Command) -> str:
         """A command the agent gives itself (a schedule's): checked, planned, recorded and
         started as one from MQTT is, with no message to acknowledge or answer. Returns
-        `accepted`, `known` (its id is recorded already: it ran or runs) or why not."""
-        if command.id and self._store.get_job(command.id) is not None:
-            return "known"
+        `accepted`, `known` (its id is recorded already: it ran or runs) or why not.
+
+        An id taken by a different command (a client can send any id) does not stand for
+        the schedule's run: the run goes ahead under that id with a random suffix."""
+        known = self._store.get_job(command.id) if command.id else None
+        if known is not None:
+            if known.command == msgspec.json.encode(command):
+                return "known"
+            taken = known.id
+            command = msgspec.structs.replace(command, id=f"{taken[:57]}-{secrets.token_hex(3)}")
+            log.warning("id %s was taken by another command; running as %s", taken, command.id)
         try:
             job = await self._job_for(command)
             job.admin = job.action in self._admin_only

@@ -11,7 +11,10 @@ import anyio
 import pytest
 
 from agent.app import Agent
+from agent.runtime.jobs import Job
+from commands.base import Plan
 from commands.schedules import last_slot, zone
+from schemas.commands import SnapshotCommand
 from schemas.timefmt import epoch_ms
 from tests.support.broker import Broker
 from tests.support.client import TestClient
@@ -186,3 +189,51 @@ def test_an_agent_down_over_its_schedule_catches_up_once(
     finally:
         harness.close()
         print(harness.log[-20000:])
+
+
+@pytest.mark.anyio
+async def test_a_client_that_takes_a_schedules_job_id_does_not_stop_the_scheduled_run(
+    broker: Broker, atlas: IncusProject, tmp_path: Path
+) -> None:
+    prefix = "atlas-test/taken-id"
+    config = agent_config(
+        port=broker.port,
+        prefix=prefix,
+        project=atlas.name,
+        workdir=tmp_path,
+        schedules={"runbook_defaults": True},
+    )
+    time = DrivenTime(now=at("2026-12-14T12:00:00"), end=at("2026-12-15T12:00:00"))
+    agent = Agent(config, clock=time.clock, sleep=time.sleep)
+    time.agent = agent
+    # What a client's dry run sent with the id of Tuesday's 02:00 snapshot leaves on record.
+    taken = "s-grafana-snapshot-20261215-0200"
+    command = SnapshotCommand(id=taken, volumes=["grafana01-data"], dry_run=True)
+    plan = Plan(targets=("grafana01-data",), steps=())
+    agent.store.insert_job(
+        Job(id=taken, action="snapshot", command=command, plan=plan, created=time.now).to_row()
+    )
+    async with anyio.create_task_group() as group:
+        await group.start(agent.run)
+        with anyio.fail_after(300):
+            await time.over.wait()
+        agent.stop()
+
+    assert "backup-20261215-020000" in atlas.snapshots("grafana01-data")
+    scheduled = [row for row in agent_jobs(tmp_path) if row[0].startswith(f"{taken}-")]
+    assert [state for _, state in scheduled] == ["succeeded"], scheduled
+    atlas.run(
+        "storage",
+        "volume",
+        "snapshot",
+        "delete",
+        "local",
+        "grafana01-data",
+        "backup-20261215-020000",
+    )
+
+
+def agent_jobs(workdir: Path) -> list[tuple[str, str]]:
+    database = next(workdir.rglob("atlas-backup.db"))
+    with sqlite3.connect(database) as db:
+        return list(db.execute("SELECT id, state FROM jobs"))
