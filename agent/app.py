@@ -20,6 +20,8 @@ from agent.crypto.gpg import GpgHome
 from agent.incus.client import IncusClient
 from agent.incus.events import IncusEvents
 from agent.incus.facade import AsyncIncus
+from agent.metrics.backup_metrics import BackupMetrics
+from agent.metrics.server import MetricsServer, serve_metrics
 from agent.mqtt.publisher import OFFLINE_PAYLOAD, Publisher
 from agent.mqtt.session import MqttSession
 from agent.mqtt.topics import Topics
@@ -144,6 +146,9 @@ class Agent:
             sleep=sleep,
         )
         self.age_limits = {s.volume: age_limits(s, schedules) for s in config.services}
+        self.metrics = BackupMetrics(config.volumes, self.age_limits, version=__version__)
+        self.metrics.follow(self.events)
+        self.metrics_server: MetricsServer | None = None
         self.started = clock()
         self.server = ServerInfo(server="", version="")
         self._serving: anyio.CancelScope | None = None
@@ -175,6 +180,8 @@ class Agent:
             self.server = await self.incus.server_info()
         except AtlasError as exc:
             log.error("Incus does not answer yet: %s", exc)
+        if self.config.metrics.listen:
+            self.metrics_server = serve_metrics(self.config.metrics.listen, self.metrics.registry)
         async with anyio.create_task_group() as outer:
             await outer.start(self.session.run)
             try:
@@ -217,6 +224,8 @@ class Agent:
                 with anyio.CancelScope(shield=True):
                     await self.session.close(OFFLINE_PAYLOAD)
                     self.store.close()
+                    if self.metrics_server is not None:
+                        self.metrics_server.close()
 
     def stop(self) -> None:
         """Stop taking commands and interrupt running jobs; `run` then returns."""

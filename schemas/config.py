@@ -89,6 +89,18 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
 
 
+ListenAddress = Annotated[
+    str, msgspec.Meta(pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$(?!\n)")
+]
+
+
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[metrics]`: the Prometheus endpoint. Off unless `listen` names where to bind."""
+
+    # `host:port` (`127.0.0.1:9464`, `[::1]:9464`) served at `/metrics`; "" serves none.
+    listen: ListenAddress = ""
+
+
 class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: IncusName
     instance: IncusName
@@ -175,6 +187,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     services: list[ServiceConfig] = msgspec.field(default_factory=lambda: list(ATLAS_SERVICES))
     schedules: SchedulesConfig = msgspec.field(default_factory=SchedulesConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)
