@@ -42,6 +42,7 @@ from agent.runtime.recovery import recover, retry_undo
 from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import JobRow, Store, keep_synced
 from agent.scheduling.scheduler import Scheduler, Sleep
+from agent.status.summary import VolumeSummary
 from agent.status.volumes import build_volume_state, last_job_facts
 from commands.base import Ports
 from commands.inventory import Inventory
@@ -148,6 +149,8 @@ class Agent:
         self.age_limits = {s.volume: age_limits(s, schedules) for s in config.services}
         self.metrics = BackupMetrics(config.volumes, self.age_limits, version=__version__)
         self.metrics.follow(self.events)
+        # After the JobFinished subscriptions above: a job's summary follows its volumes.
+        VolumeSummary(config.volumes, self.publisher.summary, clock).follow(self.events)
         self.metrics_server: MetricsServer | None = None
         self.started = clock()
         self.server = ServerInfo(server="", version="")

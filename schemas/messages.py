@@ -101,6 +101,19 @@ class VolumeState(msgspec.Struct, kw_only=True):
     severity: int = 0
 
 
+Summary = Annotated[
+    dict[str, int | str],
+    msgspec.Meta(
+        title="Summary",
+        description="Retained at `<p>/summary`: every configured volume in one flat object,"
+        " for Grafana's MQTT data source (which drops a message's topic): `at`, `at_ts`,"
+        " `volumes`, `problems`, `warnings`, `criticals`, `worst_severity`, and per volume"
+        " `age_s.<volume>` (-1: no backup), `severity.<volume>`, `export_bytes.<volume>` and"
+        " `last_backup_ts.<volume>` (0: none). Numbers only, except `at`.",
+    ),
+]
+
+
 class IncusInfo(msgspec.Struct, kw_only=True):
     server: str = ""
     version: str = ""
