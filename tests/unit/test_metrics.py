@@ -1,17 +1,21 @@
 """The Prometheus metrics, fed as the event bus feeds them, read in the exposition format."""
 
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.config import parse_config
 from agent.metrics.backup_metrics import VOLUME_ACTIONS, BackupMetrics
+from agent.metrics.server import serve_metrics, split_listen
 from agent.runtime.events import EventBus, JobFinished, VolumeStateChanged
 from agent.runtime.jobs import Job
 from commands.base import Plan
 from commands.schedules import AgeLimits
 from schemas.commands import ExportCommand, SnapshotCommand
+from schemas.errors import ConfigError
 from schemas.messages import DrillState, ErrorInfo, VolumeState
 from schemas.results import SnapshotResult
 
@@ -166,3 +170,33 @@ def test_a_drill_sets_its_gauges() -> None:
     assert value(metrics, "atlas_backup_drill_ok", service="s1") == 1
     assert value(metrics, "atlas_backup_drill_rto_seconds", service="s1") == 42.5
     assert value(metrics, "atlas_backup_drill_last_success", service="s1") == 1_700_000_000
+
+
+def test_the_listen_address_splits_into_host_and_port() -> None:
+    assert split_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert split_listen("[::1]:9464") == ("::1", 9464)
+
+
+def test_the_server_binds_only_the_configured_address_and_a_taken_port_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = _metrics()
+    server = serve_metrics("127.0.0.1:0", metrics.registry)
+    assert server is not None
+    try:
+        assert server.server.server_address[0] == "127.0.0.1"
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            assert b"atlas_backup_attempt_total" in answer.read()
+        assert serve_metrics(f"127.0.0.1:{server.port}", metrics.registry) is None
+        assert "cannot serve metrics on" in caplog.text
+    finally:
+        server.close()
+
+
+def test_metrics_are_off_by_default_and_a_listen_address_is_checked() -> None:
+    assert parse_config("").metrics.listen == ""
+    assert parse_config('[metrics]\nlisten = "[::1]:9464"').metrics.listen == "[::1]:9464"
+    for bad in ("9464", "127.0.0.1", "http://127.0.0.1:9464", "127.0.0.1:9464\\n"):
+        with pytest.raises(ConfigError, match=r"\$\.metrics\.listen"):
+            parse_config(f'[metrics]\nlisten = "{bad}"')
