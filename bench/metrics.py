@@ -6,12 +6,15 @@ instances: a snapshot needs none), and the agent with metrics on a free loopback
 snapshots every volume once so that each has its last-status and last-success series,
 waits for the summary of a full status round, then scrapes `/metrics` sequentially,
 one connection per scrape as Prometheus's would be with this HTTP/1.0 server, and
-reports the scrape time's median, p99 and max, the body size and the series count.
+reports the scrape time's median, p99 and max, the agent's CPU time per scrape (from
+/proc/<pid>/stat: what the machine's load does not change), the body size and the
+series count.
 
     .venv/bin/python -m bench.metrics [--volumes 100] [--scrapes 500]
 """
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -19,6 +22,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from bench.scheduler_idle import cpu_seconds
 from schemas.config import ServiceConfig
 from tests.support.agent_proc import AgentProcess
 from tests.support.broker import free_port, running_broker
@@ -88,9 +92,12 @@ def main() -> None:
                 for _ in range(10):  # warm-up
                     scrape(url)
                 times, body = [], b""
+                cpu_before = cpu_seconds(agent.pid)
                 for _ in range(args.scrapes):
                     took, body = scrape(url)
                     times.append(took * 1000)
+                cpu_ms = (cpu_seconds(agent.pid) - cpu_before) * 1000 / args.scrapes
+                load = os.getloadavg()[0]
             finally:
                 agent.stop()
                 client.close()
@@ -101,6 +108,7 @@ def main() -> None:
         f"scrape ms: median {statistics.median(times):.2f}, p99 {percentile(times, 0.99):.2f},"
         f" max {max(times):.2f}"
     )
+    print(f"agent CPU per scrape: {cpu_ms:.1f} ms (load average during the run: {load:.1f})")
 
 
 if __name__ == "__main__":

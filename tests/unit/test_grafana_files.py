@@ -30,3 +30,12 @@ def test_the_dashboard_provider_reads_a_folder() -> None:
     )["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"].startswith("/")
+
+
+def test_the_broker_acl_lets_grafana_read_every_topic_the_dashboard_reads() -> None:
+    acl = (GRAFANA.parent / "mosquitto" / "atlas-backup.acl").read_text()
+    grafana = acl.split("\nuser grafana\n", 1)[1].split("\nuser ", 1)[0]
+    readable = {line.split()[-1] for line in grafana.splitlines() if line.startswith("topic read ")}
+    dashboard = json.loads((GRAFANA / "dashboards" / "atlas-backup.json").read_text())
+    topics = {t["topic"] for panel in dashboard["panels"] for t in panel["targets"]}
+    assert {t.replace("${prefix}", "atlas/backup") for t in topics} <= readable
