@@ -38,17 +38,16 @@ apt-get install -y -q -t bookworm-backports --no-install-recommends incus-base i
 
 # With --tests: Prometheus, for promtool (the alert rules' tests) and the server the
 # integration tests start on a free port. Debian's package would start and enable a
-# Prometheus of its own on :9090; a fresh install here does neither.
+# Prometheus of its own on :9090; a fresh install here does neither (policy-rc.d 101:
+# "do not start", removed again however the install ends).
 if [ "${1:-}" = "--tests" ] && ! dpkg -s prometheus >/dev/null 2>&1; then
     policy=/usr/sbin/policy-rc.d
-    had_policy=0
-    [ -e "$policy" ] && had_policy=1
-    if [ "$had_policy" = 0 ]; then
+    if [ ! -e "$policy" ]; then
+        trap 'rm -f "$policy"' EXIT
         printf '#!/bin/sh\nexit 101\n' > "$policy"
         chmod 0755 "$policy"
     fi
     apt-get install -y -q --no-install-recommends prometheus
-    [ "$had_policy" = 0 ] && rm -f "$policy"
     if command -v deb-systemd-helper >/dev/null 2>&1; then
         deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
     fi
