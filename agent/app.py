@@ -66,7 +66,12 @@ class Agent:
         self.config = config
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.inventory = Inventory(tuple(config.services), config.encryption)
+        self.inventory = Inventory(
+            tuple(config.services),
+            config.encryption,
+            retention=config.retention,
+            timezone=config.agent.timezone,
+        )
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
         state_dir = Path(config.storage.state_dir)
         self.store = Store(state_dir / "atlas-backup.db")
@@ -76,7 +81,7 @@ class Agent:
         self.exports = LocalExportFiles(
             backup_dir, self.gpg, config.encryption, clock=clock, agent_version=__version__
         )
-        self.catalog = BackupCatalog(backup_dir, self.store)
+        self.catalog = BackupCatalog(backup_dir, self.store, clock=clock, agent_version=__version__)
         self.ports = Ports(
             incus=self.incus,
             backups=self.backups,

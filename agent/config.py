@@ -1,6 +1,7 @@
 """Loading the agent's TOML configuration; errors name the file and the key."""
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -50,6 +51,16 @@ def _check(config: Config) -> None:
                 raise ValueError(f"unknown action {action!r} - at `$.agent.{key}[{index}]`")
     if not config.services:
         raise ValueError("at least one service is needed - at `$.services`")
+    try:
+        ZoneInfo(config.agent.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {config.agent.timezone!r} - at `$.agent.timezone`"
+        ) from None
+    names = {s.name for s in config.services}
+    for name in config.retention.services:
+        if name not in names:
+            raise ValueError(f"no service named {name!r} - at `$.retention.services.{name}`")
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
