@@ -132,6 +132,8 @@ ATLAS_SERVICES: tuple[ServiceConfig, ...] = (
 
 # A duration: `36h`, `7d`, `2w`, `1w3d` (s, m, h, d, w).
 Duration = Annotated[str, msgspec.Meta(pattern=r"^([0-9]{1,6}[smhdw]){1,5}$")]
+# The same, or "" for none.
+OptionalDuration = Annotated[str, msgspec.Meta(pattern=r"^(([0-9]{1,6}[smhdw]){1,5})?$")]
 KeepCount = Annotated[int, msgspec.Meta(ge=0, le=100000)]
 
 
@@ -145,7 +147,7 @@ class KeepPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keep_weekly: KeepCount = 0
     keep_monthly: KeepCount = 0
     keep_yearly: KeepCount = 0
-    keep_within: Duration | Literal[""] = ""
+    keep_within: OptionalDuration = ""
 
 
 class ServiceRetention(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
