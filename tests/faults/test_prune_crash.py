@@ -15,7 +15,7 @@ from tests.support.incus_env import IncusProject
 VOLUME = "grafana01-data"
 SNAPSHOTS = ["backup-20261101-020000", "backup-20261102-020000"]
 KEEP_ONE = {"keep_last": 1}
-PRUNE = {"action": "prune", "volumes": [VOLUME]}
+PRUNE: dict[str, object] = {"action": "prune", "volumes": [VOLUME]}
 
 
 @pytest.fixture
