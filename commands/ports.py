@@ -353,6 +353,8 @@ class CatalogItem:
 
     set_name: str
     entry: ManifestEntry
+    # What the agent noted of it since: protection, the last verify.
+    note: FileNote = field(default_factory=FileNote)
 
     @property
     def backup(self) -> str:

@@ -46,6 +46,8 @@ class ListedSnapshot(msgspec.Struct, kw_only=True):
     name: str
     created: str
     created_ts: int
+    # Kept from any prune (`protect`).
+    protected: bool = False
 
 
 class ListedBackup(ManifestEntry, kw_only=True, forbid_unknown_fields=False):
@@ -53,6 +55,10 @@ class ListedBackup(ManifestEntry, kw_only=True, forbid_unknown_fields=False):
 
     backup: str
     set: str
+    # Kept from any prune (`protect`), and its last verify ("" and false when none).
+    protected: bool = False
+    verified: str = ""
+    verify_ok: bool = False
 
 
 class ListedVolume(msgspec.Struct, kw_only=True):

@@ -23,6 +23,7 @@ from agent.clock import Clock, utc_now
 from agent.runtime.store import Store
 from commands.ports import CatalogItem, CatalogListing, ExportedFile, ExportRecord
 from schemas.errors import IntegrityFailure, NotFound, StorageFailure
+from schemas.manifest import FileNote
 from schemas.timefmt import epoch_ms, iso
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ def read_catalog(root: Path) -> CatalogListing:
             continue
         for entry in sorted(manifest.files, key=lambda e: e.created_ts, reverse=True):
             if (folder / entry.file).is_file():
-                items.append(CatalogItem(folder.name, entry))
+                note = manifest.notes.get(entry.file, FileNote())
+                items.append(CatalogItem(folder.name, entry, note))
             else:
                 problems.append(f"{folder.name}/{entry.file}: in the manifest, but missing")
     return CatalogListing(tuple(items), tuple(problems))

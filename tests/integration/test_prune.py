@@ -90,6 +90,9 @@ def test_prune_keeps_what_the_policy_and_the_guards_keep_and_removes_the_rest(
     assert description(project, "backup-20261103-020000") == MARK
     oldest = sets[0].partition("/")[0] + f"/{VOLUME}"
     run(agent, action="protect", backup=oldest)
+    (listed,) = run(agent, action="list", volumes=[VOLUME])["result"]["volumes"]
+    assert [s["name"] for s in listed["snapshots"] if s["protected"]] == ["backup-20261103-020000"]
+    assert [b["backup"] for b in listed["backups"] if b["protected"]] == [oldest]
 
     dry = run(agent, action="prune", volumes=[VOLUME], dry_run=True)
     assert dry["result"]["dry_run"] is True
