@@ -64,12 +64,8 @@ class HelperLimits:
     scratch: timedelta = timedelta(days=2)
     kept_original: timedelta = timedelta(days=3)
 
-    def of(self, kind: ItemKind) -> timedelta | None:
-        return {
-            "safety": self.safety,
-            "scratch": self.scratch,
-            "kept_original": self.kept_original,
-        }.get(kind)
+    def by_kind(self) -> dict[ItemKind, timedelta]:
+        return {"safety": self.safety, "scratch": self.scratch, "kept_original": self.kept_original}
 
 
 @dataclass(frozen=True)
@@ -147,9 +143,12 @@ def select(policy: Policy, items: Sequence[Item], tz: tzinfo) -> dict[str, list[
     return selected
 
 
-def _guards(items: Sequence[Item]) -> dict[str, list[str]]:
+Key = tuple[str, str]  # (family, name)
+
+
+def _guards(items: Sequence[Item]) -> dict[Key, list[str]]:
     """The newest verified, newest good and newest item of each family: always kept."""
-    kept: dict[str, list[str]] = {}
+    kept: dict[Key, list[str]] = {}
     families = {i.family for i in items if i.kind == "backup"}
     for family in sorted(families):
         backups = [i for i in items if i.family == family and i.kind == "backup"]
@@ -160,12 +159,8 @@ def _guards(items: Sequence[Item]) -> dict[str, list[str]]:
         ):
             if pool:
                 newest = max(pool, key=lambda i: (i.created, i.name))
-                kept.setdefault(_key(newest), []).append(rule)
+                kept.setdefault((newest.family, newest.name), []).append(rule)
     return kept
-
-
-def _key(item: Item) -> str:
-    return f"{item.family}:{item.name}"
 
 
 def plan_retention(
@@ -182,17 +177,18 @@ def plan_retention(
     for family, policy in policies.items():
         backups = [i for i in items if i.family == family and i.kind == "backup"]
         for name, selected in select(policy, backups, tz).items():
-            rules.setdefault(f"{family}:{name}", []).extend(selected)
+            rules.setdefault((family, name), []).extend(selected)
+    limits = helpers.by_kind()
     decisions = []
     for item in items:
-        kept = list(rules.get(_key(item), []))
+        kept = list(rules.get((item.family, item.name), ()))
         if item.protected:
             kept.insert(0, PROTECTED)
         if item.kind == "manual":
             kept.insert(0, MANUAL)
         if item.in_use:
             kept.append(IN_USE)
-        limit = helpers.of(item.kind)
+        limit = limits.get(item.kind)
         if limit is not None and now - item.created <= limit:
             kept.append(YOUNG_HELPER)
         decisions.append(Decision(item, tuple(kept), "" if kept else _reason(item, limit)))
