@@ -78,7 +78,12 @@ class Agent:
         self.config = config
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.inventory = Inventory(tuple(config.services), config.encryption)
+        self.inventory = Inventory(
+            tuple(config.services),
+            config.encryption,
+            retention=config.retention,
+            timezone=config.agent.timezone,
+        )
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
         # What keeps admission's view of Incus current; an injected Incus has no events.
         self.incus_events = IncusEvents(config.incus) if incus is None else None
@@ -90,7 +95,7 @@ class Agent:
         self.exports = LocalExportFiles(
             backup_dir, self.gpg, config.encryption, clock=clock, agent_version=__version__
         )
-        self.catalog = BackupCatalog(backup_dir, self.store)
+        self.catalog = BackupCatalog(backup_dir, self.store, clock=clock, agent_version=__version__)
         self.ports = Ports(
             incus=self.incus,
             backups=self.backups,

@@ -53,6 +53,11 @@ def temporary(volume: str, what: str, now: datetime) -> str:
     return derived_name(volume, f"{what}-{compact(now)}-{token()}")
 
 
+def stamped(now: datetime) -> str:
+    """`<YYYYmmdd-HHMMSS>-<token>`: a backup set's name, unique to the job that makes it."""
+    return f"{compact(now)}-{token()}"
+
+
 def unique(what: str, now: datetime) -> str:
     """`<what>-<YYYYmmdd-HHMMSS>-<token>`: a snapshot or server-side backup of the agent's."""
-    return f"{what}-{compact(now)}-{token()}"
+    return f"{what}-{stamped(now)}"

@@ -7,6 +7,8 @@ from commands import (
     export,
     import_volume,
     list_volumes,
+    protect,
+    prune,
     restore,
     snapshot,
     status,
@@ -19,9 +21,12 @@ from schemas.commands import (
     ExportCommand,
     ImportCommand,
     ListCommand,
+    ProtectCommand,
+    PruneCommand,
     RestoreCommand,
     SnapshotCommand,
     StatusCommand,
+    UnprotectCommand,
     VerifyCommand,
 )
 
@@ -34,6 +39,9 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     ImportCommand: Action(import_volume.plan, import_volume.execute, looks=import_volume.looks),
     ExportCommand: Action(export.plan, export.execute, looks=export.looks),
     VerifyCommand: Action(verify.plan, verify.execute),
+    PruneCommand: Action(prune.plan, prune.execute, decides_when_run=True),
+    ProtectCommand: Action(protect.plan, protect.execute, looks=protect.looks),
+    UnprotectCommand: Action(protect.plan, protect.execute, looks=protect.looks),
 }
 
 

@@ -42,7 +42,8 @@ JobResultObject = Annotated[
     msgspec.Meta(
         description="What the action produced: the type named by `action`, as exported in"
         " result-<action>.schema.json, or result-dry-run.schema.json when `dry_run` is"
-        " true. `{}` until the job ends, and when it failed before producing anything."
+        " true (except `prune`, whose dry run gives its own result). `{}` until the job"
+        " ends, and when it failed before producing anything."
     ),
 ]
 

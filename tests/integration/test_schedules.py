@@ -110,9 +110,11 @@ async def test_a_week_of_the_runbooks_table_makes_the_expected_backups(
     (exported,) = export["result"]["files"]
     assert (exported["volume"], exported["encrypted"]) == ("step-ca01-data", True)
     scheduled = sorted(j for j in jobs if j.startswith("s-"))
-    assert len(scheduled) == 3 * 7 + 2 + 1
+    assert len(scheduled) == 3 * 7 + 2 + 1 + 7  # and a prune every day
     assert all(jobs[j]["state"] == "succeeded" for j in scheduled)
-    assert not [j for j in scheduled if "prune" in j]  # not in this version yet
+    assert [j for j in scheduled if "prune" in j] == [
+        f"s-all-prune-202612{d:02d}-0200" for d in range(1, 8)
+    ]
 
     events = [r.json() for r in client.everything() if r.topic == f"{prefix}/events"]
     assert {"s-grafana-snapshot-20261201-0200"} <= {e["job"] for e in events}
