@@ -166,6 +166,17 @@ class SchedulesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     entries: list[ScheduleEntry] = msgspec.field(default_factory=list)
 
 
+class CliConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[cli]`: the operator's broker identity for the `atlas-backup` client on this host,
+    in place of `[mqtt]`'s (the agent's own): on a broker with `use_username_as_clientid`
+    a second login as the agent would replace the agent's connection. The agent ignores it."""
+
+    username: str = ""
+    password_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
@@ -175,6 +186,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     services: list[ServiceConfig] = msgspec.field(default_factory=lambda: list(ATLAS_SERVICES))
     schedules: SchedulesConfig = msgspec.field(default_factory=SchedulesConfig)
+    cli: CliConfig = msgspec.field(default_factory=CliConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

@@ -1,0 +1,162 @@
+"""The `atlas-backup` CLI as a user runs it: a real subprocess against a real agent,
+Mosquitto and Incus, its connection read from the agent's own config file."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.harness import AgentHarness
+from tests.support.incus_env import IncusProject
+
+CLI = str(Path(sys.executable).parent / "atlas-backup")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(agent: AgentHarness, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args, "--config", str(agent.workdir / "config.toml")],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_snapshot_exits_0_and_the_snapshot_exists(agent: AgentHarness, atlas: IncusProject) -> None:
+    done = cli(agent, "snapshot", "grafana01-data", "--name", "cli-snap-1")
+    assert done.returncode == 0, done.stderr
+    assert "succeeded" in done.stdout
+    assert "grafana01-data/cli-snap-1" in done.stdout
+    assert "cli-snap-1" in atlas.snapshots("grafana01-data")
+
+
+def test_a_rejection_exits_2_and_names_the_field(agent: AgentHarness) -> None:
+    done = cli(
+        agent, "restore", "grafana01-data", "no-such-snapshot", "--confirm", "grafana01-data"
+    )
+    assert done.returncode == 2, done
+    assert "rejected" in done.stderr
+    assert "$.snapshot" in done.stderr
+
+
+def test_a_destructive_command_without_confirm_is_rejected_off_a_terminal(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    assert cli(agent, "snapshot", "loki01-data", "--name", "keep").returncode == 0
+    done = cli(agent, "restore", "loki01-data", "keep")  # sent on <p>/cmd/admin, no confirm
+    assert done.returncode == 2, done
+    assert "$.confirm" in done.stderr
+    assert not [s for s in atlas.snapshots("loki01-data") if s.startswith("pre-restore-")]
+
+
+def test_json_prints_the_final_job_state_the_agent_retains(agent: AgentHarness) -> None:
+    done = cli(agent, "list", "--json", "--id", "cli-json-1")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["state"] == "succeeded"
+    assert printed == agent.client.wait_job("cli-json-1")
+    assert {v["volume"] for v in printed["result"]["volumes"]} >= {"grafana01-data"}
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    done = cli(agent, "snapshot", "mosquitto01-data", "--quiesce", "--name", "dry-1", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Plan of snapshot")
+    assert "1. stop_instance mosquitto01" in lines[1]
+    assert any("create_snapshot mosquitto01-data (name=dry-1" in line for line in lines)
+    assert any("start_instance mosquitto01" in line for line in lines)
+    assert "dry-1" not in atlas.snapshots("mosquitto01-data")
+
+
+def test_list_prints_every_volume(agent: AgentHarness) -> None:
+    done = cli(agent, "list")
+    assert done.returncode == 0, done.stderr
+    for service in ("grafana", "prometheus", "loki", "step-ca", "alertmanager", "mosquitto"):
+        assert f"{service}01-data" in done.stdout
+
+
+def test_status_prints_the_agent_and_every_volume_state(agent: AgentHarness) -> None:
+    done = cli(agent, "status")
+    assert done.returncode == 0, done.stderr
+    assert "online" in done.stdout.splitlines()[0]
+    for service in ("grafana", "step-ca", "mosquitto"):
+        assert f"{service}01-data" in done.stdout
+
+
+def test_no_wait_prints_the_accepted_response(agent: AgentHarness) -> None:
+    done = cli(agent, "snapshot", "prometheus01-data", "--no-wait", "--id", "cli-nowait-1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "id": "cli-nowait-1",
+        "status": "accepted",
+        "job": "cli-nowait-1",
+        "action": "snapshot",
+    }
+    assert agent.client.wait_job("cli-nowait-1")["state"] == "succeeded"
+
+
+def test_cancel_stops_a_queued_job_and_waits_for_it(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    # A quiesced snapshot of every volume holds grafana01-data's lock for a while.
+    first = agent.client.command(
+        {"action": "snapshot", "volumes": "all", "quiesce": True, "name": "c-first"}
+    )
+    queued = cli(agent, "snapshot", "grafana01-data", "--name", "c-second", "--no-wait")
+    assert queued.returncode == 0, queued.stderr
+    job_id = json.loads(queued.stdout)["job"]
+    done = cli(agent, "cancel", job_id)
+    assert done.returncode == 0, done.stderr
+    assert f"job {job_id} was queued: now cancelled" in done.stdout
+    assert agent.client.wait_job(job_id)["state"] == "cancelled"
+    assert agent.client.wait_job(first["job"])["state"] == "succeeded"
+    assert "c-second" not in atlas.snapshots("grafana01-data")
+
+
+def test_agent_offline_exits_3_quickly_and_sends_nothing(agent: AgentHarness) -> None:
+    agent.process.stop()  # a clean stop publishes the retained {"state": "offline"}
+    agent.client.wait_for(
+        lambda r: r.topic == f"{agent.prefix}/agent" and r.json().get("state") == "offline"
+    )
+    mark = agent.client.mark()
+    started = time.monotonic()
+    done = cli(agent, "snapshot", "grafana01-data", timeout=30)
+    assert done.returncode == 3, done
+    assert time.monotonic() - started < 5
+    assert "offline" in done.stderr
+    assert not agent.client.all(f"{agent.prefix}/cmd", since=mark)
+
+
+def test_no_agent_at_all_exits_3(agent: AgentHarness) -> None:
+    done = cli(agent, "status", "--prefix", "atlas-test/nobody-here", timeout=30)
+    assert done.returncode == 3, done
+    assert "is absent" in done.stderr
+
+
+def test_make_targets_call_the_cli(agent: AgentHarness, atlas: IncusProject) -> None:
+    config = f"CONFIG={agent.workdir / 'config.toml'}"
+    make = ["make", "--no-print-directory", "-f", str(REPO / "deploy" / "Makefile")]
+    listed = subprocess.run(
+        [*make, "backup-list", config, f"ATLAS_BACKUP={CLI}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "alertmanager01-data" in listed.stdout
+    snap = subprocess.run(
+        [*make, "backup-snapshot", config, f"ATLAS_BACKUP={CLI}", "VOLUMES=alertmanager01-data"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert snap.returncode == 0, snap.stderr
+    assert any(s.startswith("backup-") for s in atlas.snapshots("alertmanager01-data"))
