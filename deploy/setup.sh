@@ -7,6 +7,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 config=${ATLAS_CONFIG:-/etc/atlas-backup/config.toml}
+passphrase=${ATLAS_PASSPHRASE_FILE:-$(dirname "$config")/passphrase}
 
 bash "$repo/deploy/install-deps.sh"
 bash "$repo/deploy/start-incus.sh"
@@ -16,9 +17,20 @@ bash "$repo/deploy/python-env.sh"
 if [ ! -f "$config" ]; then
     bash "$repo/deploy/demo-stack.sh" atlas-demo local
     install -d -m 0700 "$(dirname "$config")" /backup/atlas /var/lib/atlas-backup
-    sed "s|@PROJECT@|atlas-demo|" "$repo/deploy/config.example.toml" > "$config"
+    # step-ca is critical: its exports are always encrypted, so the demo needs a key.
+    if [ ! -s "$passphrase" ]; then
+        (umask 077 && head -c 32 /dev/urandom | base64 > "$passphrase")
+    fi
+    chmod 0600 "$passphrase"
+    {
+        sed "s|@PROJECT@|atlas-demo|" "$repo/deploy/config.example.toml"
+        printf '\n[encryption]\n# Written by setup.sh for the demo: exports are encrypted with it (gpg --symmetric).\n'
+        printf 'passphrase_file = "%s"\n' "$passphrase"
+    } > "$config"
     chmod 0600 "$config"
     echo "setup: wrote $config for the demo stack in Incus project atlas-demo"
+    echo "setup: exports are encrypted with the passphrase in $passphrase (0600);" \
+        "keep a copy elsewhere: without it the encrypted backups cannot be read"
 fi
 
 exec "$repo/.venv/bin/atlas-backup" agent --config "$config"
