@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TypeAlias
 
 from agent import __version__
+from client.flags import add_flags
 from client.requests import JOB_ACTIONS
-from client.settings import add_flags
 
 EXAMPLES = """exit codes: 0 succeeded, 1 the job failed (also partial, cancelled, interrupted),
 2 rejected (the error names the field), 3 agent offline or no answer, 130 Ctrl-C.
@@ -20,9 +19,6 @@ examples:
   atlas-backup list
   atlas-backup status --json
 """
-
-
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
@@ -66,11 +62,13 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def _job(sub: Subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
+def _job(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help_text, description=help_text)
 
 
-def _backup_commands(sub: Subparsers) -> None:
+def _backup_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _job(sub, "snapshot", "snapshot volumes")
     p.add_argument("volumes", nargs="+", metavar="VOLUME", help="`all` or names")
     p.add_argument("--name", help="the snapshot name (default backup-YYYYmmdd-HHMMSS)")
@@ -85,7 +83,7 @@ def _backup_commands(sub: Subparsers) -> None:
     _job_options(p)
 
 
-def _recovery_commands(sub: Subparsers) -> None:
+def _recovery_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _job(sub, "restore", "restore a volume to a snapshot (destructive)")
     p.add_argument("volume")
     p.add_argument("snapshot")
@@ -123,7 +121,7 @@ def _recovery_commands(sub: Subparsers) -> None:
     _job_options(p)
 
 
-def _view_commands(sub: Subparsers) -> None:
+def _view_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _job(sub, "list", "list volumes, their snapshots and exported backups")
     _volumes(p, "default all")
     _job_options(p)

@@ -4,7 +4,7 @@ parsed arguments. Pure: no I/O, so unit tests check the exact JSON."""
 from __future__ import annotations
 
 import argparse
-import secrets
+import os
 import time
 from typing import Any
 
@@ -27,7 +27,7 @@ JOB_ACTIONS = (
 def request_id(action: str, now: float | None = None) -> str:
     """A unique job id that says where it came from: `cli-snapshot-20261202-0456-1a2b3c`."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    return f"cli-{action}-{stamp}-{secrets.token_hex(3)}"
+    return f"cli-{action}-{stamp}-{os.urandom(3).hex()}"
 
 
 def _volumes(names: list[str]) -> list[str] | str:

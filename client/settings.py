@@ -9,9 +9,8 @@ from pathlib import Path
 
 import msgspec
 
+from client.flags import DEFAULT_CONFIG
 from schemas.config import AgentConfig, CliConfig, MqttConfig
-
-DEFAULT_CONFIG = Path("/etc/atlas-backup/config.toml")
 
 
 class SettingsError(Exception):
@@ -82,25 +81,6 @@ def from_config(path: Path | None) -> Settings:
         admin_actions=frozenset(view.agent.admin_actions),
         agent_username=mqtt.username,
     )
-
-
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection (default: from the config file)")
-    group.add_argument(
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG,
-        help=f"the agent's config file (default {DEFAULT_CONFIG}; ignored when absent)",
-    )
-    group.add_argument("--no-config", action="store_true", help="read no config file")
-    group.add_argument("--host")
-    group.add_argument("--port", type=int)
-    group.add_argument("--prefix", help="the topic prefix <p> (default atlas/backup)")
-    group.add_argument("--username")
-    group.add_argument("--password-file", help="a file whose first line is the password")
-    group.add_argument("--tls-ca-file")
-    group.add_argument("--tls-cert-file")
-    group.add_argument("--tls-key-file")
 
 
 def resolve(args: argparse.Namespace) -> Settings:
