@@ -82,7 +82,8 @@ def _style(state: dict[str, Any] | None) -> str:
 def volumes_table(volumes: dict[str, dict[str, Any]], now_ms: int) -> Table:
     """The retained `<p>/volumes/+` states: backups, their ages, the next run, problems."""
     table = Table(title="Volumes", title_justify="left")
-    for column in ("volume", "service", "criticality", "last snapshot", "last export"):
+    table.add_column("volume", no_wrap=True)
+    for column in ("service", "criticality", "last snapshot", "last export"):
         table.add_column(column)
     table.add_column("size", justify="right")
     for column in ("newest backup", "next run", "state"):
@@ -110,7 +111,8 @@ def list_table(result: dict[str, Any], volumes: dict[str, dict[str, Any]], now_m
     """A `list` job's result: every volume with its snapshots and exported backups, and
     the problem the agent reports for it."""
     table = Table(title="Volumes and backups", title_justify="left")
-    for column in ("volume", "service", "instance", "exists"):
+    table.add_column("volume", no_wrap=True)
+    for column in ("service", "instance", "exists"):
         table.add_column(column)
     table.add_column("snapshots", justify="right")
     table.add_column("newest snapshot")
@@ -145,7 +147,8 @@ def list_table(result: dict[str, Any], volumes: dict[str, dict[str, Any]], now_m
 def jobs_table(jobs: list[dict[str, Any]], rates: dict[str, float], now_ms: int) -> Table:
     """Jobs with their phase, progress, bytes, rate and ETA."""
     table = Table(title="Jobs", title_justify="left")
-    for column in ("job", "action", "state"):
+    table.add_column("job", no_wrap=True)
+    for column in ("action", "state"):
         table.add_column(column)
     table.add_column("%", justify="right")
     table.add_column("progress")

@@ -210,7 +210,7 @@ def _print_tables(link: Link, job: dict[str, Any]) -> None:
 
     now_ms = int(time.time() * 1000)
     # Off a terminal (a pipe, a log), one row per line however long, for grep and awk.
-    console = Console(width=None if sys.stdout.isatty() else 1000)
+    console = Console(width=None if sys.stdout.isatty() else 1000, highlight=False)
     result = job.get("result") or {}
     if job.get("action") == "list":
         console.print(render.list_table(result, link.seen.volumes, now_ms))

@@ -11,6 +11,7 @@ from typing import Any
 from client import exits
 from client.humanize import RateMeter
 from client.link import FINAL_STATES, Link, Unreachable
+from client.requests import request_id
 from client.settings import SettingsError, resolve
 
 REFRESH_S = 0.5
@@ -31,7 +32,7 @@ def watch(args: argparse.Namespace) -> int:
     except Unreachable as exc:
         print(f"atlas-backup: {exc}", file=sys.stderr)
         return exits.UNREACHABLE
-    from rich.console import Group
+    from rich.console import Console, Group
     from rich.live import Live
 
     from client import render
@@ -52,7 +53,11 @@ def watch(args: argparse.Namespace) -> int:
 
     try:
         link.subscribe(link.topics.agent, link.topics.volume("+"), link.topics.job("+"))
-        with Live(view(), auto_refresh=False, screen=False) as live:
+        # `status` makes the agent republish every volume's state now, not at its next
+        # period; read-only, and answered on our own topic, which nobody reads.
+        link.send(link.topics.command, {"id": request_id("status"), "action": "status"})
+        console = Console(highlight=False)
+        with Live(view(), console=console, auto_refresh=False, screen=False) as live:
             while True:
                 link.pump(REFRESH_S)
                 live.update(view(), refresh=True)

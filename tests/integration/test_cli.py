@@ -1,13 +1,20 @@
 """The `atlas-backup` CLI as a user runs it: a real subprocess against a real agent,
 Mosquitto and Incus, its connection read from the agent's own config file."""
 
+import fcntl
 import json
+import os
+import pty
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
-from tests.support.harness import AgentHarness
+from tests.support.harness import ATLAS, AgentHarness
 from tests.support.incus_env import IncusProject
 
 CLI = str(Path(sys.executable).parent / "atlas-backup")
@@ -160,3 +167,28 @@ def test_make_targets_call_the_cli(agent: AgentHarness, atlas: IncusProject) -> 
     )
     assert snap.returncode == 0, snap.stderr
     assert any(s.startswith("backup-") for s in atlas.snapshots("alertmanager01-data"))
+
+
+def test_watch_draws_every_volume_on_a_terminal_until_ctrl_c(agent: AgentHarness) -> None:
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    watch = subprocess.Popen(
+        [CLI, "watch", "--config", str(agent.workdir / "config.toml")],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "200", "LINES": "50"},
+    )
+    os.close(follower)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while not all(f"{s}01-data".encode() in screen for s in ATLAS):
+            assert time.monotonic() < deadline, screen.decode(errors="replace")
+            if select.select([leader], [], [], 1)[0]:
+                screen += os.read(leader, 65536)
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=10) == 0
+    finally:
+        watch.kill()
+        os.close(leader)
