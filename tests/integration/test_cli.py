@@ -40,6 +40,15 @@ def test_snapshot_exits_0_and_the_snapshot_exists(agent: AgentHarness, atlas: In
     assert "cli-snap-1" in atlas.snapshots("grafana01-data")
 
 
+def test_export_all_as_the_readme_has_it_with_the_passphrase_file(agent: AgentHarness) -> None:
+    """The demo config names a passphrase file (deploy/setup.sh), as this agent's does."""
+    done = cli(agent, "export", "all", "--json", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = {f["volume"]: f for f in json.loads(done.stdout)["result"]["files"]}
+    assert set(files) == {f"{s}01-data" for s in ATLAS}
+    assert files["step-ca01-data"]["encrypted"]
+
+
 def test_a_rejection_exits_2_and_names_the_field(agent: AgentHarness) -> None:
     done = cli(
         agent, "restore", "grafana01-data", "no-such-snapshot", "--confirm", "grafana01-data"
