@@ -201,3 +201,47 @@ def test_watch_draws_every_volume_on_a_terminal_until_ctrl_c(agent: AgentHarness
     finally:
         watch.kill()
         os.close(leader)
+
+
+def test_on_a_terminal_restore_asks_to_confirm_and_draws_its_progress(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    assert cli(agent, "snapshot", "prometheus01-data", "--name", "tty-good").returncode == 0
+    leader, follower = pty.openpty()
+    restore = subprocess.Popen(
+        [
+            CLI,
+            "restore",
+            "prometheus01-data",
+            "tty-good",
+            "--config",
+            str(agent.workdir / "config.toml"),
+        ],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    os.close(follower)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 120
+        while restore.poll() is None or select.select([leader], [], [], 0)[0]:
+            assert time.monotonic() < deadline, screen.decode(errors="replace")
+            if select.select([leader], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the terminal closed with the process
+                    break
+                screen += chunk
+                if b"to go on:" in chunk:
+                    os.write(leader, b"prometheus01-data\n")
+        assert restore.wait(timeout=10) == 0, screen.decode(errors="replace")
+    finally:
+        restore.kill()
+        os.close(leader)
+    text = screen.decode(errors="replace")
+    assert "restore is destructive. Type prometheus01-data to go on:" in text
+    assert "%" in text  # the progress bar's percentage; the outcome lines have none
+    assert "succeeded" in text
+    assert atlas.state("prometheus01") == "Running"
