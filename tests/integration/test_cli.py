@@ -135,6 +135,22 @@ def test_cancel_stops_a_queued_job_and_waits_for_it(
     assert "c-second" not in atlas.snapshots("grafana01-data")
 
 
+def test_cancel_of_a_job_from_the_admin_topic_is_sent_there(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    assert cli(agent, "snapshot", "step-ca01-data", "--name", "adm-good").returncode == 0
+    agent.client.command({"action": "snapshot", "volumes": "all", "quiesce": True})
+    queued = cli(
+        agent, "restore", "step-ca01-data", "adm-good", "--confirm", "step-ca01-data", "--no-wait"
+    )
+    assert queued.returncode == 0, queued.stderr
+    job_id = json.loads(queued.stdout)["job"]
+    done = cli(agent, "cancel", job_id)  # refused on <p>/cmd, then taken on <p>/cmd/admin
+    assert done.returncode == 0, done.stderr
+    assert agent.client.wait_job(job_id)["state"] == "cancelled"
+    assert not [s for s in atlas.snapshots("step-ca01-data") if s.startswith("pre-restore-")]
+
+
 def test_agent_offline_exits_3_quickly_and_sends_nothing(agent: AgentHarness) -> None:
     agent.process.stop()  # a clean stop publishes the retained {"state": "offline"}
     agent.client.wait_for(
