@@ -15,3 +15,9 @@ STOPPED_FOLLOWING = 130
 
 def for_state(state: str) -> int:
     return OK if state == "succeeded" else FAILED
+
+
+class ClientError(Exception):
+    """Root of the client's own errors; each says the exit code it ends the run with."""
+
+    exit_code = REJECTED

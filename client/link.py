@@ -20,14 +20,17 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.mqtt.topics import Topics
+from client.exits import UNREACHABLE, ClientError
 from client.settings import Settings
 
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "interrupted", "partial"})
 CONNECT_TIMEOUT_S = 5.0
 
 
-class Unreachable(Exception):
+class Unreachable(ClientError):
     """The broker or the agent cannot be reached, or did not answer in time (exit 3)."""
+
+    exit_code = UNREACHABLE
 
 
 @dataclass

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from client import exits
-from client.link import FINAL_STATES, Link, Unreachable
+from client.link import FINAL_STATES, Link
 from client.requests import build, confirm_target
 from client.settings import Settings, SettingsError, resolve
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         settings = resolve(args)
     except SettingsError as exc:
         _error(str(exc))
-        return exits.REJECTED
+        return exc.exit_code
     command = build(args)
     expected = confirm_target(command)
     if expected is not None:
@@ -64,12 +64,9 @@ def run(args: argparse.Namespace) -> int:
             return _exchange(link, settings, args, command)
         finally:
             link.close()
-    except Unreachable as exc:
+    except exits.ClientError as exc:
         _error(str(exc))
-        return exits.UNREACHABLE
-    except SettingsError as exc:
-        _error(str(exc))
-        return exits.REJECTED
+        return exc.exit_code
 
 
 def _exchange(link: Link, settings: Settings, args: argparse.Namespace, cmd: dict[str, Any]) -> int:

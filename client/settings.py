@@ -9,12 +9,13 @@ from pathlib import Path
 
 import msgspec
 
+from client.exits import ClientError
 from client.flags import DEFAULT_CONFIG
 from schemas.config import AgentConfig, CliConfig, MqttConfig
 
 
-class SettingsError(Exception):
-    """The config file or a flag cannot give a usable connection."""
+class SettingsError(ClientError):
+    """The config file or a flag cannot give a usable connection (exit 2)."""
 
 
 class _ConfigView(msgspec.Struct, kw_only=True):

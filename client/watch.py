@@ -10,9 +10,9 @@ from typing import Any
 
 from client import exits
 from client.humanize import RateMeter
-from client.link import FINAL_STATES, Link, Unreachable
+from client.link import FINAL_STATES, Link
 from client.requests import request_id
-from client.settings import SettingsError, resolve
+from client.settings import resolve
 
 REFRESH_S = 0.5
 
@@ -26,12 +26,9 @@ def watch(args: argparse.Namespace) -> int:
     try:
         link = Link(resolve(args))
         link.connect()
-    except SettingsError as exc:
+    except exits.ClientError as exc:
         print(f"atlas-backup: {exc}", file=sys.stderr)
-        return exits.REJECTED
-    except Unreachable as exc:
-        print(f"atlas-backup: {exc}", file=sys.stderr)
-        return exits.UNREACHABLE
+        return exc.exit_code
     from rich.console import Console, Group
     from rich.live import Live
 
@@ -63,8 +60,8 @@ def watch(args: argparse.Namespace) -> int:
                 live.update(view(), refresh=True)
     except KeyboardInterrupt:
         return exits.OK
-    except Unreachable as exc:
+    except exits.ClientError as exc:
         print(f"atlas-backup: {exc}", file=sys.stderr)
-        return exits.UNREACHABLE
+        return exc.exit_code
     finally:
         link.close()
