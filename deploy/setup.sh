@@ -7,6 +7,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 config=${ATLAS_CONFIG:-/etc/atlas-backup/config.toml}
+passphrase=${ATLAS_PASSPHRASE_FILE:-$(dirname "$config")/passphrase}
 
 bash "$repo/deploy/install-deps.sh"
 bash "$repo/deploy/start-incus.sh"
@@ -27,8 +28,21 @@ install -d -m 0750 -o root -g "$user" "$(dirname "$config")"
 
 if [ ! -f "$config" ]; then
     bash "$repo/deploy/demo-stack.sh" atlas-demo local
-    sed "s|@PROJECT@|atlas-demo|" "$repo/deploy/config.example.toml" > "$config"
+    # step-ca is critical: its exports are always encrypted, so the demo needs a key.
+    if [ ! -s "$passphrase" ]; then
+        (umask 077 && head -c 32 /dev/urandom | base64 > "$passphrase")
+    fi
+    # Readable by the agent's user alone (0600), as the systemd unit runs it.
+    chown "$user:$user" "$passphrase"
+    chmod 0600 "$passphrase"
+    {
+        sed "s|@PROJECT@|atlas-demo|" "$repo/deploy/config.example.toml"
+        printf '\n[encryption]\n# Written by setup.sh for the demo: exports are encrypted with it (gpg --symmetric).\n'
+        printf 'passphrase_file = "%s"\n' "$passphrase"
+    } > "$config"
     echo "setup: wrote $config for the demo stack in Incus project atlas-demo"
+    echo "setup: exports are encrypted with the passphrase in $passphrase (0600);" \
+        "keep a copy elsewhere: without it the encrypted backups cannot be read"
 fi
 chown root:"$user" "$config"
 chmod 0640 "$config"

@@ -238,6 +238,17 @@ class RetentionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     kept_original_within: Duration = "3d"
 
 
+class CliConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[cli]`: the operator's broker identity for the `atlas-backup` client on this host,
+    in place of `[mqtt]`'s (the agent's own): on a broker with `use_username_as_clientid`
+    a second login as the agent would replace the agent's connection. The agent ignores it."""
+
+    username: str = ""
+    password_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
@@ -249,6 +260,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     schedules: SchedulesConfig = msgspec.field(default_factory=SchedulesConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    cli: CliConfig = msgspec.field(default_factory=CliConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

@@ -40,3 +40,22 @@ def test_commands_and_schemas_never_import_the_agent() -> None:
             for path, names in imported_modules(package).items()
         }
         assert {path: names for path, names in offending.items() if names} == {}
+
+
+def test_the_client_uses_only_the_wire_types_and_the_topic_names() -> None:
+    """The CLI runs on any host with a broker login: no agent runtime, no Incus, no gpg.
+    `atlas-backup agent` reaches the runtime through `client.main` with a lazy import."""
+    allowed = {"agent", "agent.mqtt.topics", "agent.cli"}
+    offending = {
+        path: sorted(
+            n
+            for n in names
+            if (n == "agent" or n.startswith("agent.") or n.startswith("commands"))
+            and n not in allowed
+        )
+        for path, names in imported_modules("client").items()
+    }
+    assert {path: names for path, names in offending.items() if names} == {}
+    assert "agent.cli" not in {
+        n for p, ns in imported_modules("client").items() for n in ns if p != "client/main.py"
+    }
