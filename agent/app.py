@@ -87,7 +87,7 @@ class Agent:
         self.exports = LocalExportFiles(
             backup_dir, self.gpg, config.encryption, clock=clock, agent_version=__version__
         )
-        self.catalog = BackupCatalog(backup_dir, self.store)
+        self.catalog = BackupCatalog(backup_dir, self.store, __version__)
         self.ports = Ports(
             incus=self.incus,
             backups=self.backups,

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import msgspec
 
 from schemas.commands import Compression
-from schemas.manifest import EncryptionMethod, ManifestEntry
+from schemas.manifest import CompromiseMark, EncryptionMethod, ManifestEntry
 
 
 @dataclass(frozen=True)
@@ -384,3 +384,13 @@ class Catalog(Protocol):
         ...
 
     async def record_verify(self, volume: str, ok: bool, at: datetime) -> None: ...
+
+    async def compromise_marks(self) -> tuple[CompromiseMark, ...]:
+        """Every compromise mark; `IntegrityFailure` when they cannot be read (never
+        taken for "none")."""
+        ...
+
+    async def mark_compromised(self, mark: CompromiseMark, volume: str, now: datetime) -> list[str]:
+        """Record the mark, and mark the manifest entries of `volume` it covers; the
+        backups newly marked (`<set>/<file>`)."""
+        ...

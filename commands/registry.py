@@ -7,6 +7,7 @@ from commands import (
     export,
     import_volume,
     list_volumes,
+    mark_compromised,
     restore,
     snapshot,
     status,
@@ -19,6 +20,7 @@ from schemas.commands import (
     ExportCommand,
     ImportCommand,
     ListCommand,
+    MarkCompromisedCommand,
     RestoreCommand,
     SnapshotCommand,
     StatusCommand,
@@ -34,6 +36,7 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     ImportCommand: Action(import_volume.plan, import_volume.execute, looks=import_volume.looks),
     ExportCommand: Action(export.plan, export.execute, looks=export.looks),
     VerifyCommand: Action(verify.plan, verify.execute),
+    MarkCompromisedCommand: Action(mark_compromised.plan, mark_compromised.execute),
 }
 
 

@@ -88,6 +88,16 @@ class RebuildCommand(Command, tag="rebuild"):
     set: IncusName
 
 
+class MarkCompromisedCommand(Command, tag="mark_compromised"):
+    """Mark a service's backups made up to `until` (ISO 8601 with an offset; default: the
+    time the command is planned) as compromised: never restored, imported, drilled or
+    rebuilt from again. There is no unmark: a mark is a record of what happened."""
+
+    service: IncusName
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    until: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
 class CancelCommand(Command, tag="cancel"):
     job: RequestId
 
@@ -106,6 +116,7 @@ AnyCommand = (
     | PruneCommand
     | DrillCommand
     | RebuildCommand
+    | MarkCompromisedCommand
     | CancelCommand
     | StatusCommand
 )

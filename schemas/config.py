@@ -72,7 +72,7 @@ class JobsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 # The destructive actions: by default accepted only on `<prefix>/cmd/admin`, a topic the
 # broker's ACL gives to the operator alone (an ACL is per topic, not per payload).
-ADMIN_ACTIONS: tuple[str, ...] = ("restore", "import", "rebuild")
+ADMIN_ACTIONS: tuple[str, ...] = ("restore", "import", "rebuild", "mark_compromised")
 
 
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -57,6 +57,12 @@ class IntegrityFailure(AtlasError):
     code = "integrity_error"
 
 
+class Compromised(AtlasError):
+    """The backup is covered by a compromise mark (`mark_compromised`): never used."""
+
+    code = "compromised"
+
+
 class CryptoFailure(AtlasError):
     """Encryption or decryption failed (wrong passphrase, missing key)."""
 

@@ -189,6 +189,20 @@ class StatusResult(JobResult, kw_only=True):
     schedules: list[ScheduleListing] = msgspec.field(default_factory=list)
 
 
+class MarkCompromisedResult(JobResult, kw_only=True):
+    service: str
+    volume: str
+    until: str
+    until_ts: int
+    reason: str
+    # Exported backups newly marked in their manifests (`<set>/<file>`), and the
+    # volume's snapshots the mark covers (they have no manifest: `compromised.json`).
+    backups_marked: list[str]
+    snapshots_covered: list[str]
+    # What to do instead of restoring: for step-ca, regenerate.
+    advice: str
+
+
 class CancelResult(JobResult, kw_only=True):
     job: str
     # The job's state when the cancel arrived.
@@ -208,4 +222,5 @@ RESULT_TYPES: dict[str, type[JobResult]] = {
     "verify": VerifyResult,
     "status": StatusResult,
     "cancel": CancelResult,
+    "mark_compromised": MarkCompromisedResult,
 }

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from agent.backups.compromise_marks import add_mark, read_marks
 from agent.backups.manifests import MANIFEST_NAME, find_entry, read_manifest
 from agent.backups.paths import is_set_name, parse_backup_name, parse_backup_ref, set_dir
 from agent.runtime.store import Store
 from commands.ports import CatalogItem, CatalogListing, ExportedFile
 from schemas.errors import IntegrityFailure, NotFound, StorageFailure
+from schemas.manifest import CompromiseMark
 from schemas.timefmt import epoch_ms, iso
 
 
@@ -106,9 +108,10 @@ def count_backups(root: Path, volume: str) -> int:
 
 
 class BackupCatalog:
-    def __init__(self, backup_dir: Path, store: Store) -> None:
+    def __init__(self, backup_dir: Path, store: Store, agent_version: str = "") -> None:
         self._root = backup_dir
         self._store = store
+        self._agent_version = agent_version
 
     async def listing(self) -> CatalogListing:
         return await anyio.to_thread.run_sync(read_catalog, self._root)
@@ -137,3 +140,16 @@ class BackupCatalog:
         self._store.set_volume_facts(
             volume, {"last_verify": iso(at), "last_verify_ts": epoch_ms(at), "last_verify_ok": ok}
         )
+
+    async def compromise_marks(self) -> tuple[CompromiseMark, ...]:
+        marks = await anyio.to_thread.run_sync(read_marks, self._root)
+        return tuple(marks.marks)
+
+    async def mark_compromised(self, mark: CompromiseMark, volume: str, now: datetime) -> list[str]:
+        def work() -> list[str]:
+            folders = set_folders(self._root)
+            return add_mark(
+                self._root, folders, mark, volume, now=now, agent_version=self._agent_version
+            )
+
+        return await anyio.to_thread.run_sync(work)

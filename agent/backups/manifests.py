@@ -20,7 +20,7 @@ from agent.backups.paths import fsync_dir, open_regular
 from agent.crypto.keys import EncryptionInfo
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound, StorageFailure
-from schemas.manifest import Manifest, ManifestEntry, files_digest
+from schemas.manifest import CompromiseMark, Manifest, ManifestEntry, files_digest
 from schemas.timefmt import epoch_ms, iso
 
 MANIFEST_NAME = "manifest.json"
@@ -85,6 +85,27 @@ def forget_backup(folder: Path, file_name: str, *, now: datetime, agent_version:
         manifest = read_manifest(folder)
         files = [e for e in manifest.files if e.file != file_name]
         return _write(folder, manifest, files, now, agent_version)
+
+
+def mark_compromised(
+    folder: Path, volume: str, mark: CompromiseMark, *, now: datetime, agent_version: str
+) -> list[str]:
+    """Mark the set's backups of `volume` made up to `mark.until_ts`; those marked already
+    keep their first mark. The file names newly marked."""
+    with _locked(folder):
+        manifest = read_manifest(folder)
+        marked: list[str] = []
+        files = []
+        for entry in manifest.files:
+            covered = entry.volume == volume and entry.created_ts <= mark.until_ts
+            if covered and entry.compromised is msgspec.UNSET:
+                files.append(msgspec.structs.replace(entry, compromised=mark))
+                marked.append(entry.file)
+            else:
+                files.append(entry)
+        if marked:
+            _write(folder, manifest, files, now, agent_version)
+        return marked
 
 
 def new_entry(
