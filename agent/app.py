@@ -40,6 +40,7 @@ from agent.runtime.recovery import recover, retry_undo
 from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import JobRow, Store, keep_synced
 from agent.scheduling.scheduler import Scheduler, Sleep
+from agent.state_bucket.build import state_bucket
 from agent.status.volumes import build_volume_state, last_job_facts
 from commands.base import Ports
 from commands.inventory import Inventory
@@ -75,7 +76,9 @@ class Agent:
         self.config = config
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.inventory = Inventory(tuple(config.services), config.encryption)
+        self.inventory = Inventory(
+            tuple(config.services), config.encryption, state_bucket=config.state_bucket
+        )
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
         # What keeps admission's view of Incus current; an injected Incus has no events.
         self.incus_events = IncusEvents(config.incus) if incus is None else None
@@ -95,6 +98,7 @@ class Agent:
             archives=LocalArchives(),
             catalog=self.catalog,
             inventory=self.inventory,
+            state_bucket=state_bucket(config),
         )
         self.session = MqttSession(
             config.mqtt,

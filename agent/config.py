@@ -53,6 +53,17 @@ def _check(config: Config) -> None:
         raise ValueError("at least one service is needed - at `$.services`")
     zone(config.agent.timezone)
     resolve(config.schedules, config.services)  # raises naming the entry
+    _check_state_bucket(config)
+
+
+def _check_state_bucket(config: Config) -> None:
+    bucket = config.state_bucket
+    if bucket.mode == "incus" and not bucket.bucket:
+        raise ValueError("mode `incus` needs the bucket's name - at `$.state_bucket.bucket`")
+    if bucket.mode == "s3":
+        for key in ("endpoint", "s3_bucket", "credentials_file"):
+            if not getattr(bucket, key):
+                raise ValueError(f"mode `s3` needs `{key}` - at `$.state_bucket.{key}`")
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

@@ -14,7 +14,14 @@ import msgspec
 
 from commands.facts import Looks
 from commands.inventory import Inventory
-from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
+from commands.ports import (
+    ArchiveInspector,
+    BackupFiles,
+    Catalog,
+    ExportFiles,
+    Incus,
+    StateBucket,
+)
 from schemas.commands import Command
 from schemas.errors import JobCancelled
 from schemas.messages import ErrorInfo
@@ -76,6 +83,8 @@ class Ports:
     archives: ArchiveInspector
     catalog: Catalog
     inventory: Inventory
+    # None when `[state_bucket]` is off.
+    state_bucket: StateBucket | None = None
 
 
 class EffectKind(StrEnum):

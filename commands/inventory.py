@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from commands.facts import Facts
-from schemas.config import EncryptionConfig, ServiceConfig
+from schemas.config import EncryptionConfig, ServiceConfig, StateBucketConfig
 from schemas.errors import InvalidCommand
 
 
@@ -16,6 +16,8 @@ class Inventory:
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     # What was seen in Incus and the backup directory when a command was admitted.
     facts: Facts = field(default_factory=Facts)
+    # `[state_bucket]`: what `state_export` and `state_import` plan against.
+    state_bucket: StateBucketConfig = field(default_factory=StateBucketConfig)
 
     def seeing(self, facts: Facts) -> "Inventory":
         """This inventory with the facts looked up for one command."""

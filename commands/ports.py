@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import msgspec
 
 from schemas.commands import Compression
-from schemas.manifest import CompromiseMark, EncryptionMethod, ManifestEntry
+from schemas.manifest import CompromiseMark, EncryptionMethod, ManifestEntry, StateBucketInfo
 
 
 @dataclass(frozen=True)
@@ -385,6 +385,10 @@ class Catalog(Protocol):
 
     async def record_verify(self, volume: str, ok: bool, at: datetime) -> None: ...
 
+    async def annotate_state(self, backup: str, info: StateBucketInfo) -> None:
+        """Record in the manifest entry of `<set>/<bucket>` what the state bucket held."""
+        ...
+
     async def compromise_marks(self) -> tuple[CompromiseMark, ...]:
         """Every compromise mark; `IntegrityFailure` when they cannot be read (never
         taken for "none")."""
@@ -393,4 +397,38 @@ class Catalog(Protocol):
     async def mark_compromised(self, mark: CompromiseMark, volume: str, now: datetime) -> list[str]:
         """Record the mark, and mark the manifest entries of `volume` it covers; the
         backups newly marked (`<set>/<file>`)."""
+        ...
+
+
+# -- the Terraform/OpenTofu state bucket (`state_export`, `state_import`)
+
+StateBucketMode = Literal["incus", "s3"]
+
+
+class StateBucket(Protocol):
+    """The configured state bucket. Its content travels as one tarball in the layout
+    `incus storage bucket export` writes (`backup/index.yaml`, `backup/bucket/<key>`),
+    held in memory: a state bucket holds kilobytes to megabytes (bounded by config)."""
+
+    @property
+    def mode(self) -> StateBucketMode: ...
+
+    @property
+    def name(self) -> str:
+        """The bucket's name: in Incus, or on the S3 endpoint."""
+        ...
+
+    async def exists(self, name: str) -> bool: ...
+
+    async def download(self) -> bytes:
+        """The configured bucket's tarball (Incus: with its keys, secret keys included)."""
+        ...
+
+    async def remove(self) -> None:
+        """Incus: delete the bucket (its keys with it). S3: delete its objects."""
+        ...
+
+    async def upload(self, tarball: bytes, name: str) -> None:
+        """Incus: create bucket `name` from the tarball (`Conflict` if it exists). S3:
+        put the tarball's objects into the configured bucket (`name` is its name)."""
         ...

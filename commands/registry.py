@@ -10,6 +10,7 @@ from commands import (
     mark_compromised,
     restore,
     snapshot,
+    state_bucket,
     status,
     verify,
 )
@@ -23,6 +24,8 @@ from schemas.commands import (
     MarkCompromisedCommand,
     RestoreCommand,
     SnapshotCommand,
+    StateExportCommand,
+    StateImportCommand,
     StatusCommand,
     VerifyCommand,
 )
@@ -37,6 +40,8 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     ExportCommand: Action(export.plan, export.execute, looks=export.looks),
     VerifyCommand: Action(verify.plan, verify.execute),
     MarkCompromisedCommand: Action(mark_compromised.plan, mark_compromised.execute),
+    StateExportCommand: Action(state_bucket.plan_export, state_bucket.execute_export),
+    StateImportCommand: Action(state_bucket.plan_import, state_bucket.execute_import),
 }
 
 

@@ -98,6 +98,22 @@ class MarkCompromisedCommand(Command, tag="mark_compromised"):
     until: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
+class StateExportCommand(Command, tag="state_export"):
+    """Back up the configured Terraform/OpenTofu state bucket (`[state_bucket]`), always
+    encrypted: the tarball holds the bucket's keys, secret keys included."""
+
+
+class StateImportCommand(Command, tag="state_import"):
+    """Put a state bucket backup back: `replace` (with `confirm` = the bucket's name) the
+    configured bucket, or (Incus mode) `as` a new bucket beside it. A state whose lineage
+    differs from the current one is refused unless `allow_lineage_change`."""
+
+    backup: BackupRef
+    as_: IncusName | None = msgspec.field(default=None, name="as")
+    replace: bool = False
+    allow_lineage_change: bool = False
+
+
 class CancelCommand(Command, tag="cancel"):
     job: RequestId
 
@@ -117,6 +133,8 @@ AnyCommand = (
     | DrillCommand
     | RebuildCommand
     | MarkCompromisedCommand
+    | StateExportCommand
+    | StateImportCommand
     | CancelCommand
     | StatusCommand
 )

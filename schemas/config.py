@@ -72,7 +72,13 @@ class JobsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 # The destructive actions: by default accepted only on `<prefix>/cmd/admin`, a topic the
 # broker's ACL gives to the operator alone (an ACL is per topic, not per payload).
-ADMIN_ACTIONS: tuple[str, ...] = ("restore", "import", "rebuild", "mark_compromised")
+ADMIN_ACTIONS: tuple[str, ...] = (
+    "restore",
+    "import",
+    "rebuild",
+    "mark_compromised",
+    "state_import",
+)
 
 
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -166,6 +172,27 @@ class SchedulesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     entries: list[ScheduleEntry] = msgspec.field(default_factory=list)
 
 
+class StateBucketConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[state_bucket]`: the Terraform/OpenTofu state bucket (`state_export`/`state_import`).
+
+    `incus`: a bucket Incus hosts (`bucket`, in `pool` or `[incus] pool`), backed up
+    through Incus's bucket backup API. `s3`: any S3 endpoint (`endpoint`, `s3_bucket`,
+    the keys read from `credentials_file`: `AWS_ACCESS_KEY_ID=...` and
+    `AWS_SECRET_ACCESS_KEY=...` lines)."""
+
+    mode: Literal["off", "incus", "s3"] = "off"
+    bucket: Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62})?$(?!\n)")] = (
+        "tfstate"
+    )
+    pool: Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62})?$(?!\n)")] = ""
+    endpoint: str = ""
+    s3_bucket: Annotated[str, msgspec.Meta(max_length=63)] = ""
+    region: str = "us-east-1"
+    credentials_file: str = ""
+    # A state bucket holds kilobytes to megabytes; its tarball is held in memory, up to this.
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 << 20
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
@@ -175,6 +202,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     services: list[ServiceConfig] = msgspec.field(default_factory=lambda: list(ATLAS_SERVICES))
     schedules: SchedulesConfig = msgspec.field(default_factory=SchedulesConfig)
+    state_bucket: StateBucketConfig = msgspec.field(default_factory=StateBucketConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

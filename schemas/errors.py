@@ -45,6 +45,12 @@ class IncusFailure(AtlasError):
     code = "incus_error"
 
 
+class S3Failure(AtlasError):
+    """An S3 endpoint (the state bucket's S3 mode) refused or failed a call."""
+
+    code = "s3_error"
+
+
 class StorageFailure(AtlasError):
     """A file in the backup directory could not be written, read or verified."""
 

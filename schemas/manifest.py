@@ -43,6 +43,27 @@ class CompromiseMarks(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     marks: list[CompromiseMark] = msgspec.field(default_factory=list)
 
 
+class TfState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One Terraform/OpenTofu state file of a state bucket backup, as it parsed."""
+
+    key: str  # the object's key in the bucket
+    # OpenTofu's client-side encrypted state (`meta`, `encrypted_data`,
+    # `encryption_version`): its serial and lineage are sealed inside (0 and "").
+    encrypted: bool
+    version: int
+    serial: int
+    lineage: str
+
+
+class StateBucketInfo(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a state bucket backup holds (`state_export`)."""
+
+    mode: Literal["incus", "s3"]
+    bucket: str
+    objects: int
+    states: list[TfState]
+
+
 class ManifestEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One backup file of the set, as written."""
 
@@ -69,6 +90,9 @@ class ManifestEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Set by `mark_compromised` on the backups it covers; absent (not encoded, so older
     # manifests keep their digest) on every other.
     compromised: CompromiseMark | UnsetType = UNSET
+    # A Terraform/OpenTofu state bucket's backup (`state_export`), not a volume's: its
+    # `volume` is then the bucket's name. Absent on volume backups.
+    state_bucket: StateBucketInfo | UnsetType = UNSET
 
 
 class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

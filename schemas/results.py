@@ -13,7 +13,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from schemas.commands import Compression, ExportMode
-from schemas.manifest import EncryptionMethod, ManifestEntry
+from schemas.manifest import EncryptionMethod, ManifestEntry, TfState
 from schemas.messages import ErrorInfo
 
 
@@ -203,6 +203,32 @@ class MarkCompromisedResult(JobResult, kw_only=True):
     advice: str
 
 
+class StateExportResult(JobResult, kw_only=True):
+    mode: Literal["incus", "s3"]
+    bucket: str
+    backup: str  # `<set>/<bucket>`, for `state_import`
+    file: str
+    size: int
+    sha256: str
+    encryption: EncryptionMethod
+    objects: int
+    # Each state file with its serial and lineage.
+    states: list[TfState]
+
+
+class StateImportResult(JobResult, kw_only=True):
+    mode: Literal["incus", "s3"]
+    bucket: str
+    backup: str
+    replaced: bool
+    # What the bucket held before, exported first (`<set>/<bucket>`); "" with `as`.
+    safety_backup: str
+    objects: int
+    states: list[TfState]
+    # State keys whose lineage the import changed (allowed by `allow_lineage_change`).
+    lineage_changed: list[str]
+
+
 class CancelResult(JobResult, kw_only=True):
     job: str
     # The job's state when the cancel arrived.
@@ -223,4 +249,6 @@ RESULT_TYPES: dict[str, type[JobResult]] = {
     "status": StatusResult,
     "cancel": CancelResult,
     "mark_compromised": MarkCompromisedResult,
+    "state_export": StateExportResult,
+    "state_import": StateImportResult,
 }

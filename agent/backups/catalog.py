@@ -9,18 +9,23 @@ also kept per volume in the store, for the retained volume state.
 
 import os
 import stat
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio.to_thread
 
 from agent.backups.compromise_marks import add_mark, read_marks
-from agent.backups.manifests import MANIFEST_NAME, find_entry, read_manifest
+from agent.backups.manifests import (
+    MANIFEST_NAME,
+    find_entry,
+    read_manifest,
+    record_state_bucket,
+)
 from agent.backups.paths import is_set_name, parse_backup_name, parse_backup_ref, set_dir
 from agent.runtime.store import Store
 from commands.ports import CatalogItem, CatalogListing, ExportedFile
 from schemas.errors import IntegrityFailure, NotFound, StorageFailure
-from schemas.manifest import CompromiseMark
+from schemas.manifest import CompromiseMark, StateBucketInfo
 from schemas.timefmt import epoch_ms, iso
 
 
@@ -140,6 +145,18 @@ class BackupCatalog:
         self._store.set_volume_facts(
             volume, {"last_verify": iso(at), "last_verify_ts": epoch_ms(at), "last_verify_ok": ok}
         )
+
+    async def annotate_state(self, backup: str, info: StateBucketInfo) -> None:
+        ref = parse_backup_ref(backup, field="$.backup")
+        folder = set_dir(self._root, ref.set, field="$.backup")
+        now = datetime.now(UTC)
+
+        def work() -> None:
+            record_state_bucket(
+                folder, ref.volume, info, now=now, agent_version=self._agent_version
+            )
+
+        await anyio.to_thread.run_sync(work)
 
     async def compromise_marks(self) -> tuple[CompromiseMark, ...]:
         marks = await anyio.to_thread.run_sync(read_marks, self._root)

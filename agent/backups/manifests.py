@@ -20,7 +20,13 @@ from agent.backups.paths import fsync_dir, open_regular
 from agent.crypto.keys import EncryptionInfo
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound, StorageFailure
-from schemas.manifest import CompromiseMark, Manifest, ManifestEntry, files_digest
+from schemas.manifest import (
+    CompromiseMark,
+    Manifest,
+    ManifestEntry,
+    StateBucketInfo,
+    files_digest,
+)
 from schemas.timefmt import epoch_ms, iso
 
 MANIFEST_NAME = "manifest.json"
@@ -106,6 +112,21 @@ def mark_compromised(
         if marked:
             _write(folder, manifest, files, now, agent_version)
         return marked
+
+
+def record_state_bucket(
+    folder: Path, bucket: str, info: StateBucketInfo, *, now: datetime, agent_version: str
+) -> None:
+    """Say in the newest entry of `bucket` that it is a state bucket backup, and what it
+    holds (`state_export`, right after writing it)."""
+    with _locked(folder):
+        manifest = read_manifest(folder)
+        newest = find_entry(manifest, bucket)
+        files = [
+            msgspec.structs.replace(e, state_bucket=info) if e is newest else e
+            for e in manifest.files
+        ]
+        _write(folder, manifest, files, now, agent_version)
 
 
 def new_entry(
