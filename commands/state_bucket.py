@@ -21,7 +21,8 @@ import anyio
 from commands.base import JobContext, Outcome, Plan, Step
 from commands.export import set_name_for
 from commands.inventory import Inventory
-from commands.ports import ExportedFile, ExportSpec, StateBucket
+from commands.names import temporary
+from commands.ports import BackupFile, ExportedFile, ExportSpec, StateBucket
 from commands.tfstate import lineage_changes, read_tarball, states_of
 from commands.usability import require_usable
 from schemas.commands import StateExportCommand, StateImportCommand
@@ -114,9 +115,11 @@ async def execute_export(
 
 
 async def export_bucket(
-    ctx: JobContext, bucket: StateBucket, set_name: str
+    ctx: JobContext, bucket: StateBucket, set_name: str, file_as: str = ""
 ) -> tuple[ExportedFile, StateBucketInfo]:
-    """Download, check and write the bucket's backup, encrypted; what it holds."""
+    """Download, check and write the bucket's backup, encrypted; what it holds. `file_as`
+    names the backup otherwise than the bucket (a safety export must not replace the
+    day's backup of the bucket, which may be the very one being imported)."""
     if await ctx.ports.exports.check_encryption() == "none":
         raise CryptoFailure("a state bucket backup is always encrypted: configure [encryption]")
     ctx.progress(f"downloading state bucket {bucket.name}")
@@ -131,7 +134,7 @@ async def export_bucket(
     )
     spec = ExportSpec(
         set_name=set_name,
-        volume=bucket.name,
+        volume=file_as or bucket.name,
         service=SERVICE,
         instance="",
         compression="gzip",
@@ -173,7 +176,15 @@ def plan_import(command: StateImportCommand, inventory: Inventory, now: datetime
     steps = [Step("verify_backup", command.backup), Step("check_states", command.backup)]
     if command.replace:
         steps += [
-            Step("export_current", bucket, {"set": set_name_for(now), "why": "the way back"}),
+            Step(
+                "export_current",
+                bucket,
+                {
+                    "set": set_name_for(now),
+                    "as": temporary(bucket, "pre-import", now),
+                    "why": "the way back",
+                },
+            ),
             Step("compare_lineage", bucket, {"allow_change": command.allow_lineage_change}),
             Step("remove_bucket", bucket, {"mode": mode}),
         ]
@@ -193,7 +204,22 @@ async def _read_backup(ctx: JobContext, ref: str) -> tuple[bytes, StateBucketInf
         datetime.fromisoformat(item.entry.created),
         item.entry,
     )
-    backup = await ctx.ports.backups.locate(ref, None)
+    # Not `locate`: its head check takes only volume backups (`type: custom`), which keeps
+    # a bucket's tarball from ever being imported as a volume. The checksum and then the
+    # tarball's own reading check this one.
+    entry = item.entry
+    backup = BackupFile(
+        path=f"{item.set_name}/{entry.file}",
+        set_name=item.set_name,
+        file_name=entry.file,
+        volume=entry.volume,
+        size=entry.size,
+        plaintext_size=entry.plaintext_size,
+        sha256=entry.sha256,
+        encrypted=entry.encrypted,
+        compression=entry.compression,
+        in_manifest=True,
+    )
     await ctx.ports.backups.verify_checksum(
         backup, lambda done, total: ctx.progress("verifying checksum", done, total), ctx.checkpoint
     )
@@ -228,7 +254,9 @@ async def execute_import(
         current_states: list[TfState] = []
         current: ExportedFile | None = None
         if bucket.mode == "s3" or await bucket.exists(bucket.name):
-            current, current_info = await export_bucket(ctx, bucket, step.detail["set"])
+            current, current_info = await export_bucket(
+                ctx, bucket, step.detail["set"], step.detail["as"]
+            )
             safety, current_states = current.backup, current_info.states
         changed = lineage_changes(current_states, info.states)
         if changed and not command.allow_lineage_change:
