@@ -14,9 +14,11 @@ from agent import __version__
 from agent.backups.archive_tree import LocalArchives
 from agent.backups.backup_reader import LocalBackupFiles
 from agent.backups.catalog import BackupCatalog
+from agent.backups.dashboard_files import LocalDashboardFiles
 from agent.backups.export_writer import LocalExportFiles
 from agent.clock import Clock, utc_now
 from agent.crypto.gpg import GpgHome
+from agent.grafana.api import GrafanaApi
 from agent.incus.client import IncusClient
 from agent.incus.events import IncusEvents
 from agent.incus.facade import AsyncIncus
@@ -77,7 +79,10 @@ class Agent:
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_prefix)
         self.inventory = Inventory(
-            tuple(config.services), config.encryption, state_bucket=config.state_bucket
+            tuple(config.services),
+            config.encryption,
+            state_bucket=config.state_bucket,
+            grafana_url=config.grafana.url,
         )
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
         # What keeps admission's view of Incus current; an injected Incus has no events.
@@ -99,6 +104,8 @@ class Agent:
             catalog=self.catalog,
             inventory=self.inventory,
             state_bucket=state_bucket(config),
+            grafana=GrafanaApi(config.grafana) if config.grafana.url else None,
+            dashboard_files=LocalDashboardFiles(backup_dir, config.grafana.git_repo),
         )
         self.session = MqttSession(
             config.mqtt,

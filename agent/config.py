@@ -60,6 +60,8 @@ def _check_state_bucket(config: Config) -> None:
     bucket = config.state_bucket
     if bucket.mode == "incus" and not bucket.bucket:
         raise ValueError("mode `incus` needs the bucket's name - at `$.state_bucket.bucket`")
+    if config.grafana.url and not config.grafana.token_file:
+        raise ValueError("`url` needs `token_file` - at `$.grafana.token_file`")
     if bucket.mode == "s3":
         for key in ("endpoint", "s3_bucket", "credentials_file"):
             if not getattr(bucket, key):

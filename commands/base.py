@@ -18,7 +18,9 @@ from commands.ports import (
     ArchiveInspector,
     BackupFiles,
     Catalog,
+    DashboardFiles,
     ExportFiles,
+    Grafana,
     Incus,
     StateBucket,
 )
@@ -85,6 +87,9 @@ class Ports:
     inventory: Inventory
     # None when `[state_bucket]` is off.
     state_bucket: StateBucket | None = None
+    # None when `[grafana] url` is unset.
+    grafana: Grafana | None = None
+    dashboard_files: DashboardFiles | None = None
 
 
 class EffectKind(StrEnum):

@@ -18,6 +18,8 @@ class Inventory:
     facts: Facts = field(default_factory=Facts)
     # `[state_bucket]`: what `state_export` and `state_import` plan against.
     state_bucket: StateBucketConfig = field(default_factory=StateBucketConfig)
+    # `[grafana] url`: "" when the dashboard actions are off.
+    grafana_url: str = ""
 
     def seeing(self, facts: Facts) -> "Inventory":
         """This inventory with the facts looked up for one command."""

@@ -4,6 +4,7 @@ from typing import Any
 
 from commands import (
     cancel,
+    dashboards,
     export,
     import_volume,
     list_volumes,
@@ -18,6 +19,8 @@ from commands.base import Action
 from schemas.commands import (
     CancelCommand,
     Command,
+    DashboardsExportCommand,
+    DashboardsImportCommand,
     ExportCommand,
     ImportCommand,
     ListCommand,
@@ -42,6 +45,8 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     MarkCompromisedCommand: Action(mark_compromised.plan, mark_compromised.execute),
     StateExportCommand: Action(state_bucket.plan_export, state_bucket.execute_export),
     StateImportCommand: Action(state_bucket.plan_import, state_bucket.execute_import),
+    DashboardsExportCommand: Action(dashboards.plan_export, dashboards.execute_export),
+    DashboardsImportCommand: Action(dashboards.plan_import, dashboards.execute_import),
 }
 
 

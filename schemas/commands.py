@@ -114,6 +114,23 @@ class StateImportCommand(Command, tag="state_import"):
     allow_lineage_change: bool = False
 
 
+# A Grafana dashboard uid: letters, digits, `-` and `_`, at most 40 (Grafana's rule).
+DashboardUid = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,40}$(?!\n)")]
+
+
+class DashboardsExportCommand(Command, tag="dashboards_export"):
+    """Every Grafana dashboard into the day's backup set (`grafana-dashboards/<uid>.json`)
+    and, when `[grafana] git_repo` is set, one commit there with what changed."""
+
+
+class DashboardsImportCommand(Command, tag="dashboards_import"):
+    """Put dashboards of a backup set back into Grafana, overwriting, each in its folder."""
+
+    set: IncusName
+    # Default: every dashboard of the set.
+    uids: list[DashboardUid] | Literal["all"] = "all"
+
+
 class CancelCommand(Command, tag="cancel"):
     job: RequestId
 
@@ -135,6 +152,8 @@ AnyCommand = (
     | MarkCompromisedCommand
     | StateExportCommand
     | StateImportCommand
+    | DashboardsExportCommand
+    | DashboardsImportCommand
     | CancelCommand
     | StatusCommand
 )

@@ -78,6 +78,7 @@ ADMIN_ACTIONS: tuple[str, ...] = (
     "rebuild",
     "mark_compromised",
     "state_import",
+    "dashboards_import",
 )
 
 
@@ -193,6 +194,19 @@ class StateBucketConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 << 20
 
 
+class GrafanaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[grafana]`: dashboards through Grafana's HTTP API (`dashboards_export`/`_import`)."""
+
+    # e.g. `http://grafana01.atlas:3000`; "" turns the dashboard actions off.
+    url: str = ""
+    # A service account token, read from this file at each run, never logged.
+    token_file: str = ""
+    # A local git repository: each export commits the dashboards that changed there,
+    # under `grafana-dashboards/` (the runbook's "Git history" retention). "": none.
+    git_repo: str = ""
+    timeout_s: Positive = 30.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
@@ -203,6 +217,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     services: list[ServiceConfig] = msgspec.field(default_factory=lambda: list(ATLAS_SERVICES))
     schedules: SchedulesConfig = msgspec.field(default_factory=SchedulesConfig)
     state_bucket: StateBucketConfig = msgspec.field(default_factory=StateBucketConfig)
+    grafana: GrafanaConfig = msgspec.field(default_factory=GrafanaConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

@@ -51,6 +51,12 @@ class S3Failure(AtlasError):
     code = "s3_error"
 
 
+class GrafanaFailure(AtlasError):
+    """Grafana's HTTP API refused or failed a call."""
+
+    code = "grafana_error"
+
+
 class StorageFailure(AtlasError):
     """A file in the backup directory could not be written, read or verified."""
 

@@ -229,6 +229,30 @@ class StateImportResult(JobResult, kw_only=True):
     lineage_changed: list[str]
 
 
+class ExportedDashboard(msgspec.Struct, kw_only=True):
+    uid: str
+    title: str
+    folder_uid: str
+    version: int
+    file: str  # `<set>/grafana-dashboards/<uid>.json`
+    sha256: str
+
+
+class DashboardsExportResult(JobResult, kw_only=True):
+    set: str
+    dashboards: list[ExportedDashboard]
+    # The git commit made ("" when nothing changed, or no `git_repo` is configured), and
+    # the files it changed.
+    commit: str
+    changed: list[str]
+
+
+class DashboardsImportResult(JobResult, kw_only=True):
+    set: str
+    # uid -> the folder it went to ("" = General).
+    imported: dict[str, str]
+
+
 class CancelResult(JobResult, kw_only=True):
     job: str
     # The job's state when the cancel arrived.
@@ -251,4 +275,6 @@ RESULT_TYPES: dict[str, type[JobResult]] = {
     "mark_compromised": MarkCompromisedResult,
     "state_export": StateExportResult,
     "state_import": StateImportResult,
+    "dashboards_export": DashboardsExportResult,
+    "dashboards_import": DashboardsImportResult,
 }
