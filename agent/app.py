@@ -48,7 +48,7 @@ from commands.base import Ports
 from commands.inventory import Inventory
 from commands.ports import Incus, ServerInfo
 from commands.registry import action_for
-from commands.schedules import age_limits, resolve, zone
+from commands.schedules import age_limits, configured_agent_kinds, resolve, zone
 from schemas.commands import AnyCommand
 from schemas.config import Config
 from schemas.errors import AtlasError
@@ -145,7 +145,7 @@ class Agent:
             admin_actions=frozenset(config.agent.admin_actions),
             clock=clock,
         )
-        schedules = resolve(config.schedules, config.services)
+        schedules = resolve(config.schedules, config.services, configured_agent_kinds(config))
         self.scheduler = Scheduler(
             schedules,
             tz=zone(config.agent.timezone),

@@ -5,7 +5,7 @@ from pathlib import Path
 import msgspec
 
 from agent.logs import register_secret
-from commands.schedules import resolve, zone
+from commands.schedules import configured_agent_kinds, resolve, zone
 from schemas.commands import ACTIONS
 from schemas.config import (
     ATLAS_SERVICES,
@@ -52,7 +52,8 @@ def _check(config: Config) -> None:
     if not config.services:
         raise ValueError("at least one service is needed - at `$.services`")
     zone(config.agent.timezone)
-    resolve(config.schedules, config.services)  # raises naming the entry
+    # Raises naming the entry.
+    resolve(config.schedules, config.services, configured_agent_kinds(config))
     _check_state_bucket(config)
 
 

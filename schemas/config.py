@@ -135,7 +135,7 @@ ATLAS_SERVICES: tuple[ServiceConfig, ...] = (
     _atlas("mosquitto", "medium", True),
 )
 
-ScheduleKind = Literal["snapshot", "export", "verify", "prune"]
+ScheduleKind = Literal["snapshot", "export", "verify", "prune", "state_export", "dashboards_export"]
 # A schedule entry's `service` for every service (without an entry of its own).
 EVERY_SERVICE = "*"
 JitterS = Annotated[int, msgspec.Meta(ge=0, le=6 * 3600)]
