@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 import yaml
 
@@ -32,7 +33,10 @@ from schemas.config import IncusConfig, StateBucketConfig
 from schemas.errors import Compromised, Conflict, IncusFailure, IntegrityFailure, S3Failure
 from schemas.manifest import CompromiseMark
 from schemas.timefmt import epoch_ms, iso
+from tests.support.broker import Broker
 from tests.support.fake_incus_buckets import FakeBucket, FakeIncusBuckets, fake_incus_buckets
+from tests.support.harness import running_agent
+from tests.support.incus_env import IncusProject
 from tests.support.state_job import StateJob, state_job
 
 LINEAGE = "8d6b5a7e-1f7c-4f43-9f0e-4c1f2b5a9a11"
@@ -321,3 +325,45 @@ def test_s3_secret_key_never_reaches_an_error(tmp_path: Path, s3_endpoint: str) 
         S3StateBucket(config, 30)._download()
     assert SECRET not in str(failure.value)
     assert "NoSuchBucket" in str(failure.value)
+
+
+# -- through the real agent and Mosquitto (S3 mode: the one that runs for real here)
+
+
+def test_the_agent_exports_and_imports_the_s3_state_bucket_over_mqtt(
+    broker: Broker, atlas: IncusProject, tmp_path: Path, s3_endpoint: str
+) -> None:
+    credentials = tmp_path / "s3.env"
+    credentials.write_text(f"AWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY={SECRET}\n")
+    table = {
+        "mode": "s3",
+        "endpoint": s3_endpoint,
+        "s3_bucket": "tfstate-mqtt",
+        "credentials_file": str(credentials),
+    }
+    seed = S3StateBucket(msgspec.convert(table, StateBucketConfig), 30)
+    seed._call("create", "create_bucket", Bucket="tfstate-mqtt")
+    seed._call("seed", "put_object", Bucket="tfstate-mqtt", Key="t.tfstate", Body=tfstate(5))
+    with running_agent(broker.port, atlas.name, tmp_path / "agent", state_bucket=table) as agent:
+        exported = agent.client.run({"action": "state_export"})
+        assert exported["state"] == "succeeded", exported
+        assert exported["result"]["states"][0]["serial"] == 5
+        assert exported["result"]["states"][0]["lineage"] == LINEAGE
+        seed._call("edit", "put_object", Bucket="tfstate-mqtt", Key="t.tfstate", Body=tfstate(6))
+        # Admin-only, and `confirm` must name the bucket.
+        refused = agent.client.command(
+            {"action": "state_import", "backup": exported["result"]["backup"], "replace": True}
+        )
+        assert refused["status"] == "rejected"
+        assert "$.confirm" in refused["error"]["message"]
+        imported = agent.client.run(
+            {
+                "action": "state_import",
+                "backup": exported["result"]["backup"],
+                "replace": True,
+                "confirm": "tfstate-mqtt",
+            }
+        )
+        assert imported["state"] == "succeeded", imported
+        assert json.loads(_objects(seed)["t.tfstate"])["serial"] == 5
+        assert SECRET not in agent.log
