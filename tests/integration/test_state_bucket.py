@@ -366,4 +366,10 @@ def test_the_agent_exports_and_imports_the_s3_state_bucket_over_mqtt(
         )
         assert imported["state"] == "succeeded", imported
         assert json.loads(_objects(seed)["t.tfstate"])["serial"] == 5
+        # A state bucket backup never becomes a volume.
+        as_volume = agent.client.command(
+            {"action": "import", "backup": exported["result"]["backup"], "as": "tf-volume"}
+        )
+        assert as_volume["status"] == "rejected"
+        assert as_volume["error"]["code"] == "integrity_error"
         assert SECRET not in agent.log
