@@ -10,6 +10,8 @@ from datetime import datetime
 
 from commands.base import JobContext, Outcome, Plan, Step
 from commands.inventory import Inventory
+from commands.state_bucket import SERVICE as STATE_SERVICE
+from commands.state_bucket import lock_name
 from commands.usability import REGENERATE_SERVICES
 from schemas.commands import MarkCompromisedCommand
 from schemas.errors import AtlasError, InvalidCommand
@@ -44,22 +46,33 @@ def advice_for(service: str) -> str:
     return f"restore {service} only from a backup made after the mark's time"
 
 
-def plan(command: MarkCompromisedCommand, inventory: Inventory, now: datetime) -> Plan:
+def _marked_volume(command: MarkCompromisedCommand, inventory: Inventory) -> tuple[str, str]:
+    """(service, the volume or bucket its backups are named after)."""
+    bucket = inventory.state_bucket
+    if command.service == STATE_SERVICE and bucket.mode != "off":
+        return STATE_SERVICE, bucket.bucket if bucket.mode == "incus" else bucket.s3_bucket
     service = inventory.by_name(command.service)
     if service is None:
-        names = ", ".join(s.name for s in inventory.services)
+        names = [s.name for s in inventory.services]
+        if bucket.mode != "off":
+            names.append(STATE_SERVICE)
         raise InvalidCommand(
-            f"unknown service {command.service!r} (configured: {names}) - at `$.service`"
+            f"unknown service {command.service!r} (configured: {', '.join(names)}) - at `$.service`"
         )
+    return service.name, service.volume
+
+
+def plan(command: MarkCompromisedCommand, inventory: Inventory, now: datetime) -> Plan:
+    name, volume = _marked_volume(command, inventory)
     until = until_time(command, now)
     return Plan(
-        targets=(service.volume,),
+        targets=(volume if name != STATE_SERVICE else lock_name(volume),),
         steps=(
             Step(
                 "mark_compromised",
-                service.name,
+                name,
                 {
-                    "volume": service.volume,
+                    "volume": volume,
                     "until": iso(until),
                     # To the millisecond: `until` is shown to the second only.
                     "until_ts": epoch_ms(until),
@@ -87,11 +100,13 @@ async def execute(
     )
     ctx.progress(f"marking the backups of {step.target} up to {mark.until} compromised")
     marked = await ctx.ports.catalog.mark_compromised(mark, volume, now)
-    try:
-        info = await ctx.ports.incus.get_volume(volume)
-        snapshots = [s.name for s in info.snapshots if epoch_ms(s.created) <= mark.until_ts]
-    except AtlasError:  # the mark stands whatever Incus says; the listing is informative
-        snapshots = []
+    snapshots: list[str] = []
+    if mark.service != STATE_SERVICE:
+        try:
+            info = await ctx.ports.incus.get_volume(volume)
+            snapshots = [s.name for s in info.snapshots if epoch_ms(s.created) <= mark.until_ts]
+        except AtlasError:  # the mark stands whatever Incus says; the listing informs
+            pass
     result = MarkCompromisedResult(
         service=mark.service,
         volume=volume,
@@ -102,4 +117,4 @@ async def execute(
         snapshots_covered=snapshots,
         advice=advice_for(mark.service),
     )
-    return Outcome(result, succeeded=[volume])
+    return Outcome(result, succeeded=list(plan.targets))

@@ -25,14 +25,12 @@ import yaml
 from agent.incus.client import IncusClient
 from agent.state_bucket.incus_bucket import IncusStateBucket
 from agent.state_bucket.s3_bucket import S3StateBucket
-from commands import state_bucket
+from commands import mark_compromised, state_bucket
 from commands.base import Outcome
 from commands.tfstate import read_tarball
-from schemas.commands import StateExportCommand, StateImportCommand
+from schemas.commands import MarkCompromisedCommand, StateExportCommand, StateImportCommand
 from schemas.config import IncusConfig, StateBucketConfig
 from schemas.errors import Compromised, Conflict, IncusFailure, IntegrityFailure, S3Failure
-from schemas.manifest import CompromiseMark
-from schemas.timefmt import epoch_ms, iso
 from tests.support.broker import Broker
 from tests.support.fake_incus_buckets import FakeBucket, FakeIncusBuckets, fake_incus_buckets
 from tests.support.harness import running_agent
@@ -205,18 +203,10 @@ def test_opentofu_encrypted_state_is_accepted_and_marked_encrypted(incus: Any) -
 def test_a_compromised_state_backup_is_refused(incus: Any) -> None:
     job, inventory, _fake = incus
     backup = export(job, inventory)
-    # The state bucket is no configured service: marked through the catalog directly.
-    now = datetime.now(UTC)
-    mark = CompromiseMark(
-        service="state-bucket",
-        until=iso(now),
-        until_ts=epoch_ms(now) + 1000,
-        reason="bucket keys leaked",
-        marked=iso(now),
-        marked_ts=epoch_ms(now),
-        job="j",
-    )
-    anyio.run(job.ports.catalog.mark_compromised, mark, "tfstate", now)
+    command = MarkCompromisedCommand(service="state-bucket", reason="bucket keys leaked")
+    plan = mark_compromised.plan(command, inventory, datetime.now(UTC))
+    marked: Outcome[Any] = anyio.run(mark_compromised.execute, command, plan, job.context)
+    assert marked.result.backups_marked == [f"{backup.file}"]
     with pytest.raises(Compromised, match="bucket keys leaked"):
         import_(job, inventory, backup=backup.backup, as_="tfstate-check")
 
