@@ -14,9 +14,11 @@ from agent import __version__
 from agent.backups.archive_tree import LocalArchives
 from agent.backups.backup_reader import LocalBackupFiles
 from agent.backups.catalog import BackupCatalog
+from agent.backups.dashboard_files import LocalDashboardFiles
 from agent.backups.export_writer import LocalExportFiles
 from agent.clock import Clock, utc_now
 from agent.crypto.gpg import GpgHome
+from agent.grafana.api import GrafanaApi
 from agent.incus.client import IncusClient
 from agent.incus.events import IncusEvents
 from agent.incus.facade import AsyncIncus
@@ -42,13 +44,14 @@ from agent.runtime.recovery import recover, retry_undo
 from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import JobRow, Store, keep_synced
 from agent.scheduling.scheduler import Scheduler, Sleep
+from agent.state_bucket.build import state_bucket
 from agent.status.summary import VolumeSummary
 from agent.status.volumes import build_volume_state, last_job_facts
 from commands.base import Ports
 from commands.inventory import Inventory
 from commands.ports import Incus, ServerInfo
 from commands.registry import action_for
-from commands.schedules import age_limits, resolve, zone
+from commands.schedules import age_limits, configured_agent_kinds, resolve, zone
 from schemas.commands import AnyCommand
 from schemas.config import Config
 from schemas.errors import AtlasError
@@ -83,6 +86,8 @@ class Agent:
             config.encryption,
             retention=config.retention,
             timezone=config.agent.timezone,
+            state_bucket=config.state_bucket,
+            grafana_url=config.grafana.url,
         )
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
         # What keeps admission's view of Incus current; an injected Incus has no events.
@@ -103,6 +108,9 @@ class Agent:
             archives=LocalArchives(),
             catalog=self.catalog,
             inventory=self.inventory,
+            state_bucket=state_bucket(config),
+            grafana=GrafanaApi(config.grafana) if config.grafana.url else None,
+            dashboard_files=LocalDashboardFiles(backup_dir, config.grafana.git_repo),
         )
         self.session = MqttSession(
             config.mqtt,
@@ -142,7 +150,7 @@ class Agent:
             admin_actions=frozenset(config.agent.admin_actions),
             clock=clock,
         )
-        schedules = resolve(config.schedules, config.services)
+        schedules = resolve(config.schedules, config.services, configured_agent_kinds(config))
         self.scheduler = Scheduler(
             schedules,
             tz=zone(config.agent.timezone),

@@ -5,7 +5,7 @@ from pathlib import Path
 import msgspec
 
 from agent.logs import register_secret
-from commands.schedules import resolve, zone
+from commands.schedules import configured_agent_kinds, resolve, zone
 from schemas.commands import ACTIONS
 from schemas.config import (
     ATLAS_SERVICES,
@@ -52,11 +52,25 @@ def _check(config: Config) -> None:
     if not config.services:
         raise ValueError("at least one service is needed - at `$.services`")
     zone(config.agent.timezone)
-    resolve(config.schedules, config.services)  # raises naming the entry
+    # Raises naming the entry.
+    resolve(config.schedules, config.services, configured_agent_kinds(config))
     names = {s.name for s in config.services}
     for name in config.retention.services:
         if name not in names:
             raise ValueError(f"no service named {name!r} - at `$.retention.services.{name}`")
+    _check_state_bucket(config)
+
+
+def _check_state_bucket(config: Config) -> None:
+    bucket = config.state_bucket
+    if bucket.mode == "incus" and not bucket.bucket:
+        raise ValueError("mode `incus` needs the bucket's name - at `$.state_bucket.bucket`")
+    if config.grafana.url and not config.grafana.token_file:
+        raise ValueError("`url` needs `token_file` - at `$.grafana.token_file`")
+    if bucket.mode == "s3":
+        for key in ("endpoint", "s3_bucket", "credentials_file"):
+            if not getattr(bucket, key):
+                raise ValueError(f"mode `s3` needs `{key}` - at `$.state_bucket.{key}`")
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

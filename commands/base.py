@@ -14,7 +14,16 @@ import msgspec
 
 from commands.facts import Looks
 from commands.inventory import Inventory
-from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
+from commands.ports import (
+    ArchiveInspector,
+    BackupFiles,
+    Catalog,
+    DashboardFiles,
+    ExportFiles,
+    Grafana,
+    Incus,
+    StateBucket,
+)
 from schemas.commands import Command
 from schemas.errors import JobCancelled
 from schemas.messages import ErrorInfo
@@ -76,6 +85,11 @@ class Ports:
     archives: ArchiveInspector
     catalog: Catalog
     inventory: Inventory
+    # None when `[state_bucket]` is off.
+    state_bucket: StateBucket | None = None
+    # None when `[grafana] url` is unset.
+    grafana: Grafana | None = None
+    dashboard_files: DashboardFiles | None = None
 
 
 class EffectKind(StrEnum):

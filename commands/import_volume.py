@@ -20,6 +20,7 @@ from commands.journalled import made, volume_taken
 from commands.names import temporary
 from commands.ports import BackupFile
 from commands.steps import instances_stopped
+from commands.usability import require_usable
 from schemas.commands import ImportCommand
 from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand
 from schemas.results import ImportResult
@@ -142,6 +143,7 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
         )
     if command.as_ is not None and await ctx.ports.incus.volume_exists(command.as_):
         raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
+    await _require_usable(ctx, backup)
     await ctx.ports.backups.verify_checksum(
         backup,
         lambda done, total: ctx.progress("verifying checksum", done, total),
@@ -172,6 +174,19 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
             await ctx.ports.incus.rename_volume(temp, target)
             restarted = []
     return Outcome(_result(backup, target, command.replace, restarted), succeeded=[target])
+
+
+async def _require_usable(ctx: JobContext, backup: BackupFile) -> None:
+    """Refuse a backup a compromise mark covers: by its manifest entry, or by its time;
+    a file outside any manifest has no known time."""
+    service = ctx.ports.inventory.by_volume(backup.volume)
+    entry, created = None, None
+    if backup.in_manifest:
+        entry = (await ctx.ports.catalog.entry(f"{backup.set_name}/{backup.volume}")).entry
+        created = datetime.fromisoformat(entry.created)
+    name = service.name if service is not None else backup.volume
+    described = f"backup {backup.set_name}/{backup.file_name}"
+    await require_usable(ctx, name, described, created, entry)
 
 
 async def _upload(ctx: JobContext, backup: BackupFile, temp: str) -> None:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from commands.facts import Facts
-from schemas.config import EncryptionConfig, RetentionConfig, ServiceConfig
+from schemas.config import EncryptionConfig, RetentionConfig, ServiceConfig, StateBucketConfig
 from schemas.errors import InvalidCommand
 
 
@@ -19,6 +19,10 @@ class Inventory:
     # What `prune` keeps, and the time zone that decides its days and weeks.
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     timezone: str = "UTC"
+    # `[state_bucket]`: what `state_export` and `state_import` plan against.
+    state_bucket: StateBucketConfig = field(default_factory=StateBucketConfig)
+    # `[grafana] url`: "" when the dashboard actions are off.
+    grafana_url: str = ""
 
     def seeing(self, facts: Facts) -> "Inventory":
         """This inventory with the facts looked up for one command."""

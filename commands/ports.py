@@ -12,7 +12,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import msgspec
 
 from schemas.commands import Compression
-from schemas.manifest import EncryptionMethod, FileNote, ManifestEntry
+from schemas.manifest import (
+    CompromiseMark,
+    EncryptionMethod,
+    FileNote,
+    ManifestEntry,
+    StateBucketInfo,
+)
 
 
 @dataclass(frozen=True)
@@ -438,4 +444,99 @@ class Catalog(Protocol):
 
     async def refresh_count(self, volume: str) -> None:
         """Count the volume's exports again for its state (after a prune)."""
+        ...
+
+    async def annotate_state(self, backup: str, info: StateBucketInfo) -> None:
+        """Record in the manifest entry of `<set>/<bucket>` what the state bucket held."""
+        ...
+
+    async def compromise_marks(self) -> tuple[CompromiseMark, ...]:
+        """Every compromise mark; `IntegrityFailure` when they cannot be read (never
+        taken for "none")."""
+        ...
+
+    async def mark_compromised(self, mark: CompromiseMark, volume: str, now: datetime) -> list[str]:
+        """Record the mark, and mark the manifest entries of `volume` it covers; the
+        backups newly marked (`<set>/<file>`)."""
+        ...
+
+
+# -- Grafana dashboards (`dashboards_export`, `dashboards_import`)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """One dashboard as Grafana's API gives it (`GET /api/dashboards/uid/<uid>`): its
+    JSON model, and the folder it lives in."""
+
+    uid: str
+    title: str
+    folder_uid: str  # "" for the General folder
+    version: int
+    model: dict[str, Any]
+
+
+class Grafana(Protocol):
+    async def dashboard_uids(self) -> list[str]:
+        """Every dashboard's uid (`GET /api/search?type=dash-db`, paged)."""
+        ...
+
+    async def dashboard(self, uid: str) -> Dashboard: ...
+
+    async def save(self, dashboard: Dashboard) -> None:
+        """`POST /api/dashboards/db` with `overwrite`, into its folder."""
+        ...
+
+
+@dataclass(frozen=True)
+class SavedDashboards:
+    """Dashboards written into a backup set, and what a git commit of them changed."""
+
+    files: dict[str, tuple[str, str]]  # uid -> (file relative to the backup dir, sha256)
+    commit: str = ""
+    changed: tuple[str, ...] = ()
+
+
+class DashboardFiles(Protocol):
+    async def save(self, set_name: str, dashboards: list[Dashboard]) -> SavedDashboards:
+        """Write `<set>/grafana-dashboards/<uid>.json` (atomically, 0600), then commit the
+        changed ones to the configured git repository."""
+        ...
+
+    async def load(self, set_name: str) -> list[Dashboard]:
+        """The dashboards a backup set holds; `NotFound` when it holds none."""
+        ...
+
+
+# -- the Terraform/OpenTofu state bucket (`state_export`, `state_import`)
+
+StateBucketMode = Literal["incus", "s3"]
+
+
+class StateBucket(Protocol):
+    """The configured state bucket. Its content travels as one tarball in the layout
+    `incus storage bucket export` writes (`backup/index.yaml`, `backup/bucket/<key>`),
+    held in memory: a state bucket holds kilobytes to megabytes (bounded by config)."""
+
+    @property
+    def mode(self) -> StateBucketMode: ...
+
+    @property
+    def name(self) -> str:
+        """The bucket's name: in Incus, or on the S3 endpoint."""
+        ...
+
+    async def exists(self, name: str) -> bool: ...
+
+    async def download(self) -> bytes:
+        """The configured bucket's tarball (Incus: with its keys, secret keys included)."""
+        ...
+
+    async def remove(self) -> None:
+        """Incus: delete the bucket (its keys with it). S3: delete its objects."""
+        ...
+
+    async def upload(self, tarball: bytes, name: str) -> None:
+        """Incus: create bucket `name` from the tarball (`Conflict` if it exists). S3:
+        put the tarball's objects into the configured bucket (`name` is its name)."""
         ...

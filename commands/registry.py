@@ -4,13 +4,16 @@ from typing import Any
 
 from commands import (
     cancel,
+    dashboards,
     export,
     import_volume,
     list_volumes,
+    mark_compromised,
     protect,
     prune,
     restore,
     snapshot,
+    state_bucket,
     status,
     verify,
 )
@@ -18,13 +21,18 @@ from commands.base import Action
 from schemas.commands import (
     CancelCommand,
     Command,
+    DashboardsExportCommand,
+    DashboardsImportCommand,
     ExportCommand,
     ImportCommand,
     ListCommand,
+    MarkCompromisedCommand,
     ProtectCommand,
     PruneCommand,
     RestoreCommand,
     SnapshotCommand,
+    StateExportCommand,
+    StateImportCommand,
     StatusCommand,
     UnprotectCommand,
     VerifyCommand,
@@ -42,6 +50,11 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     PruneCommand: Action(prune.plan, prune.execute, decides_when_run=True),
     ProtectCommand: Action(protect.plan, protect.execute, looks=protect.looks),
     UnprotectCommand: Action(protect.plan, protect.execute, looks=protect.looks),
+    MarkCompromisedCommand: Action(mark_compromised.plan, mark_compromised.execute),
+    StateExportCommand: Action(state_bucket.plan_export, state_bucket.execute_export),
+    StateImportCommand: Action(state_bucket.plan_import, state_bucket.execute_import),
+    DashboardsExportCommand: Action(dashboards.plan_export, dashboards.execute_export),
+    DashboardsImportCommand: Action(dashboards.plan_import, dashboards.execute_import),
 }
 
 

@@ -11,6 +11,7 @@ from commands.inventory import Inventory
 from commands.names import unique
 from commands.snapshot_kinds import SAFETY
 from commands.steps import instances_stopped
+from commands.usability import require_usable
 from schemas.commands import RestoreCommand
 from schemas.errors import AtlasError, InvalidCommand, NotFound
 from schemas.results import RestoreResult
@@ -61,8 +62,13 @@ async def execute(command: RestoreCommand, plan: Plan, ctx: JobContext) -> Outco
     volume, snapshot = command.volume, command.snapshot
     safety = next(s.detail["name"] for s in plan.steps if s.op == "create_snapshot")
     info = await ctx.ports.incus.get_volume(volume)
-    if snapshot not in {s.name for s in info.snapshots}:
+    taken = next((s for s in info.snapshots if s.name == snapshot), None)
+    if taken is None:
         raise NotFound(f"volume {volume!r} has no snapshot {snapshot!r}")
+    service = ctx.ports.inventory.require_volume(volume, "$.volume")
+    await require_usable(
+        ctx, service.name, f"snapshot {snapshot!r} of volume {volume!r}", taken.created
+    )
     # The planned instances, and any that began to use the volume since.
     planned = [s.target for s in plan.steps if s.op == "stop_instance"]
     instances = [*planned, *sorted(set(info.used_by) - set(planned))]

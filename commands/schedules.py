@@ -20,13 +20,16 @@ from croniter import croniter
 
 from schemas.commands import (
     Command,
+    DashboardsExportCommand,
     ExportCommand,
     PruneCommand,
     SnapshotCommand,
+    StateExportCommand,
     VerifyCommand,
 )
 from schemas.config import (
     EVERY_SERVICE,
+    Config,
     ScheduleEntry,
     ScheduleKind,
     SchedulesConfig,
@@ -36,7 +39,16 @@ from schemas.config import (
 # Jobs that leave a backup: their times decide a service's age alarms and `next_run`.
 BACKUP_KINDS: frozenset[str] = frozenset({"snapshot", "export"})
 # Jobs due at the same moment are submitted in this order: backups before prune.
-KIND_ORDER: tuple[ScheduleKind, ...] = ("snapshot", "export", "verify", "prune")
+KIND_ORDER: tuple[ScheduleKind, ...] = (
+    "snapshot",
+    "export",
+    "state_export",
+    "dashboards_export",
+    "verify",
+    "prune",
+)
+# Jobs of the agent's own, of no service: one job each time, their entries' service `*`.
+AGENT_KINDS: frozenset[str] = frozenset({"state_export", "dashboards_export"})
 
 DAILY_AT_2 = "0 2 * * *"
 SUNDAY_AT_2 = "0 2 * * 0"
@@ -54,6 +66,15 @@ RUNBOOK_SCHEDULES: tuple[ScheduleEntry, ...] = (
     ScheduleEntry(service=EVERY_SERVICE, kind="prune", cron=DAILY_AT_2),
 )
 UNLISTED_SERVICE_KIND: ScheduleKind = "snapshot"
+# The runbook's "Terraform state: daily, 30 days" and "Grafana dashboards: on change, Git
+# history": an export every hour that commits only when a dashboard changed. Each is a
+# default only when its part is configured (`resolve`'s `agent_kinds`).
+AGENT_DEFAULTS: dict[str, ScheduleEntry] = {
+    "state_export": ScheduleEntry(service=EVERY_SERVICE, kind="state_export", cron=DAILY_AT_2),
+    "dashboards_export": ScheduleEntry(
+        service=EVERY_SERVICE, kind="dashboards_export", cron="0 * * * *"
+    ),
+}
 
 # A wall-clock time maps to an earlier instant only around a DST change: a few steps do.
 _MAX_STEPS = 8
@@ -178,22 +199,39 @@ def command_for(schedule: Schedule, job: str) -> Command:
             return VerifyCommand(id=job, volumes=volumes)
         case "prune":
             return PruneCommand(id=job, volumes=volumes)
+        case "state_export":
+            return StateExportCommand(id=job)
+        case "dashboards_export":
+            return DashboardsExportCommand(id=job)
 
 
 # Resolving the configuration
 
 
-def resolve(config: SchedulesConfig, services: Sequence[ServiceConfig]) -> list[Schedule]:
+def resolve(
+    config: SchedulesConfig,
+    services: Sequence[ServiceConfig],
+    agent_kinds: Iterable[str] = (),
+) -> list[Schedule]:
     """Every schedule, on or off: the runbook's table (unless turned off), each config
     entry replacing the default of its service and kind, and `*` entries expanded to the
-    services without an entry of their own (a `*` prune stays one job of every volume)."""
+    services without an entry of their own (a `*` prune stays one job of every volume).
+    `agent_kinds` are the `AGENT_KINDS` whose part is configured: they get the runbook's
+    default; an agent kind is one job of no service, its entries' service `*`."""
     by_name = {s.name: s for s in services}
     chosen: dict[tuple[str, str], tuple[ScheduleEntry, Literal["default", "config"]]] = {}
     if config.runbook_defaults:
         for entry in _runbook_entries(services):
             chosen[(entry.service, entry.kind)] = (entry, "default")
+        for kind in agent_kinds:
+            chosen[(EVERY_SERVICE, kind)] = (AGENT_DEFAULTS[kind], "default")
     for index, entry in enumerate(config.entries):
         where = f"$.schedules.entries[{index}]"
+        if entry.kind in AGENT_KINDS and entry.service != EVERY_SERVICE:
+            raise ScheduleError(
+                f"{entry.kind} is the agent's own job, of no service: `service` must be `*`"
+                f" - at `{where}.service`"
+            )
         if entry.service != EVERY_SERVICE and entry.service not in by_name:
             raise ScheduleError(f"unknown service {entry.service!r} - at `{where}.service`")
         key = (entry.service, entry.kind)
@@ -240,12 +278,25 @@ def resolve(config: SchedulesConfig, services: Sequence[ServiceConfig]) -> list[
         if service != EVERY_SERVICE:
             schedules.append(make(service, (by_name[service].volume,)))
             continue
+        if kind in AGENT_KINDS:
+            schedules.append(make(EVERY_SERVICE, ()))
+            continue
         rest = [s for s in services if (s.name, kind) not in chosen]
         if kind == "prune" and rest:
             schedules.append(make(EVERY_SERVICE, tuple(s.volume for s in rest)))
         elif kind != "prune":
             schedules += [make(s.name, (s.volume,)) for s in rest]
     return sorted(schedules, key=lambda s: (KIND_ORDER.index(s.kind), s.service))
+
+
+def configured_agent_kinds(config: Config) -> list[str]:
+    """The agent kinds whose part the configuration has: their defaults then run."""
+    kinds = []
+    if config.state_bucket.mode != "off":
+        kinds.append("state_export")
+    if config.grafana.url:
+        kinds.append("dashboards_export")
+    return kinds
 
 
 def _runbook_entries(services: Iterable[ServiceConfig]) -> list[ScheduleEntry]:

@@ -104,6 +104,49 @@ class RebuildCommand(Command, tag="rebuild"):
     set: IncusName
 
 
+class MarkCompromisedCommand(Command, tag="mark_compromised"):
+    """Mark a service's backups made up to `until` (ISO 8601 with an offset; default: the
+    time the command is planned) as compromised: never restored, imported, drilled or
+    rebuilt from again. There is no unmark: a mark is a record of what happened."""
+
+    service: IncusName
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    until: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class StateExportCommand(Command, tag="state_export"):
+    """Back up the configured Terraform/OpenTofu state bucket (`[state_bucket]`), always
+    encrypted: the tarball holds the bucket's keys, secret keys included."""
+
+
+class StateImportCommand(Command, tag="state_import"):
+    """Put a state bucket backup back: `replace` (with `confirm` = the bucket's name) the
+    configured bucket, or (Incus mode) `as` a new bucket beside it. A state whose lineage
+    differs from the current one is refused unless `allow_lineage_change`."""
+
+    backup: BackupRef
+    as_: IncusName | None = msgspec.field(default=None, name="as")
+    replace: bool = False
+    allow_lineage_change: bool = False
+
+
+# A Grafana dashboard uid: letters, digits, `-` and `_`, at most 40 (Grafana's rule).
+DashboardUid = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,40}$(?!\n)")]
+
+
+class DashboardsExportCommand(Command, tag="dashboards_export"):
+    """Every Grafana dashboard into the day's backup set (`grafana-dashboards/<uid>.json`)
+    and, when `[grafana] git_repo` is set, one commit there with what changed."""
+
+
+class DashboardsImportCommand(Command, tag="dashboards_import"):
+    """Put dashboards of a backup set back into Grafana, overwriting, each in its folder."""
+
+    set: IncusName
+    # Default: every dashboard of the set.
+    uids: list[DashboardUid] | Literal["all"] = "all"
+
+
 class CancelCommand(Command, tag="cancel"):
     job: RequestId
 
@@ -124,6 +167,11 @@ AnyCommand = (
     | UnprotectCommand
     | DrillCommand
     | RebuildCommand
+    | MarkCompromisedCommand
+    | StateExportCommand
+    | StateImportCommand
+    | DashboardsExportCommand
+    | DashboardsImportCommand
     | CancelCommand
     | StatusCommand
 )

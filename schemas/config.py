@@ -72,8 +72,18 @@ class JobsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 # The destructive actions: by default accepted only on `<prefix>/cmd/admin`, a topic the
 # broker's ACL gives to the operator alone (an ACL is per topic, not per payload).
-# `prune` deletes backups, and `unprotect` lets a prune delete one.
-ADMIN_ACTIONS: tuple[str, ...] = ("restore", "import", "rebuild", "prune", "unprotect")
+# `prune` deletes backups, and `unprotect` lets a prune delete one; the state bucket and
+# dashboards imports replace what is there; a compromise mark cannot be undone.
+ADMIN_ACTIONS: tuple[str, ...] = (
+    "restore",
+    "import",
+    "rebuild",
+    "prune",
+    "unprotect",
+    "mark_compromised",
+    "state_import",
+    "dashboards_import",
+)
 
 
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -142,7 +152,7 @@ ATLAS_SERVICES: tuple[ServiceConfig, ...] = (
     _atlas("mosquitto", "medium", True),
 )
 
-ScheduleKind = Literal["snapshot", "export", "verify", "prune"]
+ScheduleKind = Literal["snapshot", "export", "verify", "prune", "state_export", "dashboards_export"]
 # A schedule entry's `service` for every service (without an entry of its own).
 EVERY_SERVICE = "*"
 JitterS = Annotated[int, msgspec.Meta(ge=0, le=6 * 3600)]
@@ -249,6 +259,40 @@ class CliConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tls_key_file: str = ""
 
 
+class StateBucketConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[state_bucket]`: the Terraform/OpenTofu state bucket (`state_export`/`state_import`).
+
+    `incus`: a bucket Incus hosts (`bucket`, in `pool` or `[incus] pool`), backed up
+    through Incus's bucket backup API. `s3`: any S3 endpoint (`endpoint`, `s3_bucket`,
+    the keys read from `credentials_file`: `AWS_ACCESS_KEY_ID=...` and
+    `AWS_SECRET_ACCESS_KEY=...` lines)."""
+
+    mode: Literal["off", "incus", "s3"] = "off"
+    bucket: Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62})?$(?!\n)")] = (
+        "tfstate"
+    )
+    pool: Annotated[str, msgspec.Meta(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62})?$(?!\n)")] = ""
+    endpoint: str = ""
+    s3_bucket: Annotated[str, msgspec.Meta(max_length=63)] = ""
+    region: str = "us-east-1"
+    credentials_file: str = ""
+    # A state bucket holds kilobytes to megabytes; its tarball is held in memory, up to this.
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 << 20
+
+
+class GrafanaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[grafana]`: dashboards through Grafana's HTTP API (`dashboards_export`/`_import`)."""
+
+    # e.g. `http://grafana01.atlas:3000`; "" turns the dashboard actions off.
+    url: str = ""
+    # A service account token, read from this file at each run, never logged.
+    token_file: str = ""
+    # A local git repository: each export commits the dashboards that changed there,
+    # under `grafana-dashboards/` (the runbook's "Git history" retention). "": none.
+    git_repo: str = ""
+    timeout_s: Positive = 30.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
@@ -261,6 +305,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     cli: CliConfig = msgspec.field(default_factory=CliConfig)
+    state_bucket: StateBucketConfig = msgspec.field(default_factory=StateBucketConfig)
+    grafana: GrafanaConfig = msgspec.field(default_factory=GrafanaConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

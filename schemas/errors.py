@@ -45,6 +45,18 @@ class IncusFailure(AtlasError):
     code = "incus_error"
 
 
+class S3Failure(AtlasError):
+    """An S3 endpoint (the state bucket's S3 mode) refused or failed a call."""
+
+    code = "s3_error"
+
+
+class GrafanaFailure(AtlasError):
+    """Grafana's HTTP API refused or failed a call."""
+
+    code = "grafana_error"
+
+
 class StorageFailure(AtlasError):
     """A file in the backup directory could not be written, read or verified."""
 
@@ -55,6 +67,12 @@ class IntegrityFailure(AtlasError):
     """A backup does not match its manifest or its archive is damaged."""
 
     code = "integrity_error"
+
+
+class Compromised(AtlasError):
+    """The backup is covered by a compromise mark (`mark_compromised`): never used."""
+
+    code = "compromised"
 
 
 class CryptoFailure(AtlasError):

@@ -9,6 +9,7 @@ import hashlib
 from typing import Annotated, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from schemas.commands import Compression, IncusName
 
@@ -19,6 +20,48 @@ FileName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,25
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 ByteCount = Annotated[int, msgspec.Meta(ge=0)]
 EncryptionMethod = Literal["none", "symmetric", "public-key"]
+
+
+class CompromiseMark(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A service's backups made up to `until` are compromised (a leaked key, an intruder):
+    they are never restored, imported, drilled or rebuilt from (runbook: regenerate)."""
+
+    service: str
+    until: str
+    until_ts: int
+    reason: str
+    # When it was marked, and by which job.
+    marked: str
+    marked_ts: int
+    job: str
+
+
+class CompromiseMarks(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`compromised.json` at the top of the backup directory: every mark, oldest first.
+    Snapshots have no manifest, so their verdict comes from here."""
+
+    marks: list[CompromiseMark] = msgspec.field(default_factory=list)
+
+
+class TfState(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One Terraform/OpenTofu state file of a state bucket backup, as it parsed."""
+
+    key: str  # the object's key in the bucket
+    # OpenTofu's client-side encrypted state (`meta`, `encrypted_data`,
+    # `encryption_version`): its serial and lineage are sealed inside (0 and "").
+    encrypted: bool
+    version: int
+    serial: int
+    lineage: str
+
+
+class StateBucketInfo(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a state bucket backup holds (`state_export`)."""
+
+    mode: Literal["incus", "s3"]
+    bucket: str
+    objects: int
+    states: list[TfState]
 
 
 class ManifestEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -44,6 +87,12 @@ class ManifestEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     key_ids: list[str] = msgspec.field(default_factory=list)
     agent_version: str
     incus_version: str
+    # Set by `mark_compromised` on the backups it covers; absent (not encoded, so older
+    # manifests keep their digest) on every other.
+    compromised: CompromiseMark | UnsetType = UNSET
+    # A Terraform/OpenTofu state bucket's backup (`state_export`), not a volume's: its
+    # `volume` is then the bucket's name. Absent on volume backups.
+    state_bucket: StateBucketInfo | UnsetType = UNSET
 
 
 class FileNote(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):

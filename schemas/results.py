@@ -13,7 +13,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from schemas.commands import Compression, ExportMode
-from schemas.manifest import EncryptionMethod, ManifestEntry
+from schemas.manifest import EncryptionMethod, ManifestEntry, TfState
 from schemas.messages import ErrorInfo
 
 
@@ -195,6 +195,70 @@ class StatusResult(JobResult, kw_only=True):
     schedules: list[ScheduleListing] = msgspec.field(default_factory=list)
 
 
+class MarkCompromisedResult(JobResult, kw_only=True):
+    service: str
+    volume: str
+    until: str
+    until_ts: int
+    reason: str
+    # Exported backups newly marked in their manifests (`<set>/<file>`), and the
+    # volume's snapshots the mark covers (they have no manifest: `compromised.json`).
+    backups_marked: list[str]
+    snapshots_covered: list[str]
+    # What to do instead of restoring: for step-ca, regenerate.
+    advice: str
+
+
+class StateExportResult(JobResult, kw_only=True):
+    mode: Literal["incus", "s3"]
+    bucket: str
+    backup: str  # `<set>/<bucket>`, for `state_import`
+    file: str
+    size: int
+    sha256: str
+    encryption: EncryptionMethod
+    objects: int
+    # Each state file with its serial and lineage.
+    states: list[TfState]
+
+
+class StateImportResult(JobResult, kw_only=True):
+    mode: Literal["incus", "s3"]
+    bucket: str
+    backup: str
+    replaced: bool
+    # What the bucket held before, exported first (`<set>/<bucket>`); "" with `as`.
+    safety_backup: str
+    objects: int
+    states: list[TfState]
+    # State keys whose lineage the import changed (allowed by `allow_lineage_change`).
+    lineage_changed: list[str]
+
+
+class ExportedDashboard(msgspec.Struct, kw_only=True):
+    uid: str
+    title: str
+    folder_uid: str
+    version: int
+    file: str  # `<set>/grafana-dashboards/<uid>.json`
+    sha256: str
+
+
+class DashboardsExportResult(JobResult, kw_only=True):
+    set: str
+    dashboards: list[ExportedDashboard]
+    # The git commit made ("" when nothing changed, or no `git_repo` is configured), and
+    # the files it changed.
+    commit: str
+    changed: list[str]
+
+
+class DashboardsImportResult(JobResult, kw_only=True):
+    set: str
+    # uid -> the folder it went to ("" = General).
+    imported: dict[str, str]
+
+
 class CancelResult(JobResult, kw_only=True):
     job: str
     # The job's state when the cancel arrived.
@@ -266,4 +330,9 @@ RESULT_TYPES: dict[str, type[JobResult]] = {
     "prune": PruneResult,
     "protect": ProtectResult,
     "unprotect": ProtectResult,
+    "mark_compromised": MarkCompromisedResult,
+    "state_export": StateExportResult,
+    "state_import": StateImportResult,
+    "dashboards_export": DashboardsExportResult,
+    "dashboards_import": DashboardsImportResult,
 }

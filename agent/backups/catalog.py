@@ -17,13 +17,19 @@ from pathlib import Path
 import anyio.to_thread
 
 from agent.backups import pruning
-from agent.backups.manifests import MANIFEST_NAME, find_entry, read_manifest
+from agent.backups.compromise_marks import add_mark, read_marks
+from agent.backups.manifests import (
+    MANIFEST_NAME,
+    find_entry,
+    read_manifest,
+    record_state_bucket,
+)
 from agent.backups.paths import is_set_name, parse_backup_name, parse_backup_ref, set_dir
 from agent.clock import Clock, utc_now
 from agent.runtime.store import Store
 from commands.ports import CatalogItem, CatalogListing, ExportedFile, ExportRecord
 from schemas.errors import IntegrityFailure, NotFound, StorageFailure
-from schemas.manifest import FileNote
+from schemas.manifest import CompromiseMark, FileNote, StateBucketInfo
 from schemas.timefmt import epoch_ms, iso
 
 log = logging.getLogger(__name__)
@@ -216,3 +222,28 @@ class BackupCatalog:
     async def refresh_count(self, volume: str) -> None:
         count = await anyio.to_thread.run_sync(count_backups, self._root, volume)
         self._store.set_volume_facts(volume, {"exports": count})
+
+    async def annotate_state(self, backup: str, info: StateBucketInfo) -> None:
+        ref = parse_backup_ref(backup, field="$.backup")
+        folder = set_dir(self._root, ref.set, field="$.backup")
+        now = self._clock()
+
+        def work() -> None:
+            record_state_bucket(
+                folder, ref.volume, info, now=now, agent_version=self._agent_version
+            )
+
+        await anyio.to_thread.run_sync(work)
+
+    async def compromise_marks(self) -> tuple[CompromiseMark, ...]:
+        marks = await anyio.to_thread.run_sync(read_marks, self._root)
+        return tuple(marks.marks)
+
+    async def mark_compromised(self, mark: CompromiseMark, volume: str, now: datetime) -> list[str]:
+        def work() -> list[str]:
+            folders = set_folders(self._root)
+            return add_mark(
+                self._root, folders, mark, volume, now=now, agent_version=self._agent_version
+            )
+
+        return await anyio.to_thread.run_sync(work)

@@ -20,7 +20,14 @@ from agent.backups.paths import fsync_dir, open_regular
 from agent.crypto.keys import EncryptionInfo
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound, StorageFailure
-from schemas.manifest import FileNote, Manifest, ManifestEntry, files_digest
+from schemas.manifest import (
+    CompromiseMark,
+    FileNote,
+    Manifest,
+    ManifestEntry,
+    StateBucketInfo,
+    files_digest,
+)
 from schemas.timefmt import epoch_ms, iso
 
 MANIFEST_NAME = "manifest.json"
@@ -114,6 +121,42 @@ def annotate(
             agent_version,
         )
         return note
+
+
+def mark_compromised(
+    folder: Path, volume: str, mark: CompromiseMark, *, now: datetime, agent_version: str
+) -> list[str]:
+    """Mark the set's backups of `volume` made up to `mark.until_ts`; those marked already
+    keep their first mark. The file names newly marked."""
+    with _locked(folder):
+        manifest = read_manifest(folder)
+        marked: list[str] = []
+        files = []
+        for entry in manifest.files:
+            covered = entry.volume == volume and entry.created_ts <= mark.until_ts
+            if covered and entry.compromised is msgspec.UNSET:
+                files.append(msgspec.structs.replace(entry, compromised=mark))
+                marked.append(entry.file)
+            else:
+                files.append(entry)
+        if marked:
+            _write(folder, manifest, files, now, agent_version)
+        return marked
+
+
+def record_state_bucket(
+    folder: Path, bucket: str, info: StateBucketInfo, *, now: datetime, agent_version: str
+) -> None:
+    """Say in the newest entry of `bucket` that it is a state bucket backup, and what it
+    holds (`state_export`, right after writing it)."""
+    with _locked(folder):
+        manifest = read_manifest(folder)
+        newest = find_entry(manifest, bucket)
+        files = [
+            msgspec.structs.replace(e, state_bucket=info) if e is newest else e
+            for e in manifest.files
+        ]
+        _write(folder, manifest, files, now, agent_version)
 
 
 def new_entry(

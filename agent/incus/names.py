@@ -13,7 +13,7 @@ from urllib.parse import quote
 from schemas.commands import INCUS_NAME_PATTERN
 from schemas.errors import InvalidCommand
 
-NameKind = Literal["pool", "volume", "snapshot", "backup", "instance", "operation"]
+NameKind = Literal["pool", "volume", "snapshot", "backup", "instance", "operation", "bucket"]
 
 
 _NAME_RULE = (
@@ -31,6 +31,7 @@ NAME_RULES: dict[NameKind, tuple[re.Pattern[str], str]] = {
     "volume": _NAME_RULE,
     "snapshot": _NAME_RULE,
     "backup": _NAME_RULE,
+    "bucket": _NAME_RULE,
     "instance": _INSTANCE_RULE,
     "operation": (
         re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$(?!\n)"),

@@ -16,11 +16,13 @@ from commands.ports import (
     BackupFiles,
     BinaryReader,
     Catalog,
+    CatalogItem,
     Checkpoint,
     ExportFiles,
     ProgressCallback,
 )
 from schemas.config import ATLAS_SERVICES
+from schemas.manifest import CompromiseMark, ManifestEntry
 from tests.support.memory_incus import EPOCH, MemoryIncus
 
 
@@ -106,6 +108,38 @@ class MemoryBackups:
 
 
 @dataclass
+class MemoryCatalog:
+    """The compromise side of the `Catalog` port: the marks given, and a manifest entry
+    for each backup (`entries`, else an unmarked one made at EPOCH)."""
+
+    marks: list[CompromiseMark] = field(default_factory=list)
+    entries: dict[str, ManifestEntry] = field(default_factory=dict)
+
+    async def compromise_marks(self) -> tuple[CompromiseMark, ...]:
+        return tuple(self.marks)
+
+    async def entry(self, backup: str) -> CatalogItem:
+        set_name, _, volume = backup.partition("/")
+        entry = self.entries.get(backup) or ManifestEntry(
+            file=f"{volume}.tar.zst",
+            volume=volume,
+            service="",
+            instance="",
+            size=0,
+            sha256="0" * 64,
+            created=EPOCH.isoformat(),
+            created_ts=int(EPOCH.timestamp() * 1000),
+            source_snapshot="",
+            compression="zstd",
+            encrypted=False,
+            encryption="none",
+            agent_version="",
+            incus_version="",
+        )
+        return CatalogItem(set_name, entry)
+
+
+@dataclass
 class MemoryJob:
     """What `execute` reaches of a job. The ports a command does not use are absent: a
     test whose command reaches one fails with AttributeError."""
@@ -116,8 +150,8 @@ class MemoryJob:
     inventory: Inventory = field(default_factory=lambda: Inventory(ATLAS_SERVICES))
     # An `ExportFiles` for the commands that write backup files.
     exports: Any = None
-    # A `Catalog` for the commands that read or change the backup directory.
-    catalog: Any = None
+    # A `Catalog`: the in-memory one, or a real one for commands that read the backup directory.
+    catalog: Any = field(default_factory=MemoryCatalog)
     job_id: str = "job-1"
     clock: datetime = EPOCH
     phases: list[str] = field(default_factory=list)

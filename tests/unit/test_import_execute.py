@@ -4,6 +4,7 @@ stays open when swapping back fails too; the temporary volume is removed when a 
 step fails, and never when its create conflicted."""
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -13,7 +14,9 @@ from commands.facts import Facts
 from commands.inventory import Inventory
 from schemas.commands import ImportCommand
 from schemas.config import ATLAS_SERVICES
-from schemas.errors import Conflict, IncusFailure
+from schemas.errors import Compromised, Conflict, IncusFailure
+from schemas.manifest import CompromiseMark
+from schemas.timefmt import epoch_ms
 from tests.support.memory_incus import EPOCH, MemoryIncus, Volume
 from tests.support.memory_job import MemoryBackups, MemoryJob, backup_file
 
@@ -306,3 +309,49 @@ async def test_a_clean_up_that_fails_leaves_the_entry_for_recovery(incus: Memory
     assert temp in incus.volumes
     (entry,) = job.journal.entries
     assert (entry.kind, entry.data, entry.open) == ("temp_volume", {"state": "created"}, True)
+
+
+def _mark(service: str, until_ts: int) -> CompromiseMark:
+    return CompromiseMark(
+        service=service,
+        until="2026-01-01T00:00:00+00:00",
+        until_ts=until_ts,
+        reason="key leak",
+        marked="2026-01-02T00:00:00+00:00",
+        marked_ts=until_ts + 1,
+        job="m1",
+    )
+
+
+@pytest.mark.anyio
+async def test_a_compromised_backup_is_refused_before_anything_changes(
+    incus: MemoryIncus,
+) -> None:
+    plan = planned(incus, REPLACE)
+    job = job_on(incus)
+    # The memory catalog's entries are made at EPOCH: a mark up to then covers them.
+    job.catalog.marks.append(_mark("grafana", epoch_ms(EPOCH)))
+    with pytest.raises(Compromised, match="key leak"):
+        await import_volume.execute(REPLACE, plan, job.context)
+    assert incus.changes == []
+    assert job.journal.kinds == []
+
+
+@pytest.mark.anyio
+async def test_a_file_outside_any_manifest_of_a_marked_service_is_refused(
+    incus: MemoryIncus,
+) -> None:
+    loose = replace(backup_file(VOLUME), in_manifest=False, sha256="")
+    job = MemoryJob(incus, backups=MemoryBackups(loose, "imported data"))
+    job.catalog.marks.append(_mark("grafana", 0))  # long before: only the unknown time fails
+    with pytest.raises(Compromised, match="no known creation time"):
+        await import_volume.execute(AS_COPY, planned(incus, AS_COPY), job.context)
+    assert incus.changes == []
+
+
+@pytest.mark.anyio
+async def test_a_backup_made_after_the_mark_imports(incus: MemoryIncus) -> None:
+    job = job_on(incus)
+    job.catalog.marks.append(_mark("grafana", epoch_ms(EPOCH) - 1))
+    outcome = await import_volume.execute(AS_COPY, planned(incus, AS_COPY), job.context)
+    assert outcome.succeeded == [COPY]
