@@ -151,8 +151,10 @@ def test_incus_replace_exports_the_current_bucket_first_and_puts_the_backup_in(
     imported = import_(job, inventory, backup=old.backup, replace=True, confirm="tfstate")
     assert imported.replaced is True
     assert imported.lineage_changed == []
-    # Beside the day's backup of the bucket, never in its place.
-    assert imported.safety_backup.startswith(old.backup.split("/")[0] + "/tfstate-pre-import-")
+    # In a set of its own (every export is), never in the place of the backup imported.
+    safety_set, safety_name = imported.safety_backup.split("/")
+    assert safety_set != old.backup.split("/")[0]
+    assert safety_name.startswith("tfstate-pre-import-")
     assert json.loads(fake.buckets["tfstate"].objects["atlas/terraform.tfstate"])["serial"] == 41
 
 
