@@ -20,6 +20,7 @@ from agent.crypto.gpg import GpgHome
 from agent.incus.client import IncusClient
 from agent.incus.events import IncusEvents
 from agent.incus.facade import AsyncIncus
+from agent.incus.sandbox import AsyncSandbox
 from agent.mqtt.publisher import OFFLINE_PAYLOAD, Publisher
 from agent.mqtt.session import MqttSession
 from agent.mqtt.topics import Topics
@@ -40,6 +41,7 @@ from agent.runtime.recovery import recover, retry_undo
 from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import JobRow, Store, keep_synced
 from agent.scheduling.scheduler import Scheduler, Sleep
+from agent.status.drills import drill_state
 from agent.status.volumes import build_volume_state, last_job_facts
 from commands.base import Ports
 from commands.inventory import Inventory
@@ -50,7 +52,7 @@ from schemas.commands import AnyCommand
 from schemas.config import Config
 from schemas.errors import AtlasError
 from schemas.messages import AgentState, ErrorInfo, IncusInfo
-from schemas.results import CancelResult, StatusResult
+from schemas.results import CancelResult, DrillResult, StatusResult
 from schemas.timefmt import epoch_ms, iso
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class Agent:
         self.topics = Topics(config.mqtt.topic_prefix)
         self.inventory = Inventory(tuple(config.services), config.encryption)
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
+        self.sandbox = AsyncSandbox(IncusClient(config.incus))
         # What keeps admission's view of Incus current; an injected Incus has no events.
         self.incus_events = IncusEvents(config.incus) if incus is None else None
         state_dir = Path(config.storage.state_dir)
@@ -95,6 +98,7 @@ class Agent:
             archives=LocalArchives(),
             catalog=self.catalog,
             inventory=self.inventory,
+            sandbox=self.sandbox,
         )
         self.session = MqttSession(
             config.mqtt,
@@ -112,6 +116,7 @@ class Agent:
         self.events.subscribe(JobFinished, self._forget_what_a_job_changed)
         self.events.subscribe(JobFinished, self._record_volume_outcomes)
         self.events.subscribe(JobFinished, self._republish_volumes_of)
+        self.events.subscribe(JobFinished, self._publish_drill)
         self.runner = JobRunner(
             RunnerDeps(
                 store=self.store,
@@ -382,6 +387,12 @@ class Agent:
         """Remember a finished job's outcome for each volume it touched."""
         for volume, facts in last_job_facts(finished.job).items():
             self.store.set_volume_facts(volume, facts)
+
+    async def _publish_drill(self, finished: JobFinished) -> None:
+        """A drill's verdict, retained at `<p>/drills/<service>`."""
+        result = finished.job.result
+        if isinstance(result, DrillResult) and result.at:
+            await self.publisher.drill(drill_state(result))
 
     async def _republish_volumes_of(self, finished: JobFinished) -> None:
         if last_job_facts(finished.job):

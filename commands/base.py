@@ -14,7 +14,7 @@ import msgspec
 
 from commands.facts import Looks
 from commands.inventory import Inventory
-from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus
+from commands.ports import ArchiveInspector, BackupFiles, Catalog, ExportFiles, Incus, Sandbox
 from schemas.commands import Command
 from schemas.errors import JobCancelled
 from schemas.messages import ErrorInfo
@@ -76,6 +76,7 @@ class Ports:
     archives: ArchiveInspector
     catalog: Catalog
     inventory: Inventory
+    sandbox: Sandbox
 
 
 class EffectKind(StrEnum):
@@ -89,6 +90,7 @@ class EffectKind(StrEnum):
     SERVER_BACKUP = "server_backup"
     EXPORT_SNAPSHOT = "export_snapshot"
     PART_FILE = "part_file"
+    DRILL_PROJECT = "drill_project"
 
 
 class Journal(Protocol):

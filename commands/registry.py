@@ -4,6 +4,7 @@ from typing import Any
 
 from commands import (
     cancel,
+    drill,
     export,
     import_volume,
     list_volumes,
@@ -16,6 +17,7 @@ from commands.base import Action
 from schemas.commands import (
     CancelCommand,
     Command,
+    DrillCommand,
     ExportCommand,
     ImportCommand,
     ListCommand,
@@ -34,6 +36,7 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     ImportCommand: Action(import_volume.plan, import_volume.execute, looks=import_volume.looks),
     ExportCommand: Action(export.plan, export.execute, looks=export.looks),
     VerifyCommand: Action(verify.plan, verify.execute),
+    DrillCommand: Action(drill.plan, drill.execute),
 }
 
 

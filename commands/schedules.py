@@ -11,7 +11,7 @@ time zone with no zone attached; this module alone maps a wall-clock time to an 
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +20,7 @@ from croniter import croniter
 
 from schemas.commands import (
     Command,
+    DrillCommand,
     ExportCommand,
     PruneCommand,
     SnapshotCommand,
@@ -36,10 +37,13 @@ from schemas.config import (
 # Jobs that leave a backup: their times decide a service's age alarms and `next_run`.
 BACKUP_KINDS: frozenset[str] = frozenset({"snapshot", "export"})
 # Jobs due at the same moment are submitted in this order: backups before prune.
-KIND_ORDER: tuple[ScheduleKind, ...] = ("snapshot", "export", "verify", "prune")
+KIND_ORDER: tuple[ScheduleKind, ...] = ("snapshot", "export", "verify", "prune", "drill")
 
 DAILY_AT_2 = "0 2 * * *"
 SUNDAY_AT_2 = "0 2 * * 0"
+# The runbook's "Perform quarterly DR drills": 04:00 on the first day of each quarter,
+# after that night's backups and clean-up.
+QUARTERLY_AT_4 = "0 4 1 1,4,7,10 *"
 
 # The runbook's "Backup Schedule Recommendations" and its cron script (02:00 daily, the
 # step-ca export on Sundays, then the clean-up). Quiesce (Loki, Mosquitto) is the
@@ -52,6 +56,7 @@ RUNBOOK_SCHEDULES: tuple[ScheduleEntry, ...] = (
     ScheduleEntry(service="alertmanager", kind="snapshot", cron=DAILY_AT_2),
     ScheduleEntry(service="mosquitto", kind="snapshot", cron=DAILY_AT_2),
     ScheduleEntry(service=EVERY_SERVICE, kind="prune", cron=DAILY_AT_2),
+    ScheduleEntry(service=EVERY_SERVICE, kind="drill", cron=QUARTERLY_AT_4),
 )
 UNLISTED_SERVICE_KIND: ScheduleKind = "snapshot"
 
@@ -77,6 +82,8 @@ class Schedule:
     jitter_s: int = 0
     catch_up: bool = True
     source: Literal["default", "config"] = "default"
+    # A drill's scenario: from a tarball for a service backed up only by exports (step-ca).
+    scenario: Literal["snapshot", "tarball"] = "snapshot"
 
     @property
     def key(self) -> str:
@@ -178,6 +185,8 @@ def command_for(schedule: Schedule, job: str) -> Command:
             return VerifyCommand(id=job, volumes=volumes)
         case "prune":
             return PruneCommand(id=job, volumes=volumes)
+        case "drill":
+            return DrillCommand(id=job, service=schedule.service, scenario=schedule.scenario)
 
 
 # Resolving the configuration
@@ -245,7 +254,19 @@ def resolve(config: SchedulesConfig, services: Sequence[ServiceConfig]) -> list[
             schedules.append(make(EVERY_SERVICE, tuple(s.volume for s in rest)))
         elif kind != "prune":
             schedules += [make(s.name, (s.volume,)) for s in rest]
+    schedules = [_with_scenario(s, schedules) for s in schedules]
     return sorted(schedules, key=lambda s: (KIND_ORDER.index(s.kind), s.service))
+
+
+def _with_scenario(schedule: Schedule, schedules: Sequence[Schedule]) -> Schedule:
+    """A drill restores what the service's backups are: tarballs when it is exported and
+    never snapshotted on schedule, snapshots otherwise."""
+    if schedule.kind != "drill":
+        return schedule
+    kinds = {s.kind for s in schedules if s.service == schedule.service and s.enabled}
+    if "export" in kinds and "snapshot" not in kinds:
+        return replace(schedule, scenario="tarball")
+    return schedule
 
 
 def _runbook_entries(services: Iterable[ServiceConfig]) -> list[ScheduleEntry]:

@@ -22,7 +22,15 @@ from agent.runtime.events import (
     JobTransitioned,
     VolumeStateChanged,
 )
-from schemas.messages import AgentOffline, AgentState, Event, JobState, Response, VolumeState
+from schemas.messages import (
+    AgentOffline,
+    AgentState,
+    DrillState,
+    Event,
+    JobState,
+    Response,
+    VolumeState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +107,9 @@ class Publisher:
 
     async def volume(self, state: VolumeState) -> None:
         await self._retain(self.topics.volume(state.volume), _encoder.encode(state))
+
+    async def drill(self, state: DrillState) -> None:
+        await self._retain(self.topics.drill(state.service), _encoder.encode(state))
 
     async def forget_job(self, job_id: str) -> None:
         """Clear a purged job's retained message (an empty retained payload deletes it)."""

@@ -117,6 +117,15 @@ async def _remove_part_file(incus: Incus, effect: Effect) -> str:
     return f"removed the unfinished {part}"
 
 
+async def _delete_drill_project(incus: Incus, effect: Effect) -> str:
+    """A drill's throwaway project, with what the drill put in it."""
+    project = effect.target
+    if why := _not_ours(effect, f"project {project}"):
+        return why
+    await incus.delete_drill_project(project)
+    return f"removed drill project {project} and what it held"
+
+
 UNDO: dict[EffectKind, Undo] = {
     EffectKind.INSTANCE_STOPPED: _start_instance,
     EffectKind.RESTORING: _restore_safety,
@@ -126,6 +135,7 @@ UNDO: dict[EffectKind, Undo] = {
     EffectKind.SERVER_BACKUP: _delete_server_backup,
     EffectKind.EXPORT_SNAPSHOT: _delete_export_snapshot,
     EffectKind.PART_FILE: _remove_part_file,
+    EffectKind.DRILL_PROJECT: _delete_drill_project,
 }
 
 

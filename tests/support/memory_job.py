@@ -19,6 +19,7 @@ from commands.ports import (
     Checkpoint,
     ExportFiles,
     ProgressCallback,
+    Sandbox,
 )
 from schemas.config import ATLAS_SERVICES
 from tests.support.memory_incus import EPOCH, MemoryIncus
@@ -133,6 +134,7 @@ class MemoryJob:
             archives=cast(ArchiveInspector, None),
             catalog=cast(Catalog, None),
             inventory=self.inventory,
+            sandbox=cast(Sandbox, None),
         )
 
     def checkpoint(self) -> None:
