@@ -739,7 +739,8 @@ class IncusClient:
         """Delete every instance (forced off) and custom volume of this client's project."""
         project = self._config.project
         with self._calling(f"list the instances of {project!r}", missing=f"project {project!r}"):
-            names = [leaf(url) for url in self._api().instances.get().json()["metadata"]]
+            urls = self._api().instances.get().json()["metadata"]
+        names = [leaf(urlparse(url).path) for url in urls]
         for name in names:
             if self.instance_status(name) != "Stopped":
                 self._change_state(name, {"action": "stop", "force": True})
