@@ -50,7 +50,7 @@ def backup_snapshot(atlas: IncusProject) -> Iterator[str]:
 
 def crash_and_recover(agent: FaultAgent, atlas: IncusProject, point: str, scenario: str) -> None:
     before = fingerprint(atlas, "grafana")
-    command = {"action": "drill", "service": "grafana", "scenario": scenario}
+    command: dict[str, object] = {"action": "drill", "service": "grafana", "scenario": scenario}
     job_id = agent.crash_at(point, command)
     agent.start()  # recovery runs before the agent takes commands
     job = agent.job(job_id, timeout=JOB_TIMEOUT_S)
