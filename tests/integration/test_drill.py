@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from schemas.config import Hooks, HookStep
 from tests.support.backups import flip_byte
 from tests.support.broker import Broker
 from tests.support.drills import MARKER, drill_projects, fingerprint, service
@@ -170,3 +171,28 @@ def test_a_drill_of_an_unknown_service_is_rejected(agent: AgentHarness) -> None:
     response = agent.client.command({"action": "drill", "service": "nope"})
     assert response["status"] == "rejected"
     assert "$.service" in response["error"]["message"]
+
+
+def test_service_hooks_run_inside_the_instance_around_its_snapshot(
+    broker: Broker, stack: IncusProject, tmp_path: Path
+) -> None:
+    """A `pre` step writes into the volume (as Prometheus's TSDB snapshot does), the
+    snapshot holds it, and the `post` step removes it from the live volume."""
+    pre = HookStep(command=["sh", "-c", "echo consistent > /data/hooked && echo token=s3cret"])
+    post = HookStep(command=["rm", "/data/hooked"])
+    hooked = service("grafana", "grafana ok", hooks=Hooks(pre=[pre], post=[post]))
+    with running_agent(broker.port, stack.name, tmp_path, services=[hooked]) as agent:
+        job = run(agent, action="snapshot", volumes=["grafana01-data"], name="backup-hooked")
+    assert job["state"] == "succeeded", job
+    hooks = job["result"]["hooks"]
+    assert [(h["when"], h["exit_code"], h["ok"]) for h in hooks] == [
+        ("pre", 0, True),
+        ("post", 0, True),
+    ]
+    assert "s3cret" not in hooks[0]["output"]
+    assert "token=***" in hooks[0]["output"]
+    assert stack.run("exec", "grafana01", "--", "ls", "/data").split() == ["marker"]
+    # The snapshot took what `pre` wrote (read where the `dir` pool keeps it).
+    snapshots = Path("/var/lib/incus/storage-pools") / stack.pool / "custom-snapshots"
+    held = snapshots / f"{stack.name}_grafana01-data" / "backup-hooked" / "hooked"
+    assert held.read_text() == "consistent\n"
