@@ -17,7 +17,7 @@ import anyio
 from commands.base import JobContext
 from commands.service_checks import hooks_for, shown_output
 from schemas.config import HookStep, ServiceConfig
-from schemas.errors import AtlasError, HookFailed
+from schemas.errors import AtlasError, HookFailed, NotFound
 from schemas.results import HookOutput
 
 
@@ -62,9 +62,13 @@ async def hooks_around(
     if not hooks.pre and not hooks.post:
         yield
         return
-    running = await ctx.ports.incus.instance_status(service.instance) == "Running"
+    try:
+        running = await ctx.ports.incus.instance_status(service.instance) == "Running"
+    except NotFound:
+        running = False
     if not running:
-        # The hooks talk to the service: with the instance stopped there is nothing to do.
+        # The hooks talk to the service: with the instance stopped (or gone) there is
+        # nobody to ask, and the backup of a stopped service is consistent as it is.
         yield
         return
     try:
