@@ -79,3 +79,19 @@ def test_a_tarball_drill_killed_leaves_no_project_and_production_untouched(
     )
     assert exported["state"] == "succeeded", exported
     crash_and_recover(agent, atlas, point, "tarball")
+
+
+@pytest.mark.parametrize("point", ["drill_volume_restored", "drill_instance_started"])
+def test_a_drill_stopped_by_sigterm_tears_its_project_down_before_the_agent_exits(
+    make_agent: AgentFactory, atlas: IncusProject, backup_snapshot: str, point: str
+) -> None:
+    agent = make_agent(start=False, services=drill_services())
+    before = fingerprint(atlas, "grafana")
+    agent.start(fault=f"{point}:term")
+    response = agent.client.command({"action": "drill", "service": "grafana"})
+    assert response["status"] == "accepted", response
+    job = agent.client.wait_job(str(response["job"]), JOB_TIMEOUT_S)
+    assert agent.wait_exit() == 0
+    assert job["state"] in ("interrupted", "cancelled", "succeeded"), job
+    assert drill_projects() == []  # before any recovery: the job removed it itself
+    assert fingerprint(atlas, "grafana") == before
