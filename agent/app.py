@@ -21,6 +21,8 @@ from agent.incus.client import IncusClient
 from agent.incus.events import IncusEvents
 from agent.incus.facade import AsyncIncus
 from agent.incus.sandbox import AsyncSandbox
+from agent.metrics.backup_metrics import BackupMetrics
+from agent.metrics.server import MetricsServer, serve_metrics
 from agent.mqtt.publisher import OFFLINE_PAYLOAD, Publisher
 from agent.mqtt.session import MqttSession
 from agent.mqtt.topics import Topics
@@ -42,6 +44,7 @@ from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import JobRow, Store, keep_synced
 from agent.scheduling.scheduler import Scheduler, Sleep
 from agent.status.drills import drill_state
+from agent.status.summary import VolumeSummary
 from agent.status.volumes import build_volume_state, last_job_facts
 from commands.base import Ports
 from commands.inventory import Inventory
@@ -77,7 +80,12 @@ class Agent:
         self.config = config
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.inventory = Inventory(tuple(config.services), config.encryption)
+        self.inventory = Inventory(
+            tuple(config.services),
+            config.encryption,
+            retention=config.retention,
+            timezone=config.agent.timezone,
+        )
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
         self.sandbox = AsyncSandbox(IncusClient(config.incus))
         # What keeps admission's view of Incus current; an injected Incus has no events.
@@ -90,7 +98,7 @@ class Agent:
         self.exports = LocalExportFiles(
             backup_dir, self.gpg, config.encryption, clock=clock, agent_version=__version__
         )
-        self.catalog = BackupCatalog(backup_dir, self.store)
+        self.catalog = BackupCatalog(backup_dir, self.store, clock=clock, agent_version=__version__)
         self.ports = Ports(
             incus=self.incus,
             backups=self.backups,
@@ -149,6 +157,11 @@ class Agent:
             sleep=sleep,
         )
         self.age_limits = {s.volume: age_limits(s, schedules) for s in config.services}
+        self.metrics = BackupMetrics(config.volumes, self.age_limits, version=__version__)
+        self.metrics.follow(self.events)
+        # After the JobFinished subscriptions above: a job's summary follows its volumes.
+        VolumeSummary(config.volumes, self.publisher.summary, clock).follow(self.events)
+        self.metrics_server: MetricsServer | None = None
         self.started = clock()
         self.server = ServerInfo(server="", version="")
         self._serving: anyio.CancelScope | None = None
@@ -180,6 +193,8 @@ class Agent:
             self.server = await self.incus.server_info()
         except AtlasError as exc:
             log.error("Incus does not answer yet: %s", exc)
+        if self.config.metrics.listen:
+            self.metrics_server = serve_metrics(self.config.metrics.listen, self.metrics.registry)
         async with anyio.create_task_group() as outer:
             await outer.start(self.session.run)
             try:
@@ -222,6 +237,8 @@ class Agent:
                 with anyio.CancelScope(shield=True):
                     await self.session.close(OFFLINE_PAYLOAD)
                     self.store.close()
+                    if self.metrics_server is not None:
+                        self.metrics_server.close()
 
     def stop(self) -> None:
         """Stop taking commands and interrupt running jobs; `run` then returns."""

@@ -53,6 +53,10 @@ def _check(config: Config) -> None:
         raise ValueError("at least one service is needed - at `$.services`")
     zone(config.agent.timezone)
     resolve(config.schedules, config.services)  # raises naming the entry
+    names = {s.name for s in config.services}
+    for name in config.retention.services:
+        if name not in names:
+            raise ValueError(f"no service named {name!r} - at `$.retention.services.{name}`")
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

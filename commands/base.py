@@ -91,6 +91,11 @@ class EffectKind(StrEnum):
     EXPORT_SNAPSHOT = "export_snapshot"
     PART_FILE = "part_file"
     DRILL_PROJECT = "drill_project"
+    # Prune: one entry per item removed, so recovery can say what happened to it and
+    # finish an export whose manifest entry is gone but whose file is not.
+    PRUNED_SNAPSHOT = "pruned_snapshot"
+    PRUNED_VOLUME = "pruned_volume"
+    PRUNED_EXPORT = "pruned_export"
 
 
 class Journal(Protocol):
@@ -148,9 +153,12 @@ def looks_at_nothing(command: Command, inventory: Inventory) -> Looks:
 @dataclass(frozen=True)
 class Action(Generic[C]):
     """One command type's handler. `immediate` ones run at once, outside the job queue.
-    `looks` says what to look up in Incus and the backup directory before `plan`."""
+    `looks` says what to look up in Incus and the backup directory before `plan`. A dry
+    run answers with the plan, unless `decides_when_run`: then `execute` runs, reads what
+    is there when the job runs, decides and reports, and changes nothing on a dry run."""
 
     plan: Callable[[C, Inventory, datetime], Plan]
     execute: Callable[[C, Plan, JobContext], Awaitable[Outcome[Any]]]
     immediate: bool = False
     looks: Callable[[C, Inventory], Looks] = looks_at_nothing
+    decides_when_run: bool = False

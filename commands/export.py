@@ -1,4 +1,6 @@
-"""`export`: each volume as a backup file `<backup_dir>/<YYYYmmdd>/<volume>.tar.<ext>[.gpg]`.
+"""`export`: each volume as a backup file `<backup_dir>/<set>/<volume>.tar.<ext>[.gpg]`, in a
+set folder `<YYYYmmdd-HHMMSS>-<token>` of its own per job: an export never replaces another
+(only `prune` removes one), so a second export of the day cannot overwrite a good one.
 
 Two modes. `stop`, the runbook's: the instance is stopped while Incus writes its
 server-side tarball and started again at once (always), before the download. `snapshot`:
@@ -9,7 +11,7 @@ before it is made and removed afterwards, whatever happens.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -22,7 +24,7 @@ from commands.faults import fault_point
 from commands.hooks import hooks_around
 from commands.inventory import Inventory
 from commands.journalled import backup_taken, made, snapshot_taken, volume_taken
-from commands.names import temporary, unique
+from commands.names import stamped, temporary, unique
 from commands.ports import BackupCompression, ExportedFile, ExportSpec, ProgressCallback
 from commands.snapshot_kinds import EXPORT
 from commands.steps import error_info, instances_stopped
@@ -36,8 +38,9 @@ WRITE = "write_backup_file"
 
 
 def set_name_for(now: datetime) -> str:
-    """The backup set (date folder) of an export planned at `now`: `YYYYmmdd`, UTC."""
-    return now.astimezone(UTC).strftime("%Y%m%d")
+    """The backup set of an export job planned at `now`: `YYYYmmdd-HHMMSS-<token>`, UTC,
+    unique to the job (two jobs in the same second draw different tokens)."""
+    return stamped(now)
 
 
 def server_compression(compression: Compression) -> BackupCompression:

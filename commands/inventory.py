@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from commands.facts import Facts
-from schemas.config import EncryptionConfig, ServiceConfig
+from schemas.config import EncryptionConfig, RetentionConfig, ServiceConfig
 from schemas.errors import InvalidCommand
 
 
@@ -16,6 +16,9 @@ class Inventory:
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     # What was seen in Incus and the backup directory when a command was admitted.
     facts: Facts = field(default_factory=Facts)
+    # What `prune` keeps, and the time zone that decides its days and weeks.
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    timezone: str = "UTC"
 
     def seeing(self, facts: Facts) -> "Inventory":
         """This inventory with the facts looked up for one command."""

@@ -8,6 +8,7 @@ import msgspec
 from commands.base import JobContext, Outcome, Plan, Step
 from commands.inventory import Inventory
 from commands.ports import CatalogListing
+from commands.protection import is_protected
 from schemas.commands import ListCommand
 from schemas.errors import AtlasError, NotFound
 from schemas.results import ListedBackup, ListedSnapshot, ListedVolume, ListResult
@@ -33,7 +34,12 @@ async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome[
     backups: dict[str, list[ListedBackup]] = {}
     for item in catalog.items:
         listed = ListedBackup(
-            backup=item.backup, set=item.set_name, **msgspec.structs.asdict(item.entry)
+            backup=item.backup,
+            set=item.set_name,
+            protected=item.note.protected,
+            verified=item.note.verified,
+            verify_ok=item.note.verify_ok,
+            **msgspec.structs.asdict(item.entry),
         )
         backups.setdefault(item.entry.volume, []).append(listed)
     volumes: list[ListedVolume] = []
@@ -56,7 +62,12 @@ async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome[
             continue
         entry.exists, entry.used_by = True, list(info.used_by)
         entry.snapshots = [
-            ListedSnapshot(name=s.name, created=iso(s.created), created_ts=epoch_ms(s.created))
+            ListedSnapshot(
+                name=s.name,
+                created=iso(s.created),
+                created_ts=epoch_ms(s.created),
+                protected=is_protected(s.description),
+            )
             for s in info.snapshots
         ]
         volumes.append(entry)

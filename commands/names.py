@@ -53,9 +53,14 @@ def temporary(volume: str, what: str, now: datetime) -> str:
     return derived_name(volume, f"{what}-{compact(now)}-{token()}")
 
 
+def stamped(now: datetime) -> str:
+    """`<YYYYmmdd-HHMMSS>-<token>`: a backup set's name, unique to the job that makes it."""
+    return f"{compact(now)}-{token()}"
+
+
 def unique(what: str, now: datetime) -> str:
     """`<what>-<YYYYmmdd-HHMMSS>-<token>`: a snapshot or server-side backup of the agent's."""
-    return f"{what}-{compact(now)}-{token()}"
+    return f"{what}-{stamped(now)}"
 
 
 # Every project a drill makes starts with this; the agent removes no other project.
@@ -65,7 +70,7 @@ _DRILL_PROJECT = re.compile(rf"^{DRILL_PREFIX}[0-9]{{8}}-[0-9]{{6}}-[0-9a-f]{{{T
 
 def drill_project(now: datetime) -> str:
     """`atlas-drill-<YYYYmmdd-HHMMSS>-<token>`: a project a drill makes and removes."""
-    return f"{DRILL_PREFIX}{compact(now)}-{token()}"
+    return f"{DRILL_PREFIX}{stamped(now)}"
 
 
 def is_drill_project(name: str) -> bool:

@@ -12,13 +12,15 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import msgspec
 
 from schemas.commands import Compression
-from schemas.manifest import EncryptionMethod, ManifestEntry
+from schemas.manifest import EncryptionMethod, FileNote, ManifestEntry
 
 
 @dataclass(frozen=True)
 class SnapshotInfo:
     name: str
     created: datetime
+    # Incus's free-text description; the agent's protection mark lives in it.
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,10 @@ class Incus(Protocol):
     async def delete_snapshot(self, volume: str, name: str) -> None: ...
 
     async def restore_snapshot(self, volume: str, snapshot: str) -> None: ...
+
+    async def set_snapshot_description(self, volume: str, name: str, description: str) -> None:
+        """Replace the snapshot's description (its expiry is kept as it is)."""
+        ...
 
     async def volume_exists(self, name: str) -> bool: ...
 
@@ -334,7 +340,7 @@ class ExportedFile:
     encryption: EncryptionMethod
     key_ids: tuple[str, ...]
     created: datetime
-    # Files of the same volume in the same set, under another name, that this one replaced.
+    # Always empty: each export has a set of its own and replaces nothing (kept for v1).
     replaced: tuple[str, ...] = ()
 
 
@@ -425,6 +431,8 @@ class CatalogItem:
 
     set_name: str
     entry: ManifestEntry
+    # What the agent noted of it since: protection, the last verify.
+    note: FileNote = field(default_factory=FileNote)
 
     @property
     def backup(self) -> str:
@@ -441,6 +449,22 @@ class CatalogListing:
 
     items: tuple[CatalogItem, ...]
     problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """An export as retention sees it: its manifest entry and note, and whether its file
+    is there (an entry without its file is not a backup, only a line left to drop)."""
+
+    set_name: str
+    entry: ManifestEntry
+    note: FileNote
+    present: bool
+
+    @property
+    def item(self) -> str:
+        """`<set>/<file name>`: the export's unique name."""
+        return f"{self.set_name}/{self.entry.file}"
 
 
 class Catalog(Protocol):
@@ -461,4 +485,35 @@ class Catalog(Protocol):
         """Remember the export for the volume's retained state."""
         ...
 
-    async def record_verify(self, volume: str, ok: bool, at: datetime) -> None: ...
+    async def record_verify(
+        self, volume: str, ok: bool, at: datetime, backup: str | None = None
+    ) -> None:
+        """Remember a verify for the volume's state, and in the note of `backup`
+        (`<set>/<volume>`) when it is known."""
+        ...
+
+    async def exports_of(self, volume: str) -> tuple[list[ExportRecord], list[str]]:
+        """Every export of the volume in a readable manifest, and the sets that could not
+        be read (named: a prune leaves what it cannot see alone)."""
+        ...
+
+    async def set_protected(self, backup: str, protected: bool) -> str:
+        """Mark `<set>/<volume>` protected or not in its manifest; its `<set>/<file>`."""
+        ...
+
+    def export_path(self, set_name: str, file_name: str) -> str:
+        """Where an export's file lies: what the journal names before a prune."""
+        ...
+
+    async def forget_export(self, set_name: str, file_name: str) -> None:
+        """Prune, step 1: drop the entry from its manifest (atomically, under its lock)."""
+        ...
+
+    async def remove_export_file(self, set_name: str, file_name: str) -> None:
+        """Prune, step 2: remove a file its manifest no longer lists, and the set folder
+        once it holds no backup; refused (`Conflict`) while the manifest lists it."""
+        ...
+
+    async def refresh_count(self, volume: str) -> None:
+        """Count the volume's exports again for its state (after a prune)."""
+        ...

@@ -8,6 +8,8 @@ from commands import (
     export,
     import_volume,
     list_volumes,
+    protect,
+    prune,
     restore,
     snapshot,
     status,
@@ -21,9 +23,12 @@ from schemas.commands import (
     ExportCommand,
     ImportCommand,
     ListCommand,
+    ProtectCommand,
+    PruneCommand,
     RestoreCommand,
     SnapshotCommand,
     StatusCommand,
+    UnprotectCommand,
     VerifyCommand,
 )
 
@@ -37,6 +42,9 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     ExportCommand: Action(export.plan, export.execute, looks=export.looks),
     VerifyCommand: Action(verify.plan, verify.execute),
     DrillCommand: Action(drill.plan, drill.execute),
+    PruneCommand: Action(prune.plan, prune.execute, decides_when_run=True),
+    ProtectCommand: Action(protect.plan, protect.execute, looks=protect.looks),
+    UnprotectCommand: Action(protect.plan, protect.execute, looks=protect.looks),
 }
 
 

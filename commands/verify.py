@@ -71,9 +71,11 @@ async def execute(command: VerifyCommand, plan: Plan, ctx: JobContext) -> Outcom
             raise outcome.cancelled(exc) from None
         except AtlasError as exc:
             outcome.failed[volume] = error_info(exc)
-            await ctx.ports.catalog.record_verify(volume, False, ctx.now())
+            backup = step.detail["backup"]
+            known = await ctx.ports.catalog.newest(volume) if backup == NEWEST else str(backup)
+            await ctx.ports.catalog.record_verify(volume, False, ctx.now(), known)
             continue
-        await ctx.ports.catalog.record_verify(volume, True, ctx.now())
+        await ctx.ports.catalog.record_verify(volume, True, ctx.now(), report.backup)
         outcome.result.verified.append(report)
         outcome.succeeded.append(volume)
     return outcome

@@ -35,3 +35,20 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     mosquitto mosquitto-clients gnupg busybox-static zstd python3-venv sqlite3 ca-certificates
 apt-get install -y -q -t bookworm-backports --no-install-recommends incus-base incus-client
+
+# With --tests: Prometheus, for promtool (the alert rules' tests) and the server the
+# integration tests start on a free port. Debian's package would start and enable a
+# Prometheus of its own on :9090; a fresh install here does neither (policy-rc.d 101:
+# "do not start", removed again however the install ends).
+if [ "${1:-}" = "--tests" ] && ! dpkg -s prometheus >/dev/null 2>&1; then
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        trap 'rm -f "$policy"' EXIT
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 0755 "$policy"
+    fi
+    apt-get install -y -q --no-install-recommends prometheus
+    if command -v deb-systemd-helper >/dev/null 2>&1; then
+        deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
+    fi
+fi

@@ -7,7 +7,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-bash deploy/install-deps.sh
+bash deploy/install-deps.sh --tests
 bash deploy/start-incus.sh
 bash deploy/python-env.sh
 bash deploy/build-busybox-image.sh atlas-busybox default

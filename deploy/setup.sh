@@ -13,12 +13,37 @@ bash "$repo/deploy/start-incus.sh"
 bash "$repo/deploy/start-mosquitto.sh"
 bash "$repo/deploy/python-env.sh"
 
+# The agent's own user, as deploy/systemd/atlas-backup.service runs it: in `incus-admin`,
+# the group Debian's incus package gives the Incus socket; it owns the state and backups.
+user=atlas-backup
+getent group incus-admin >/dev/null || groupadd --system incus-admin
+if ! id "$user" >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir /var/lib/atlas-backup --no-create-home \
+        --shell /usr/sbin/nologin "$user"
+fi
+usermod -a -G incus-admin "$user"
+install -d -m 0700 -o "$user" -g "$user" /var/lib/atlas-backup /backup/atlas
+install -d -m 0750 -o root -g "$user" "$(dirname "$config")"
+
 if [ ! -f "$config" ]; then
     bash "$repo/deploy/demo-stack.sh" atlas-demo local
-    install -d -m 0700 "$(dirname "$config")" /backup/atlas /var/lib/atlas-backup
     sed "s|@PROJECT@|atlas-demo|" "$repo/deploy/config.example.toml" > "$config"
-    chmod 0600 "$config"
     echo "setup: wrote $config for the demo stack in Incus project atlas-demo"
 fi
+chown root:"$user" "$config"
+chmod 0640 "$config"
+# A run as root before (an older setup) leaves files the user could not open.
+chown -R "$user:$user" /var/lib/atlas-backup /backup/atlas
 
+# Run as the user when it can reach Incus and this checkout: an incusd started with
+# `--group root` (as deploy/start-incus.sh does where no service manager runs) keeps
+# the socket from `incus-admin`, and a checkout under /root is closed to other users.
+as_user=(setpriv --reuid="$user" --regid="$user" --init-groups --no-new-privs)
+socket=/var/lib/incus/unix.socket
+if "${as_user[@]}" test -r "$socket" -a -w "$socket" \
+    && "${as_user[@]}" "$repo/.venv/bin/python" -c "" 2>/dev/null; then
+    exec "${as_user[@]}" "$repo/.venv/bin/atlas-backup" agent --config "$config"
+fi
+echo "setup: $user cannot use $socket (group $(stat -c %G "$socket")) or this checkout;" \
+    "running the agent as root (the systemd unit runs it as $user)" >&2
 exec "$repo/.venv/bin/atlas-backup" agent --config "$config"

@@ -79,6 +79,22 @@ class PruneCommand(Command, tag="prune"):
     volumes: Volumes = "all"
 
 
+class ProtectCommand(Command, tag="protect"):
+    """Keep one snapshot (`volume` and `snapshot`) or export (`backup`) from any prune."""
+
+    volume: IncusName | None = None
+    snapshot: IncusName | None = None
+    backup: BackupRef | None = None
+
+
+class UnprotectCommand(Command, tag="unprotect"):
+    """Let the retention policy decide on a protected snapshot or export again."""
+
+    volume: IncusName | None = None
+    snapshot: IncusName | None = None
+    backup: BackupRef | None = None
+
+
 class DrillCommand(Command, tag="drill"):
     service: IncusName
     scenario: Literal["snapshot", "tarball"] = "snapshot"
@@ -104,6 +120,8 @@ AnyCommand = (
     | ImportCommand
     | VerifyCommand
     | PruneCommand
+    | ProtectCommand
+    | UnprotectCommand
     | DrillCommand
     | RebuildCommand
     | CancelCommand

@@ -72,7 +72,8 @@ class JobsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 # The destructive actions: by default accepted only on `<prefix>/cmd/admin`, a topic the
 # broker's ACL gives to the operator alone (an ACL is per topic, not per payload).
-ADMIN_ACTIONS: tuple[str, ...] = ("restore", "import", "rebuild")
+# `prune` deletes backups, and `unprotect` lets a prune delete one.
+ADMIN_ACTIONS: tuple[str, ...] = ("restore", "import", "rebuild", "prune", "unprotect")
 
 
 class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -85,7 +86,8 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # a clean-up that failed mid-job) is tried again, until it succeeds.
     recovery_retry_s: Positive = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # The IANA time zone that schedules' cron expressions are read in (`Europe/Berlin`).
+    # The IANA time zone that decides days, weeks and months: schedules' cron
+    # expressions and retention's periods (`Europe/Berlin`).
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
 
 
@@ -120,6 +122,18 @@ class HealthCheck(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     command: Argv | None = None
     http: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s'\"]{1,2000}$")] | None = None
     timeout_s: TimeoutS = 60.0
+
+
+ListenAddress = Annotated[
+    str, msgspec.Meta(pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$(?!\n)")
+]
+
+
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[metrics]`: the Prometheus endpoint. Off unless `listen` names where to bind."""
+
+    # `host:port` (`127.0.0.1:9464`, `[::1]:9464`) served at `/metrics`; "" serves none.
+    listen: ListenAddress = ""
 
 
 class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -206,6 +220,64 @@ class SchedulesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     entries: list[ScheduleEntry] = msgspec.field(default_factory=list)
 
 
+# A duration: `36h`, `7d`, `2w`, `1w3d` (s, m, h, d, w).
+Duration = Annotated[str, msgspec.Meta(pattern=r"^([0-9]{1,6}[smhdw]){1,5}$")]
+# The same, or "" for none.
+OptionalDuration = Annotated[str, msgspec.Meta(pattern=r"^(([0-9]{1,6}[smhdw]){1,5})?$")]
+KeepCount = Annotated[int, msgspec.Meta(ge=0, le=100000)]
+
+
+class KeepPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Which backups of one family (snapshots or exports) retention keeps; 0 and "" are off.
+    Each rule selects on its own (README, "Retention")."""
+
+    keep_last: KeepCount = 0
+    keep_hourly: KeepCount = 0
+    keep_daily: KeepCount = 0
+    keep_weekly: KeepCount = 0
+    keep_monthly: KeepCount = 0
+    keep_yearly: KeepCount = 0
+    keep_within: OptionalDuration = ""
+
+
+class ServiceRetention(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One service's policies; a family left out gets the default of its schedule."""
+
+    snapshots: KeepPolicy | None = None
+    exports: KeepPolicy | None = None
+
+
+DAILY_7 = KeepPolicy(keep_daily=7)
+WEEKLY_2 = KeepPolicy(keep_weekly=2)
+WEEKLY_4 = KeepPolicy(keep_weekly=4)
+
+# The runbook's retention table, by service name (Terraform state, 30 days, comes with
+# the bucket export).
+ATLAS_RETENTION: dict[str, ServiceRetention] = {
+    "grafana": ServiceRetention(snapshots=DAILY_7, exports=DAILY_7),
+    "alertmanager": ServiceRetention(snapshots=DAILY_7, exports=DAILY_7),
+    "mosquitto": ServiceRetention(snapshots=DAILY_7, exports=DAILY_7),
+    "prometheus": ServiceRetention(snapshots=WEEKLY_2, exports=WEEKLY_2),
+    "loki": ServiceRetention(snapshots=WEEKLY_2, exports=WEEKLY_2),
+    "step-ca": ServiceRetention(snapshots=WEEKLY_4, exports=WEEKLY_4),
+}
+
+
+class RetentionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[retention]`: the policy of each service by name, and how long the agent's own
+    helpers live. A family a service's entry leaves out follows the runbook's table
+    (`ATLAS_RETENTION`) for the Atlas names, else keeps 7 daily generations when the
+    service's `max_age_h` is a day or less, and 4 weekly ones otherwise."""
+
+    services: dict[IncusName, ServiceRetention] = msgspec.field(default_factory=dict)
+    # Safety snapshots `pre-restore-*`: what a volume held before a restore.
+    safety_within: Duration = "7d"
+    # `export-*` snapshots, the sources of snapshot-mode exports (the export is the backup).
+    scratch_within: Duration = "2d"
+    # `<volume>-pre-import-*` volumes an import with `replace` could not remove.
+    kept_original_within: Duration = "3d"
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
@@ -215,6 +287,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     services: list[ServiceConfig] = msgspec.field(default_factory=lambda: list(ATLAS_SERVICES))
     schedules: SchedulesConfig = msgspec.field(default_factory=SchedulesConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

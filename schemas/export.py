@@ -20,6 +20,7 @@ from schemas.messages import (
     Event,
     JobState,
     Response,
+    Summary,
     VolumeState,
 )
 from schemas.results import RESULT_TYPES, DryRunResult, NoResult
@@ -31,6 +32,7 @@ SCHEMAS: dict[str, Any] = {
     "response": Response,
     "job-state": JobState,
     "volume-state": VolumeState,
+    "summary": Summary,
     "agent-state": AgentState,
     "agent-offline": AgentOffline,
     "event": Event,

@@ -46,8 +46,20 @@ class ManifestEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     incus_version: str
 
 
+class FileNote(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What the agent learns of a backup file after writing it: whether a person protected
+    it from pruning, and its last verify. Kept beside the entries, outside `files_sha256`
+    (which covers what was written), and changed under the manifest's lock."""
+
+    protected: bool = False
+    verified: str = ""
+    verified_ts: int = 0
+    verify_ok: bool = False
+
+
 class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A backup set: a date folder `<backup_dir>/<YYYYmmdd>/` and its files."""
+    """A backup set: the folder `<backup_dir>/<YYYYmmdd-HHMMSS>-<token>/` one export job
+    wrote (`<YYYYmmdd>/` before sets were unique), and its files."""
 
     format_version: Literal[1] = FORMAT_VERSION
     set: IncusName
@@ -58,6 +70,8 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     agent_version: str
     files: list[ManifestEntry] = msgspec.field(default_factory=list)
     files_sha256: Sha256Hex
+    # By file name; absent from manifests written before protection and prune existed.
+    notes: dict[FileName, FileNote] = msgspec.field(default_factory=dict)
 
 
 def files_digest(files: list[ManifestEntry]) -> str:

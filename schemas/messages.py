@@ -42,7 +42,8 @@ JobResultObject = Annotated[
     msgspec.Meta(
         description="What the action produced: the type named by `action`, as exported in"
         " result-<action>.schema.json, or result-dry-run.schema.json when `dry_run` is"
-        " true. `{}` until the job ends, and when it failed before producing anything."
+        " true (except `prune`, whose dry run gives its own result). `{}` until the job"
+        " ends, and when it failed before producing anything."
     ),
 ]
 
@@ -99,6 +100,19 @@ class VolumeState(msgspec.Struct, kw_only=True):
     # 0 ok, 1 warning (newest backup past the warning age, last job failed, no backup
     # yet), 2 critical (past the critical age, the volume missing in Incus).
     severity: int = 0
+
+
+Summary = Annotated[
+    dict[str, int | str],
+    msgspec.Meta(
+        title="Summary",
+        description="Retained at `<p>/summary`: every configured volume in one flat object,"
+        " for Grafana's MQTT data source (which drops a message's topic): `at`, `at_ts`,"
+        " `volumes`, `problems`, `warnings`, `criticals`, `worst_severity`, and per volume"
+        " `age_s.<volume>` (-1: no backup), `severity.<volume>`, `export_bytes.<volume>` and"
+        " `last_backup_ts.<volume>` (0: none). Numbers only, except `at`.",
+    ),
+]
 
 
 class IncusInfo(msgspec.Struct, kw_only=True):

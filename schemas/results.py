@@ -46,6 +46,8 @@ class ListedSnapshot(msgspec.Struct, kw_only=True):
     name: str
     created: str
     created_ts: int
+    # Kept from any prune (`protect`).
+    protected: bool = False
 
 
 class ListedBackup(ManifestEntry, kw_only=True, forbid_unknown_fields=False):
@@ -53,6 +55,10 @@ class ListedBackup(ManifestEntry, kw_only=True, forbid_unknown_fields=False):
 
     backup: str
     set: str
+    # Kept from any prune (`protect`), and its last verify ("" and false when none).
+    protected: bool = False
+    verified: str = ""
+    verify_ok: bool = False
 
 
 class ListedVolume(msgspec.Struct, kw_only=True):
@@ -121,7 +127,7 @@ class ExportedFileResult(msgspec.Struct, kw_only=True):
     created: str
     # How long the volume's instances were stopped; 0 in `snapshot` mode.
     downtime_s: float
-    # Files of the same volume in the same set, under another name, that this one replaced.
+    # Always empty: each export has a set of its own and replaces nothing (kept for v1).
     replaced: list[str]
 
 
@@ -241,6 +247,55 @@ class CancelResult(JobResult, kw_only=True):
     state: str
 
 
+class PruneItem(msgspec.Struct, kw_only=True):
+    """One item of a volume and what retention decided for it."""
+
+    volume: str
+    # `snapshot`; `export` (`name` is `<set>/<file>`); `volume` (a kept original).
+    type: Literal["snapshot", "export", "volume"]
+    name: str
+    # `backup` (the agent's, under the policy), `manual` (never touched), `safety`,
+    # `scratch`, `kept_original` (the agent's helpers, with their own age limit).
+    kind: str
+    created: str
+    created_ts: int
+    # `verified`, `unverified`, `failed` (its last verify failed), `partial` (its file is
+    # missing), `unverifiable`: only the first two count as generations.
+    health: str
+    protected: bool
+    keep: bool
+    # The rules that keep it (`keep_daily`, `protected`, `newest_verified`...); [] if it goes.
+    rules: list[str]
+    # Why it goes; "" when kept.
+    reason: str
+    # A real prune removed it (never in a dry run).
+    removed: bool
+
+
+class PruneResult(JobResult, kw_only=True):
+    dry_run: bool
+    # The time zone whose days, weeks, months and years the rules counted.
+    timezone: str
+    # Every item of every volume pruned, newest first per volume.
+    items: list[PruneItem]
+    kept: int
+    # Items that go (a dry run: would go).
+    going: int
+    removed: int
+    # Backup sets whose manifest could not be read: their exports were left alone.
+    catalog_problems: list[str]
+
+
+class ProtectResult(JobResult, kw_only=True):
+    volume: str
+    type: Literal["snapshot", "export"]
+    # The snapshot's name, or the export's `<set>/<file>`.
+    name: str
+    protected: bool
+    # False when it was already so.
+    changed: bool
+
+
 # The one table: which result type each action's job has (the job state's `action`).
 RESULT_TYPES: dict[str, type[JobResult]] = {
     "list": ListResult,
@@ -252,4 +307,7 @@ RESULT_TYPES: dict[str, type[JobResult]] = {
     "drill": DrillResult,
     "status": StatusResult,
     "cancel": CancelResult,
+    "prune": PruneResult,
+    "protect": ProtectResult,
+    "unprotect": ProtectResult,
 }

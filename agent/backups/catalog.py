@@ -1,12 +1,14 @@
 """The catalog of exported backups: the `Catalog` port of commands.
 
-The backup directory is the catalog: each set folder `<YYYYmmdd>/` has a `manifest.json`
+The backup directory is the catalog: each set folder (`<YYYYmmdd-HHMMSS>-<token>/`, or
+`<YYYYmmdd>/` from before sets were unique) has a `manifest.json`
 naming its files. Listing reads every manifest and names what cannot be read instead of
 failing; looking one backup up is strict (a missing or altered manifest, a missing file,
 a file pointing out of the backup directory all fail). What exports and verifies did is
 also kept per volume in the store, for the retained volume state.
 """
 
+import logging
 import os
 import stat
 from datetime import datetime
@@ -14,12 +16,17 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from agent.backups import pruning
 from agent.backups.manifests import MANIFEST_NAME, find_entry, read_manifest
 from agent.backups.paths import is_set_name, parse_backup_name, parse_backup_ref, set_dir
+from agent.clock import Clock, utc_now
 from agent.runtime.store import Store
-from commands.ports import CatalogItem, CatalogListing, ExportedFile
+from commands.ports import CatalogItem, CatalogListing, ExportedFile, ExportRecord
 from schemas.errors import IntegrityFailure, NotFound, StorageFailure
+from schemas.manifest import FileNote
 from schemas.timefmt import epoch_ms, iso
+
+log = logging.getLogger(__name__)
 
 
 def set_folders(root: Path) -> list[Path]:
@@ -58,7 +65,8 @@ def read_catalog(root: Path) -> CatalogListing:
             continue
         for entry in sorted(manifest.files, key=lambda e: e.created_ts, reverse=True):
             if (folder / entry.file).is_file():
-                items.append(CatalogItem(folder.name, entry))
+                note = manifest.notes.get(entry.file, FileNote())
+                items.append(CatalogItem(folder.name, entry, note))
             else:
                 problems.append(f"{folder.name}/{entry.file}: in the manifest, but missing")
     return CatalogListing(tuple(items), tuple(problems))
@@ -106,9 +114,18 @@ def count_backups(root: Path, volume: str) -> int:
 
 
 class BackupCatalog:
-    def __init__(self, backup_dir: Path, store: Store) -> None:
+    def __init__(
+        self,
+        backup_dir: Path,
+        store: Store,
+        *,
+        clock: Clock = utc_now,
+        agent_version: str = "",
+    ) -> None:
         self._root = backup_dir
         self._store = store
+        self._clock = clock
+        self._agent_version = agent_version
 
     async def listing(self) -> CatalogListing:
         return await anyio.to_thread.run_sync(read_catalog, self._root)
@@ -133,7 +150,69 @@ class BackupCatalog:
             },
         )
 
-    async def record_verify(self, volume: str, ok: bool, at: datetime) -> None:
+    async def record_verify(
+        self, volume: str, ok: bool, at: datetime, backup: str | None = None
+    ) -> None:
         self._store.set_volume_facts(
             volume, {"last_verify": iso(at), "last_verify_ts": epoch_ms(at), "last_verify_ok": ok}
         )
+        if backup is None:
+            return
+
+        def note() -> None:
+            ref = parse_backup_ref(backup, field="$.backup")
+            folder = set_dir(self._root, ref.set, field="$.backup")
+            entry = find_entry(read_manifest(folder), ref.volume)
+            pruning.note_verify(
+                folder,
+                entry.file,
+                ok,
+                iso(at),
+                epoch_ms(at),
+                now=self._clock(),
+                agent_version=self._agent_version,
+            )
+
+        try:
+            await anyio.to_thread.run_sync(note)
+        except (IntegrityFailure, NotFound, StorageFailure) as exc:
+            log.warning("could not note the verify of %s in its manifest: %s", backup, exc)
+
+    async def exports_of(self, volume: str) -> tuple[list[ExportRecord], list[str]]:
+        return await anyio.to_thread.run_sync(
+            lambda: pruning.exports_in(set_folders(self._root), volume)
+        )
+
+    async def set_protected(self, backup: str, protected: bool) -> str:
+        def mark() -> str:
+            item = catalog_entry(self._root, backup)
+            folder = set_dir(self._root, item.set_name, field="$.backup")
+            pruning.set_protected(
+                folder,
+                item.entry.file,
+                protected,
+                now=self._clock(),
+                agent_version=self._agent_version,
+            )
+            return f"{item.set_name}/{item.entry.file}"
+
+        return await anyio.to_thread.run_sync(mark)
+
+    def export_path(self, set_name: str, file_name: str) -> str:
+        return str(set_dir(self._root, set_name) / file_name)
+
+    async def forget_export(self, set_name: str, file_name: str) -> None:
+        folder = set_dir(self._root, set_name)
+        await anyio.to_thread.run_sync(
+            lambda: pruning.forget(
+                folder, file_name, now=self._clock(), agent_version=self._agent_version
+            )
+        )
+
+    async def remove_export_file(self, set_name: str, file_name: str) -> None:
+        folder = set_dir(self._root, set_name)
+        await anyio.to_thread.run_sync(pruning.remove_file, folder, file_name)
+
+    async def refresh_count(self, volume: str) -> None:
+        count = await anyio.to_thread.run_sync(count_backups, self._root, volume)
+        self._store.set_volume_facts(volume, {"exports": count})

@@ -4,22 +4,21 @@ An Incus tarball arrives as an async stream; a thread pulls it chunk by chunk
 (`blocking_chunks`), a few chunks ahead of a worker thread that gzips it when asked,
 encrypts it through gpg when asked, and writes it to an `AtomicFile`, which hashes it on
 the way and commits it with fsync and a rename. Memory stays at a few chunks whatever the
-size. The set's manifest then gets the file's entry; a same-day export of the volume
-replaces that day's file and its entry.
+size. The set's manifest then gets the file's entry. A set is one export job's own
+folder: a file already there is never overwritten (only `prune` removes a backup).
 """
 
 import threading
 import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import anyio.lowlevel
 import anyio.to_thread
 
 from agent.backups.atomic_file import AtomicFile
-from agent.backups.manifests import forget_backup, new_entry, read_manifest, record_backup
+from agent.backups.manifests import new_entry, record_backup
 from agent.backups.paths import PART_SUFFIX, backup_file_name, ensure_set_dir, set_dir
 from agent.backups.stoppable import Stop, chunks_in_thread, metered, run_stoppable
 from agent.backups.streams import ChannelClosed, ChunkChannel
@@ -165,7 +164,7 @@ class LocalExportFiles:
         if spec.compression == "gzip":
             chunks = gzipped(chunks)
         encryption: EncryptionInfo | None = None
-        with AtomicFile(final, overwrite=True) as out:
+        with AtomicFile(final, overwrite=False) as out:
             if key is not None:
                 encryption = self._gpg.encrypt_stream(chunks, out, key)
             else:
@@ -186,7 +185,6 @@ class LocalExportFiles:
             incus_version=spec.incus_version,
         )
         record_backup(folder, entry, now=created, agent_version=self._agent_version)
-        replaced = self._drop_others(folder, spec.volume, keep=final.name, now=created)
         return ExportedFile(
             backup=f"{spec.set_name}/{spec.volume}",
             file=f"{spec.set_name}/{final.name}",
@@ -197,16 +195,4 @@ class LocalExportFiles:
             encryption=entry.encryption,
             key_ids=tuple(entry.key_ids),
             created=created,
-            replaced=replaced,
         )
-
-    def _drop_others(self, folder: Path, volume: str, keep: str, now: datetime) -> tuple[str, ...]:
-        """A same-day export under another name (compression, encryption) replaces the
-        volume's earlier file of the set: its entry goes first, then the file."""
-        others = [
-            e.file for e in read_manifest(folder).files if e.volume == volume and e.file != keep
-        ]
-        for name in others:
-            forget_backup(folder, name, now=now, agent_version=self._agent_version)
-            (folder / name).unlink(missing_ok=True)
-        return tuple(f"{folder.name}/{name}" for name in others)

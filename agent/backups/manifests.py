@@ -8,7 +8,7 @@ agent, and any other process), then write `.manifest.json.tmp`, fsync it, rename
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ from agent.backups.paths import fsync_dir, open_regular
 from agent.crypto.keys import EncryptionInfo
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound, StorageFailure
-from schemas.manifest import Manifest, ManifestEntry, files_digest
+from schemas.manifest import FileNote, Manifest, ManifestEntry, files_digest
 from schemas.timefmt import epoch_ms, iso
 
 MANIFEST_NAME = "manifest.json"
@@ -80,11 +80,40 @@ def record_backup(
 
 
 def forget_backup(folder: Path, file_name: str, *, now: datetime, agent_version: str) -> Manifest:
-    """Drop a file's entry (after the file itself is pruned)."""
+    """Drop a file's entry and its note: the first step of pruning it."""
     with _locked(folder):
         manifest = read_manifest(folder)
         files = [e for e in manifest.files if e.file != file_name]
+        notes = {k: v for k, v in manifest.notes.items() if k != file_name}
+        manifest = msgspec.structs.replace(manifest, notes=notes)
         return _write(folder, manifest, files, now, agent_version)
+
+
+def annotate(
+    folder: Path,
+    file_name: str,
+    change: Callable[[FileNote], FileNote],
+    *,
+    now: datetime,
+    agent_version: str,
+) -> FileNote:
+    """Change the note of a file the manifest lists (`NotFound` if it lists none)."""
+    with _locked(folder):
+        manifest = read_manifest(folder)
+        if not any(e.file == file_name for e in manifest.files):
+            raise NotFound(f"{folder.name}/{file_name} is not in the manifest of its set")
+        note = change(manifest.notes.get(file_name, FileNote()))
+        notes = {k: v for k, v in manifest.notes.items() if k != file_name}
+        if note != FileNote():
+            notes[file_name] = note
+        _write(
+            folder,
+            msgspec.structs.replace(manifest, notes=notes),
+            list(manifest.files),
+            now,
+            agent_version,
+        )
+        return note
 
 
 def new_entry(

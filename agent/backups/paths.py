@@ -1,7 +1,9 @@
 """Where backups live: set folders, file names, and user paths kept inside the backup dir.
 
-Layout: `<backup_dir>/<YYYYmmdd>/<volume>.tar.<ext>[.gpg]` plus `manifest.json`, as the
-runbook's `BACKUP_DIR="/backup/atlas/$(date +%Y%m%d)"`, with the date taken in UTC.
+Layout: `<backup_dir>/<set>/<volume>.tar.<ext>[.gpg]` plus `manifest.json`. A set is the
+folder of one export job, `<YYYYmmdd-HHMMSS>-<token>` in UTC, so no export ever lands on
+another's name; sets of the earlier layout, one per day (`<YYYYmmdd>`, the runbook's
+`BACKUP_DIR="/backup/atlas/$(date +%Y%m%d)"`), are still read.
 Names by compression: `zstd` -> `.tar.zst`, `gzip` -> `.tar.gz`, `none` -> `.tar` (what
 `tar` itself writes, and what `incus storage volume import` recognises), then `.gpg`
 when encrypted (what `gpg --symmetric` appends). Anything else in a set folder
@@ -29,7 +31,7 @@ COMPRESSION_SUFFIXES: dict[Compression, str] = {
 }
 # The Incus name rule of schemas.commands.IncusName, for names read back from disk.
 _NAME = re.compile(INCUS_NAME_PATTERN)
-_SET = re.compile(r"^[0-9]{8}$")
+_SET = re.compile(r"^[0-9]{8}(-[0-9]{6}-[0-9a-f]{6})?$")
 
 
 @dataclass(frozen=True)

@@ -540,6 +540,14 @@ class IncusClient:
         with self._calling(call, missing=f"snapshot {name!r} of volume {volume!r}"):
             self._complete(self._snapshot(volume, name).delete(), call)
 
+    def set_snapshot_description(self, volume: str, name: str, description: str) -> None:
+        call = f"describe snapshot {name!r} of volume {volume!r}"
+        with self._calling(call, missing=f"snapshot {name!r} of volume {volume!r}"):
+            node = self._snapshot(volume, name)
+            current = node.get().json()["metadata"]
+            put = {"description": description, "expires_at": current.get("expires_at")}
+            self._complete(node.put(json=put), call)
+
     def restore_snapshot(self, volume: str, snapshot: str) -> None:
         """Roll the volume back to `snapshot`; Incus refuses while a running instance uses it."""
         self._require_snapshot(volume, snapshot)  # Incus reports a missing one as a plain 500

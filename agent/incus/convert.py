@@ -39,7 +39,10 @@ def _instance_names(used_by: list[str]) -> tuple[str, ...]:
 
 
 def _snapshot_infos(entries: list[Json]) -> tuple[SnapshotInfo, ...]:
-    snapshots = (SnapshotInfo(leaf(e["name"]), _timestamp(e["created_at"])) for e in entries)
+    snapshots = (
+        SnapshotInfo(leaf(e["name"]), _timestamp(e["created_at"]), e.get("description") or "")
+        for e in entries
+    )
     return tuple(sorted(snapshots, key=lambda snapshot: snapshot.created))
 
 

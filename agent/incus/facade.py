@@ -103,6 +103,9 @@ class AsyncIncus:
     async def delete_snapshot(self, volume: str, name: str) -> None:
         await self._run(self._client.delete_snapshot, volume, name)
 
+    async def set_snapshot_description(self, volume: str, name: str, description: str) -> None:
+        await self._run(self._client.set_snapshot_description, volume, name, description)
+
     async def restore_snapshot(self, volume: str, snapshot: str) -> None:
         await self._run(self._client.restore_snapshot, volume, snapshot)
 

@@ -29,6 +29,7 @@ from schemas.messages import (
     Event,
     JobState,
     Response,
+    Summary,
     VolumeState,
 )
 
@@ -110,6 +111,9 @@ class Publisher:
 
     async def drill(self, state: DrillState) -> None:
         await self._retain(self.topics.drill(state.service), _encoder.encode(state))
+
+    async def summary(self, summary: Summary) -> None:
+        await self._retain(self.topics.summary, _encoder.encode(summary))
 
     async def forget_job(self, job_id: str) -> None:
         """Clear a purged job's retained message (an empty retained payload deletes it)."""

@@ -35,6 +35,10 @@ class Topics:
     def events(self) -> str:
         return f"{self.prefix}/events"
 
+    @property
+    def summary(self) -> str:
+        return f"{self.prefix}/summary"
+
     def job(self, job_id: str) -> str:
         return f"{self.prefix}/jobs/{job_id}"
 

@@ -17,12 +17,13 @@ from typing import Any
 import msgspec
 
 from agent.backups.paths import PART_SUFFIX
+from agent.backups.pruning import remove_file
 from agent.clock import Clock
 from agent.runtime.store import Effect, JobRow, Store
 from commands.base import EffectKind
 from commands.journalled import OURS, STATE
 from commands.ports import Incus
-from schemas.errors import AtlasError, InvalidCommand, NotFound
+from schemas.errors import AtlasError, Conflict, InvalidCommand, NotFound
 from schemas.messages import ErrorInfo
 from schemas.results import NoResult
 from schemas.timefmt import epoch_ms
@@ -126,6 +127,31 @@ async def _delete_drill_project(incus: Incus, effect: Effect) -> str:
     return f"removed drill project {project} and what it held"
 
 
+async def _pruned_snapshot(incus: Incus, effect: Effect) -> str:
+    """A snapshot delete is whole or not done: say which."""
+    name = str(effect.data["name"])
+    info = await incus.get_volume(effect.target)
+    there = name in {s.name for s in info.snapshots}
+    outcome = "kept: the prune did not delete it" if there else "pruned"
+    return f"snapshot {name} of {effect.target} {outcome}"
+
+
+async def _pruned_volume(incus: Incus, effect: Effect) -> str:
+    there = await incus.volume_exists(effect.target)
+    return f"volume {effect.target} {'kept: the prune did not delete it' if there else 'pruned'}"
+
+
+async def _pruned_export(incus: Incus, effect: Effect) -> str:
+    """Finish an export's prune: a file its manifest no longer lists goes; one still
+    listed stays, whole, with its entry."""
+    path = Path(effect.target)
+    try:
+        gone_set = remove_file(path.parent, path.name)
+    except Conflict:
+        return f"export {path.parent.name}/{path.name} kept: the prune did not remove it"
+    return f"export {path.parent.name}/{path.name} pruned" + (" with its set" if gone_set else "")
+
+
 UNDO: dict[EffectKind, Undo] = {
     EffectKind.INSTANCE_STOPPED: _start_instance,
     EffectKind.RESTORING: _restore_safety,
@@ -136,6 +162,9 @@ UNDO: dict[EffectKind, Undo] = {
     EffectKind.EXPORT_SNAPSHOT: _delete_export_snapshot,
     EffectKind.PART_FILE: _remove_part_file,
     EffectKind.DRILL_PROJECT: _delete_drill_project,
+    EffectKind.PRUNED_SNAPSHOT: _pruned_snapshot,
+    EffectKind.PRUNED_VOLUME: _pruned_volume,
+    EffectKind.PRUNED_EXPORT: _pruned_export,
 }
 
 

@@ -215,7 +215,7 @@ class JobRunner:
         action = action_for(job.command)
         if action is None:
             raise AtlasError(f"no handler for action {job.action!r}")
-        if job.command.dry_run:
+        if job.command.dry_run and not action.decides_when_run:
             return Outcome(DryRunResult(plan=job.plan.as_list()), succeeded=job.targets)
         return await action.execute(job.command, job.plan, running)
 

@@ -7,6 +7,7 @@ volume, and every instance running.
 import gzip
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -63,6 +64,13 @@ def today() -> str:
     return datetime.now(UTC).strftime("%Y%m%d")
 
 
+def set_of(file: dict[str, Any]) -> str:
+    """The export's set: `<YYYYmmdd-HHMMSS>-<token>`, of today (UTC)."""
+    name = str(file["file"]).partition("/")[0]
+    assert re.fullmatch(rf"{today()}-[0-9]{{6}}-[0-9a-f]{{6}}", name), name
+    return name
+
+
 def export(agent: AgentHarness, **fields: Any) -> dict[str, Any]:
     return agent.client.run({"action": "export", **fields}, timeout=EXPORT_TIMEOUT_S)
 
@@ -92,9 +100,9 @@ def test_a_stop_mode_export_is_a_private_file_of_the_dated_set_with_its_manifest
     pid = instance_pid(atlas, "grafana01")
     file = only_file(export(agent, volumes=["grafana01-data"]))
 
-    path = agent.backup_dir / today() / "grafana01-data.tar.zst"
-    assert file["file"] == f"{today()}/grafana01-data.tar.zst"
-    assert file["backup"] == f"{today()}/grafana01-data"
+    path = agent.backup_dir / set_of(file) / "grafana01-data.tar.zst"
+    assert file["file"] == f"{set_of(file)}/grafana01-data.tar.zst"
+    assert file["backup"] == f"{set_of(file)}/grafana01-data"
     assert (file["mode"], file["compression"], file["encrypted"]) == ("stop", "zstd", False)
     assert file["size"] == path.stat().st_size
     assert file["sha256"] == sha256_of(path)
@@ -134,7 +142,7 @@ def test_the_retained_volume_state_and_list_show_the_export(agent: AgentHarness)
     assert (backup["sha256"], backup["size"], backup["set"]) == (
         file["sha256"],
         file["size"],
-        today(),
+        set_of(file),
     )
     assert listed["result"]["catalog_problems"] == []
     log = agent.process.log()
@@ -201,15 +209,23 @@ def test_the_critical_volume_is_always_encrypted(agent: AgentHarness) -> None:
     assert response["error"]["message"].endswith("at `$.encrypt`")
 
 
-def test_a_same_day_export_replaces_that_days_file_and_entry(agent: AgentHarness) -> None:
+def test_a_second_export_the_same_day_lands_in_a_set_of_its_own(agent: AgentHarness) -> None:
+    """An export that captured damaged data must never replace the good one of the morning:
+    each export job has its own set, and only `prune` removes one."""
     first = only_file(export(agent, volumes=["mosquitto01-data"]))
     second = only_file(export(agent, volumes=["mosquitto01-data"], compression="gzip"))
 
-    assert second["replaced"] == [first["file"]]
-    folder = agent.backup_dir / today()
-    assert not (agent.backup_dir / first["file"]).exists()
-    entries = [e for e in read_manifest(folder).files if e.volume == "mosquitto01-data"]
-    assert [(e.file, e.sha256) for e in entries] == [("mosquitto01-data.tar.gz", second["sha256"])]
+    assert set_of(first) != set_of(second)
+    assert (first["replaced"], second["replaced"]) == ([], [])
+    assert sha256_of(agent.backup_dir / first["file"]) == first["sha256"]
+    for file in (first, second):
+        entries = read_manifest(agent.backup_dir / set_of(file)).files
+        assert [(e.file, e.sha256) for e in entries] == [
+            (file["file"].partition("/")[2], file["sha256"])
+        ]
+    listed = agent.client.run({"action": "list", "volumes": ["mosquitto01-data"]})
+    (volume,) = listed["result"]["volumes"]
+    assert [b["backup"] for b in volume["backups"]] == [second["backup"], first["backup"]]
 
 
 def test_a_missing_passphrase_file_fails_before_the_instance_is_touched(
@@ -335,7 +351,7 @@ def test_an_agent_killed_mid_download_leaves_nothing_after_its_next_start(
 
 def test_the_exported_manifest_is_plain_json_for_operators(agent: AgentHarness) -> None:
     file = only_file(export(agent, volumes=["grafana01-data"], compression="none"))
-    manifest = json.loads((agent.backup_dir / today() / "manifest.json").read_text())
+    manifest = json.loads((agent.backup_dir / set_of(file) / "manifest.json").read_text())
     (entry,) = manifest["files"]
     assert entry["file"] == file["file"].split("/")[1]
     listing = subprocess.run(

@@ -16,7 +16,7 @@ from agent.crypto.gpg import GpgHome
 from commands.ports import ExportSpec
 from schemas.commands import Compression
 from schemas.config import EncryptionConfig
-from schemas.errors import CryptoFailure, JobCancelled
+from schemas.errors import Conflict, CryptoFailure, JobCancelled
 from tests.support.gpg_keys import OperatorKey, generate_operator_key
 from tests.support.gpg_keys import gpg as plain_gpg
 
@@ -173,19 +173,26 @@ async def test_a_missing_passphrase_file_or_public_key_fails_the_check(
 
 
 @pytest.mark.anyio
-async def test_a_same_day_export_replaces_that_days_file_and_its_entry(tmp_path: Path) -> None:
+async def test_an_export_never_overwrites_a_file_of_its_set(tmp_path: Path) -> None:
+    """Sets are unique to an export job; should a name be taken anyway, the write is
+    refused and the file there, with its entry, stays as it was."""
     files = writer(tmp_path, passphrase_config(tmp_path))
-    await files.write(spec("zstd"), FakeDownload(b"first"), nothing, nothing)
-    await files.write(spec("zstd"), FakeDownload(b"second"), nothing, nothing)
+    first = await files.write(spec("zstd"), FakeDownload(b"first"), nothing, nothing)
+    with pytest.raises(Conflict, match="not overwritten"):
+        await files.write(spec("zstd"), FakeDownload(b"second"), nothing, nothing)
     folder = set_folder(tmp_path)
-    assert (folder / "grafana01-data.tar.zst").read_bytes() == b"second"
-    done = await files.write(spec("gzip", encrypt=True), FakeDownload(PAYLOAD), nothing, nothing)
-    assert done.replaced == (f"{SET}/grafana01-data.tar.zst",)
+    assert (folder / "grafana01-data.tar.zst").read_bytes() == b"first"
+    other = await files.write(spec("gzip", encrypt=True), FakeDownload(PAYLOAD), nothing, nothing)
+    assert (first.replaced, other.replaced) == ((), ())
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
         "grafana01-data.tar.gz.gpg",
+        "grafana01-data.tar.zst",
         "manifest.json",
     ]
-    assert [e.file for e in read_manifest(folder).files] == ["grafana01-data.tar.gz.gpg"]
+    assert sorted(e.file for e in read_manifest(folder).files) == [
+        "grafana01-data.tar.gz.gpg",
+        "grafana01-data.tar.zst",
+    ]
 
 
 @pytest.mark.anyio

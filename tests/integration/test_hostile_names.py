@@ -122,7 +122,8 @@ TOUCHED: Mapping[str, type[PropertyFailure]] = {
 # What a job may change, by action: (kind of object, how, a regex template of its name).
 # Templates name bindings the contract gives a valid command (`bindings`): {volume} its
 # target volumes, {instance} their instances, {name} the snapshot name, {as} the new
-# volume of an import, {replaced} the volume an import replaces, {set} today's set.
+# volume of an import, {replaced} the volume an import replaces, {set} the staged export's
+# set, or the set of an export the command makes.
 # A rejected, dry-run or invalid command has no bindings, so it may change nothing.
 # ---------------------------------------------------------------------------------------
 
@@ -645,7 +646,7 @@ def stage(
             timeout=JOB_TIMEOUT_S,
         )
         assert job["state"] == "succeeded", job
-        set_name = datetime.now(UTC).strftime("%Y%m%d")
+        set_name = str(job["result"]["files"][0]["file"]).partition("/")[0]
         stage = Stage(
             atlas,
             decoy,
@@ -724,8 +725,10 @@ def bindings(sent: Sent, stage: Stage, before: World) -> dict[str, list[str]] | 
         return None
     project = stage.atlas.name
     volumes = _targets(p.get("volumes", p.get("volume")))
-    today = datetime.now(UTC).strftime("%Y%m%d")  # an export after midnight: a new set
-    bound: dict[str, list[str]] = {"set": sorted({stage.set_name, today})}
+    today = datetime.now(UTC).strftime("%Y%m%d")  # an export's own set, of today
+    bound: dict[str, list[str]] = {
+        "set": [re.escape(stage.set_name), rf"{today}-\d{{6}}-[0-9a-f]{{6}}"]
+    }
     if sent.action == "snapshot" and volumes:
         name = p.get("name")
         existing = {o.name for o in before if o.kind == "snapshot" and o.project == project}

@@ -55,6 +55,8 @@ class Volume:
     snapshots: dict[str, str] = field(default_factory=dict)
     # Server-side backup name -> the data it holds.
     backups: dict[str, str] = field(default_factory=dict)
+    # Snapshot name -> its description, when it has one.
+    descriptions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,7 +150,7 @@ class MemoryIncus:
             pool=POOL,
             used_by=self.used_by(name),
             snapshots=tuple(
-                SnapshotInfo(s, EPOCH + timedelta(minutes=i))
+                SnapshotInfo(s, EPOCH + timedelta(minutes=i), volume.descriptions.get(s, ""))
                 for i, s in enumerate(volume.snapshots)
             ),
         )
@@ -209,6 +211,15 @@ class MemoryIncus:
         if name not in found.snapshots:
             raise NotFound(f"snapshot {volume}/{name} not found")
         del found.snapshots[name]
+        found.descriptions.pop(name, None)
+        self._run(effects)
+
+    async def set_snapshot_description(self, volume: str, name: str, description: str) -> None:
+        effects = self._call("set_snapshot_description", volume, name)
+        found = self._volume(volume)
+        if name not in found.snapshots:
+            raise NotFound(f"snapshot {volume}/{name} not found")
+        found.descriptions[name] = description
         self._run(effects)
 
     async def restore_snapshot(self, volume: str, snapshot: str) -> None:

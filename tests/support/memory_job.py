@@ -117,6 +117,8 @@ class MemoryJob:
     inventory: Inventory = field(default_factory=lambda: Inventory(ATLAS_SERVICES))
     # An `ExportFiles` for the commands that write backup files.
     exports: Any = None
+    # A `Catalog` for the commands that read or change the backup directory.
+    catalog: Any = None
     job_id: str = "job-1"
     clock: datetime = EPOCH
     phases: list[str] = field(default_factory=list)
@@ -132,7 +134,7 @@ class MemoryJob:
             backups=cast(BackupFiles, self.backups),
             exports=cast(ExportFiles, self.exports),
             archives=cast(ArchiveInspector, None),
-            catalog=cast(Catalog, None),
+            catalog=cast(Catalog, self.catalog),
             inventory=self.inventory,
             sandbox=cast(Sandbox, None),
         )

@@ -21,6 +21,7 @@ from agent.backups.manifests import (
 )
 from agent.backups.paths import (
     backup_file_name,
+    is_set_name,
     parse_backup_name,
     parse_backup_ref,
     resolve_in_backup_dir,
@@ -116,9 +117,13 @@ def test_backup_file_name_refuses_a_path_as_volume() -> None:
         backup_file_name("../etc", "zstd", False)
 
 
-def test_set_name_is_the_utc_date() -> None:
+def test_set_name_is_the_utc_time_and_unique_to_each_export() -> None:
     late_evening_in_new_york = datetime(2026, 11, 27, 22, 30, tzinfo=timezone(timedelta(hours=-5)))
-    assert set_name_for(late_evening_in_new_york) == "20261128"
+    first, second = set_name_for(late_evening_in_new_york), set_name_for(late_evening_in_new_york)
+    assert re.fullmatch(r"20261128-033000-[0-9a-f]{6}", first)
+    assert first != second
+    assert is_set_name(first)
+    assert is_set_name("20261128")  # the earlier layout is still read
 
 
 # -- path safety ------------------------------------------------------------------------

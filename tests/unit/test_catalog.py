@@ -22,7 +22,7 @@ def backup(root: Path, set_name: str, volume: str, data: bytes = b"tar") -> Path
     path = folder / f"{volume}.tar.zst"
     path.write_bytes(data)
     written = WrittenFile(path, len(data), hashlib.sha256(data).hexdigest())
-    moment = datetime.strptime(set_name, "%Y%m%d").replace(tzinfo=UTC)
+    moment = datetime.strptime(set_name[:8], "%Y%m%d").replace(tzinfo=UTC)
     entry = new_entry(
         written,
         volume=volume,

@@ -55,7 +55,7 @@ def test_stop_mode_stops_only_around_the_server_side_backup(fixed_token: str) ->
         "op": "write_backup_file",
         "target": "grafana01-data",
         "mode": "stop",
-        "set": "20261128",
+        "set": "20261128-020013-c0ffee",
         "compression": "zstd",
         "encryption": "none",
         "backup_name": "atlas-export-20261128-020013-c0ffee",

@@ -112,8 +112,12 @@ async def test_a_week_of_the_runbooks_table_submits_the_expected_jobs(store: Sto
     assert len(snapshots) == 3 * 7 + 2  # three daily services, two weekly ones
     assert [j for j in submitted.ids if "-export-" in j] == ["s-step-ca-export-20261206-0200"]
     assert "s-loki-snapshot-20261206-0200" in submitted.ids
-    # Prune is not in this version's registry: its times pass without a job.
-    assert not [j for j in submitted.ids if "prune" in j]
+    # Every 02:00 ends with a prune of every service, after that time's backups.
+    prunes = [j for j in submitted.ids if "-prune-" in j]
+    assert prunes == [f"s-all-prune-202612{d:02d}-0200" for d in range(1, 8)]
+    for prune in prunes:
+        same_time = [j for j in submitted.ids if j.endswith(prune[-13:])]
+        assert same_time[-1] == prune
     # Each job starts at its time (no jitter configured), never early.
     assert all(when == at(j[-13:-5] + "T" + j[-4:-2] + ":" + j[-2:]) for j, when in submitted.jobs)
     # Idle, it sleeps in long stretches: never a loop faster than a minute.
@@ -122,17 +126,17 @@ async def test_a_week_of_the_runbooks_table_submits_the_expected_jobs(store: Sto
     assert len(time.sleeps) <= 7 * 24 * 3600 / MAX_SLEEP_S + 20
 
 
-async def test_prune_is_listed_with_its_next_time_but_not_submitted(store: Store) -> None:
+async def test_prune_is_listed_with_its_last_job_and_next_time(store: Store) -> None:
     schedules = resolve(SchedulesConfig(), ATLAS_SERVICES)
     submitted, _, scheduler = await drive(
         store, schedules, at("2026-11-30T12:00:00"), at("2026-12-01T12:00:00")
     )
     prune = next(s for s in scheduler.listing() if s.kind == "prune")
-    assert (prune.runnable, prune.enabled, prune.last_job) == (False, True, "")
-    assert prune.last_outcome == "skipped: prune is not available"
+    assert (prune.runnable, prune.enabled) == (True, True)
+    assert prune.last_job == "s-all-prune-20261201-0200"
     assert prune.next_run == "2026-12-02T02:00:00+00:00"
     assert prune.last_run == "2026-12-01T02:00:00+00:00"
-    assert not [j for j in submitted.ids if "prune" in j]
+    assert submitted.ids[-1] == "s-all-prune-20261201-0200"
 
 
 async def test_a_run_missed_while_down_runs_once_at_start_not_once_per_time(

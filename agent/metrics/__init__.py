@@ -1,0 +1,1 @@
+"""Prometheus metrics: what the event bus says, counted and served at `/metrics`."""
