@@ -406,10 +406,12 @@ class Agent:
             self.store.set_volume_facts(volume, facts)
 
     async def _publish_drill(self, finished: JobFinished) -> None:
-        """A drill's verdict, retained at `<p>/drills/<service>`."""
+        """A drill's verdict, retained at `<p>/drills/<service>`, and in the metrics."""
         result = finished.job.result
         if isinstance(result, DrillResult) and result.at:
-            await self.publisher.drill(drill_state(result))
+            state = drill_state(result)
+            self.metrics.drill(state)
+            await self.publisher.drill(state)
 
     async def _republish_volumes_of(self, finished: JobFinished) -> None:
         if last_job_facts(finished.job):

@@ -5,6 +5,7 @@ as it was, config for config and byte for byte.
 The demo services are busybox containers that run no Grafana: their health check reads
 a marker file on the restored volume (`tests.support.drills.marker_check`)."""
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from schemas.config import Hooks, HookStep
 from tests.support.backups import flip_byte
-from tests.support.broker import Broker
+from tests.support.broker import Broker, free_port
 from tests.support.drills import MARKER, drill_projects, fingerprint, service
 from tests.support.harness import AgentHarness, running_agent
 from tests.support.incus_env import IncusProject, incus_project
@@ -196,3 +197,22 @@ def test_service_hooks_run_inside_the_instance_around_its_snapshot(
     snapshots = Path("/var/lib/incus/storage-pools") / stack.pool / "custom-snapshots"
     held = snapshots / f"{stack.name}_grafana01-data" / "backup-hooked" / "hooked"
     assert held.read_text() == "consistent\n"
+
+
+def test_a_drill_shows_in_the_prometheus_metrics(
+    broker: Broker, stack: IncusProject, tmp_path: Path
+) -> None:
+    snapshot(stack, "grafana", "backup-metrics")
+    port = free_port()
+    services = [service("grafana", "grafana ok")]
+    metrics = {"listen": f"127.0.0.1:{port}"}
+    with running_agent(
+        broker.port, stack.name, tmp_path, services=services, metrics=metrics
+    ) as agent:
+        job = run(agent, action="drill", service="grafana")
+        assert job["state"] == "succeeded", job
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    assert 'atlas_backup_drill_ok{service="grafana"} 1.0' in text
+    rto = job["result"]["rto_s"]
+    assert f'atlas_backup_drill_rto_seconds{{service="grafana"}} {float(rto)}' in text
