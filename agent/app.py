@@ -22,6 +22,7 @@ from agent.grafana.api import GrafanaApi
 from agent.incus.client import IncusClient
 from agent.incus.events import IncusEvents
 from agent.incus.facade import AsyncIncus
+from agent.incus.sandbox import AsyncSandbox
 from agent.metrics.backup_metrics import BackupMetrics
 from agent.metrics.server import MetricsServer, serve_metrics
 from agent.mqtt.publisher import OFFLINE_PAYLOAD, Publisher
@@ -45,6 +46,7 @@ from agent.runtime.runner import JobRunner, RunnerDeps
 from agent.runtime.store import JobRow, Store, keep_synced
 from agent.scheduling.scheduler import Scheduler, Sleep
 from agent.state_bucket.build import state_bucket
+from agent.status.drills import drill_state
 from agent.status.summary import VolumeSummary
 from agent.status.volumes import build_volume_state, last_job_facts
 from commands.base import Ports
@@ -56,7 +58,7 @@ from schemas.commands import AnyCommand
 from schemas.config import Config
 from schemas.errors import AtlasError
 from schemas.messages import AgentState, ErrorInfo, IncusInfo
-from schemas.results import CancelResult, StatusResult
+from schemas.results import CancelResult, DrillResult, StatusResult
 from schemas.timefmt import epoch_ms, iso
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class Agent:
             grafana_url=config.grafana.url,
         )
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
+        self.sandbox = AsyncSandbox(IncusClient(config.incus))
         # What keeps admission's view of Incus current; an injected Incus has no events.
         self.incus_events = IncusEvents(config.incus) if incus is None else None
         state_dir = Path(config.storage.state_dir)
@@ -111,6 +114,7 @@ class Agent:
             state_bucket=state_bucket(config),
             grafana=GrafanaApi(config.grafana) if config.grafana.url else None,
             dashboard_files=LocalDashboardFiles(backup_dir, config.grafana.git_repo),
+            sandbox=self.sandbox,
         )
         self.session = MqttSession(
             config.mqtt,
@@ -128,6 +132,7 @@ class Agent:
         self.events.subscribe(JobFinished, self._forget_what_a_job_changed)
         self.events.subscribe(JobFinished, self._record_volume_outcomes)
         self.events.subscribe(JobFinished, self._republish_volumes_of)
+        self.events.subscribe(JobFinished, self._publish_drill)
         self.runner = JobRunner(
             RunnerDeps(
                 store=self.store,
@@ -407,6 +412,14 @@ class Agent:
         """Remember a finished job's outcome for each volume it touched."""
         for volume, facts in last_job_facts(finished.job).items():
             self.store.set_volume_facts(volume, facts)
+
+    async def _publish_drill(self, finished: JobFinished) -> None:
+        """A drill's verdict, retained at `<p>/drills/<service>`, and in the metrics."""
+        result = finished.job.result
+        if isinstance(result, DrillResult) and result.at:
+            state = drill_state(result)
+            self.metrics.drill(state)
+            await self.publisher.drill(state)
 
     async def _republish_volumes_of(self, finished: JobFinished) -> None:
         if last_job_facts(finished.job):

@@ -22,6 +22,7 @@ from commands.ports import (
     ExportFiles,
     Grafana,
     Incus,
+    Sandbox,
     StateBucket,
 )
 from schemas.commands import Command
@@ -85,6 +86,7 @@ class Ports:
     archives: ArchiveInspector
     catalog: Catalog
     inventory: Inventory
+    sandbox: Sandbox
     # None when `[state_bucket]` is off.
     state_bucket: StateBucket | None = None
     # None when `[grafana] url` is unset.
@@ -103,6 +105,7 @@ class EffectKind(StrEnum):
     SERVER_BACKUP = "server_backup"
     EXPORT_SNAPSHOT = "export_snapshot"
     PART_FILE = "part_file"
+    DRILL_PROJECT = "drill_project"
     # Prune: one entry per item removed, so recovery can say what happened to it and
     # finish an export whose manifest entry is gone but whose file is not.
     PRUNED_SNAPSHOT = "pruned_snapshot"

@@ -21,6 +21,7 @@ from commands.base import EffectKind, JobContext, Outcome, Plan, Step
 from commands.encryption import encryption_for
 from commands.facts import Looks
 from commands.faults import fault_point
+from commands.hooks import hooks_around
 from commands.inventory import Inventory
 from commands.journalled import backup_taken, made, snapshot_taken, volume_taken
 from commands.names import stamped, temporary, unique
@@ -30,7 +31,7 @@ from commands.steps import error_info, instances_stopped
 from schemas.commands import Compression, ExportCommand, ExportMode
 from schemas.errors import AtlasError, JobCancelled
 from schemas.manifest import EncryptionMethod
-from schemas.results import ExportedFileResult, ExportResult
+from schemas.results import ExportedFileResult, ExportResult, HookOutput
 from schemas.timefmt import iso
 
 WRITE = "write_backup_file"
@@ -149,6 +150,7 @@ async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcom
         await ctx.ports.exports.check_encryption()  # a missing key fails before anything stops
     incus_version = (await ctx.ports.incus.server_info()).version
     outcome = Outcome(ExportResult(files=[]))
+    hooks: list[HookOutput] = []
     for export in exports:
         try:
             ctx.checkpoint()
@@ -157,7 +159,9 @@ async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcom
                 for s in plan.steps
                 if s.op == "stop_instance" and s.detail["volume"] == export.volume
             ]
-            done = await _export_volume(ctx, export, stops, incus_version)
+            service = ctx.ports.inventory.require_volume(export.volume, "$.volumes")
+            async with hooks_around(ctx, service, hooks):
+                done = await _export_volume(ctx, export, stops, incus_version)
         except JobCancelled as exc:
             raise outcome.cancelled(exc) from None
         except AtlasError as exc:
@@ -166,6 +170,8 @@ async def execute(command: ExportCommand, plan: Plan, ctx: JobContext) -> Outcom
         await ctx.ports.catalog.record_export(export.volume, done.file)
         outcome.result.files.append(done.as_result(export))
         outcome.succeeded.append(export.volume)
+    if hooks:
+        outcome.result.hooks = hooks
     return outcome
 
 

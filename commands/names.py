@@ -61,3 +61,17 @@ def stamped(now: datetime) -> str:
 def unique(what: str, now: datetime) -> str:
     """`<what>-<YYYYmmdd-HHMMSS>-<token>`: a snapshot or server-side backup of the agent's."""
     return f"{what}-{stamped(now)}"
+
+
+# Every project a drill makes starts with this; the agent removes no other project.
+DRILL_PREFIX = "atlas-drill-"
+_DRILL_PROJECT = re.compile(rf"^{DRILL_PREFIX}[0-9]{{8}}-[0-9]{{6}}-[0-9a-f]{{{TOKEN_HEX}}}$(?!\n)")
+
+
+def drill_project(now: datetime) -> str:
+    """`atlas-drill-<YYYYmmdd-HHMMSS>-<token>`: a project a drill makes and removes."""
+    return f"{DRILL_PREFIX}{stamped(now)}"
+
+
+def is_drill_project(name: str) -> bool:
+    return _DRILL_PROJECT.fullmatch(name) is not None

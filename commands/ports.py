@@ -87,6 +87,29 @@ class BackupStream(Protocol):
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """A command run inside an instance: its exit code and (decoded) output."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class InstanceDefinition:
+    """What it takes to make an instance like another: its expanded configuration and
+    devices (profiles inlined; `volatile.*` keys left out) and the image it came from."""
+
+    name: str
+    type: str  # "container" or "virtual-machine"
+    architecture: str
+    config: dict[str, str]
+    devices: dict[str, dict[str, Any]]
+    image: str  # the fingerprint it was made from (`volatile.base_image`), "" if unknown
+    project: str  # the project it lives in, where its image is found
+
+
 class Incus(Protocol):
     """The Incus operations commands use. Every call is bounded by the configured timeout
     and raises `IncusFailure` (or `NotFound` for a missing object) on failure."""
@@ -164,6 +187,61 @@ class Incus(Protocol):
     async def attach_disks(self, instance: str, devices: dict[str, dict[str, Any]]) -> None:
         """Add (or redefine) the instance's disk devices; idempotent."""
         ...
+
+    async def exec(self, instance: str, argv: list[str], timeout_s: float) -> ExecResult:
+        """Run `argv` inside the running instance and wait at most `timeout_s` for it
+        (`IncusFailure` after that; Incus cannot stop an exec, so it may still run)."""
+        ...
+
+    async def instance_definition(self, instance: str) -> InstanceDefinition:
+        """Read the instance's expanded definition; changes nothing."""
+        ...
+
+    async def delete_drill_project(self, project: str) -> None:
+        """Remove a drill project (`Sandbox`) and all it holds; refuses any other project.
+        For recovery, which knows only this port."""
+        ...
+
+
+class Sandbox(Protocol):
+    """Throwaway Incus projects, for drills. Every call names the project it acts in,
+    and refuses a project whose name does not carry the reserved drill prefix: nothing
+    here can reach the production project but to read from it."""
+
+    async def project_exists(self, project: str) -> bool: ...
+
+    async def create_project(self, project: str) -> None:
+        """An empty project with its own volumes and profiles, sharing images and networks."""
+        ...
+
+    async def delete_project(self, project: str) -> None:
+        """Remove the project and all it holds: instances (forced off), volumes."""
+        ...
+
+    async def copy_snapshot_in(self, project: str, volume: str, snapshot: str) -> None:
+        """A volume `volume` in `project` with the content of the production volume's
+        `snapshot` (read only there)."""
+        ...
+
+    async def import_backup_in(
+        self,
+        project: str,
+        volume: str,
+        source: ImportSource,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        """A volume `volume` in `project` from a backup tarball."""
+        ...
+
+    async def create_instance_in(self, project: str, definition: InstanceDefinition) -> None:
+        """A stopped instance in `project` made as `definition` says, from its image."""
+        ...
+
+    async def start_instance_in(self, project: str, instance: str) -> None: ...
+
+    async def exec_in(
+        self, project: str, instance: str, argv: list[str], timeout_s: float
+    ) -> ExecResult: ...
 
 
 class ByteStream(Protocol):

@@ -5,6 +5,7 @@ from typing import Any
 from commands import (
     cancel,
     dashboards,
+    drill,
     export,
     import_volume,
     list_volumes,
@@ -23,6 +24,7 @@ from schemas.commands import (
     Command,
     DashboardsExportCommand,
     DashboardsImportCommand,
+    DrillCommand,
     ExportCommand,
     ImportCommand,
     ListCommand,
@@ -47,6 +49,7 @@ ACTIONS: dict[type[Command], Action[Any]] = {
     ImportCommand: Action(import_volume.plan, import_volume.execute, looks=import_volume.looks),
     ExportCommand: Action(export.plan, export.execute, looks=export.looks),
     VerifyCommand: Action(verify.plan, verify.execute),
+    DrillCommand: Action(drill.plan, drill.execute),
     PruneCommand: Action(prune.plan, prune.execute, decides_when_run=True),
     ProtectCommand: Action(protect.plan, protect.execute, looks=protect.looks),
     UnprotectCommand: Action(protect.plan, protect.execute, looks=protect.looks),

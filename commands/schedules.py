@@ -11,7 +11,7 @@ time zone with no zone attached; this module alone maps a wall-clock time to an 
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +21,7 @@ from croniter import croniter
 from schemas.commands import (
     Command,
     DashboardsExportCommand,
+    DrillCommand,
     ExportCommand,
     PruneCommand,
     SnapshotCommand,
@@ -46,12 +47,16 @@ KIND_ORDER: tuple[ScheduleKind, ...] = (
     "dashboards_export",
     "verify",
     "prune",
+    "drill",
 )
 # Jobs of the agent's own, of no service: one job each time, their entries' service `*`.
 AGENT_KINDS: frozenset[str] = frozenset({"state_export", "dashboards_export"})
 
 DAILY_AT_2 = "0 2 * * *"
 SUNDAY_AT_2 = "0 2 * * 0"
+# The runbook's "Perform quarterly DR drills": 04:00 on the first day of each quarter,
+# after that night's backups and clean-up.
+QUARTERLY_AT_4 = "0 4 1 1,4,7,10 *"
 
 # The runbook's "Backup Schedule Recommendations" and its cron script (02:00 daily, the
 # step-ca export on Sundays, then the clean-up). Quiesce (Loki, Mosquitto) is the
@@ -64,6 +69,7 @@ RUNBOOK_SCHEDULES: tuple[ScheduleEntry, ...] = (
     ScheduleEntry(service="alertmanager", kind="snapshot", cron=DAILY_AT_2),
     ScheduleEntry(service="mosquitto", kind="snapshot", cron=DAILY_AT_2),
     ScheduleEntry(service=EVERY_SERVICE, kind="prune", cron=DAILY_AT_2),
+    ScheduleEntry(service=EVERY_SERVICE, kind="drill", cron=QUARTERLY_AT_4),
 )
 UNLISTED_SERVICE_KIND: ScheduleKind = "snapshot"
 # The runbook's "Terraform state: daily, 30 days" and "Grafana dashboards: on change, Git
@@ -98,6 +104,8 @@ class Schedule:
     jitter_s: int = 0
     catch_up: bool = True
     source: Literal["default", "config"] = "default"
+    # A drill's scenario: from a tarball for a service backed up only by exports (step-ca).
+    scenario: Literal["snapshot", "tarball"] = "snapshot"
 
     @property
     def key(self) -> str:
@@ -203,6 +211,8 @@ def command_for(schedule: Schedule, job: str) -> Command:
             return StateExportCommand(id=job)
         case "dashboards_export":
             return DashboardsExportCommand(id=job)
+        case "drill":
+            return DrillCommand(id=job, service=schedule.service, scenario=schedule.scenario)
 
 
 # Resolving the configuration
@@ -286,6 +296,7 @@ def resolve(
             schedules.append(make(EVERY_SERVICE, tuple(s.volume for s in rest)))
         elif kind != "prune":
             schedules += [make(s.name, (s.volume,)) for s in rest]
+    schedules = [_with_scenario(s, schedules) for s in schedules]
     return sorted(schedules, key=lambda s: (KIND_ORDER.index(s.kind), s.service))
 
 
@@ -297,6 +308,17 @@ def configured_agent_kinds(config: Config) -> list[str]:
     if config.grafana.url:
         kinds.append("dashboards_export")
     return kinds
+
+
+def _with_scenario(schedule: Schedule, schedules: Sequence[Schedule]) -> Schedule:
+    """A drill restores what the service's backups are: tarballs when it is exported and
+    never snapshotted on schedule, snapshots otherwise."""
+    if schedule.kind != "drill":
+        return schedule
+    kinds = {s.kind for s in schedules if s.service == schedule.service and s.enabled}
+    if "export" in kinds and "snapshot" not in kinds:
+        return replace(schedule, scenario="tarball")
+    return schedule
 
 
 def _runbook_entries(services: Iterable[ServiceConfig]) -> list[ScheduleEntry]:

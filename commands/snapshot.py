@@ -5,12 +5,13 @@ from datetime import datetime
 from commands.base import JobContext, Outcome, Plan, Step
 from commands.facts import Looks
 from commands.faults import fault_point
+from commands.hooks import hooks_around
 from commands.inventory import Inventory
 from commands.snapshot_kinds import BACKUP, RESERVED_PREFIXES
 from commands.steps import error_info, instances_stopped
 from schemas.commands import SnapshotCommand
 from schemas.errors import AtlasError, InvalidCommand, JobCancelled
-from schemas.results import SnapshotResult
+from schemas.results import HookOutput, SnapshotResult
 from schemas.timefmt import compact
 
 
@@ -51,6 +52,7 @@ def plan(command: SnapshotCommand, inventory: Inventory, now: datetime) -> Plan:
 
 async def execute(command: SnapshotCommand, plan: Plan, ctx: JobContext) -> Outcome[SnapshotResult]:
     outcome = Outcome(SnapshotResult(snapshots={}))
+    hooks: list[HookOutput] = []
     total = len(plan.targets)
     creates = [s for s in plan.steps if s.op == "create_snapshot"]
     for index, step in enumerate(creates):
@@ -63,8 +65,12 @@ async def execute(command: SnapshotCommand, plan: Plan, ctx: JobContext) -> Outc
         stops = [
             s.target for s in plan.steps if s.op == "stop_instance" and s.detail["volume"] == volume
         ]
+        service = ctx.ports.inventory.require_volume(volume, "$.volumes")
         try:
-            async with instances_stopped(ctx, stops):
+            async with (
+                hooks_around(ctx, service, hooks),
+                instances_stopped(ctx, stops),
+            ):
                 await ctx.ports.incus.create_snapshot(volume, step.detail["name"])
                 fault_point("snapshot_taken")
         except AtlasError as exc:
@@ -73,4 +79,6 @@ async def execute(command: SnapshotCommand, plan: Plan, ctx: JobContext) -> Outc
         outcome.result.snapshots[volume] = step.detail["name"]
         outcome.succeeded.append(volume)
     ctx.progress("done", total, total, unit="steps")
+    if hooks:
+        outcome.result.hooks = hooks
     return outcome

@@ -101,6 +101,39 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
 
 
+Argv = Annotated[list[Annotated[str, msgspec.Meta(max_length=4096)]], msgspec.Meta(min_length=1)]
+TimeoutS = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+# The runbook's RTO table: "Single service failure: 15 minutes".
+SINGLE_SERVICE_RTO_S = 900.0
+
+
+class HookStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A command run inside the service's instance (Incus exec), before or after its backup."""
+
+    command: Argv
+    timeout_s: TimeoutS = 60.0
+    # `abort`: the backup of this volume fails (the `post` steps still run); `continue`:
+    # the failure is reported in the result and the backup goes on.
+    on_error: Literal["abort", "continue"] = "abort"
+
+
+class Hooks(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Steps around a service's snapshot or export: `pre` before, `post` after, always."""
+
+    pre: list[HookStep] = msgspec.field(default_factory=list)
+    post: list[HookStep] = msgspec.field(default_factory=list)
+
+
+class HealthCheck(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How a drill knows the restored service works: a `command` run inside the instance
+    (exit 0 is healthy), or an `http` URL fetched from inside it (busybox `wget`, a 2xx is
+    healthy). Tried until it passes or `timeout_s` has gone by."""
+
+    command: Argv | None = None
+    http: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s'\"]{1,2000}$")] | None = None
+    timeout_s: TimeoutS = 60.0
+
+
 ListenAddress = Annotated[
     str, msgspec.Meta(pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$(?!\n)")
 ]
@@ -129,6 +162,13 @@ class ServiceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # from the service's backup schedules (`commands.schedules.age_limits`).
     max_age_h: Positive | None = None
     critical_age_h: Positive | None = None
+    # A drill's health check; None: the Atlas default for the service's name, or none.
+    health: HealthCheck | None = None
+    # Steps run inside the instance around its snapshot or export; None: the Atlas default
+    # for the service's name (Prometheus: a TSDB snapshot), or none.
+    hooks: Hooks | None = None
+    # What a drill's `rto_s` is held against: the runbook's single-service RTO.
+    target_rto_s: Positive = SINGLE_SERVICE_RTO_S
 
 
 def _atlas(name: str, criticality: Criticality, quiesce: bool) -> ServiceConfig:
@@ -152,7 +192,9 @@ ATLAS_SERVICES: tuple[ServiceConfig, ...] = (
     _atlas("mosquitto", "medium", True),
 )
 
-ScheduleKind = Literal["snapshot", "export", "verify", "prune", "state_export", "dashboards_export"]
+ScheduleKind = Literal[
+    "snapshot", "export", "verify", "prune", "drill", "state_export", "dashboards_export"
+]
 # A schedule entry's `service` for every service (without an entry of its own).
 EVERY_SERVICE = "*"
 JitterS = Annotated[int, msgspec.Meta(ge=0, le=6 * 3600)]

@@ -81,6 +81,18 @@ class CryptoFailure(AtlasError):
     code = "crypto_error"
 
 
+class HookFailed(AtlasError):
+    """A service hook with `on_error = "abort"` failed: the backup was not taken."""
+
+    code = "hook_failed"
+
+
+class DrillFailed(AtlasError):
+    """A drill's restored service did not pass its health check."""
+
+    code = "drill_failed"
+
+
 class JobCancelled(AtlasError):
     """The job was cancelled by a `cancel` command; raised at a safe point.
 

@@ -80,9 +80,25 @@ class ListResult(JobResult, kw_only=True):
     catalog_problems: list[str]
 
 
+class HookOutput(msgspec.Struct, kw_only=True):
+    """One hook step that ran: its command, exit code and the tail of its output (bounded,
+    with `password=`-like values masked)."""
+
+    volume: str
+    when: Literal["pre", "post"]
+    command: list[str]
+    exit_code: int  # -1: it did not finish (a timeout, Incus failed)
+    seconds: float
+    output: str
+    ok: bool
+    error: str = ""
+
+
 class SnapshotResult(JobResult, kw_only=True):
     # Volume -> the snapshot taken of it.
     snapshots: dict[str, str]
+    # The service hooks that ran around the snapshots, in order.
+    hooks: list[HookOutput] | UnsetType = UNSET
 
 
 class RestoreResult(JobResult, kw_only=True):
@@ -117,6 +133,8 @@ class ExportedFileResult(msgspec.Struct, kw_only=True):
 
 class ExportResult(JobResult, kw_only=True):
     files: list[ExportedFileResult]
+    # The service hooks that ran around the exports, in order.
+    hooks: list[HookOutput] | UnsetType = UNSET
 
 
 class ImportResult(JobResult, kw_only=True):
@@ -156,6 +174,31 @@ class VerifiedBackup(msgspec.Struct, kw_only=True):
 class VerifyResult(JobResult, kw_only=True):
     # The backups that passed; those that did not are in `failed`.
     verified: list[VerifiedBackup]
+
+
+class DrillPhaseResult(msgspec.Struct, kw_only=True):
+    name: str
+    seconds: float
+
+
+class DrillResult(JobResult, kw_only=True):
+    """A drill's verdict, also retained at `<p>/drills/<service>` (its first fields)."""
+
+    service: str
+    scenario: str
+    ok: bool
+    # From the drill project's creation to the health check passing (0 until it did).
+    rto_s: float
+    target_rto_s: float
+    phases: list[DrillPhaseResult]
+    at: str
+    at_ts: int
+    error: str
+    # What was restored: `<volume>/<snapshot>`, or the backup `<set>/<volume>`.
+    source: str
+    # The throwaway project the drill ran in (gone when the job ends).
+    project: str
+    health: str  # the health check's last output, bounded
 
 
 class ScheduleListing(msgspec.Struct, kw_only=True):
@@ -325,6 +368,7 @@ RESULT_TYPES: dict[str, type[JobResult]] = {
     "export": ExportResult,
     "import": ImportResult,
     "verify": VerifyResult,
+    "drill": DrillResult,
     "status": StatusResult,
     "cancel": CancelResult,
     "prune": PruneResult,

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, Self
 from urllib.parse import urlparse
 
+import msgspec
 import requests
 import urllib3.exceptions
 from pylxd import Client
@@ -36,11 +37,14 @@ from agent.incus.convert import (
     volume_infos,
 )
 from agent.incus.names import checked_name, url_segment
+from commands.names import is_drill_project
 from commands.ports import (
     BackupCompression,
     BackupInfo,
     BinaryReader,
+    ExecResult,
     ImportSource,
+    InstanceDefinition,
     ProgressCallback,
     ServerInfo,
     VolumeInfo,
@@ -57,6 +61,8 @@ BACKUP_LIFETIME = timedelta(days=1)
 # The longest single wait on an operation, so its progress is read between waits.
 OPERATION_POLL_S = 2
 COMPRESSIONS: tuple[BackupCompression, ...] = ("zstd", "none")
+# What is kept of each output stream of an exec: its tail.
+EXEC_OUTPUT_BYTES = 64 * 1024
 # The fields of an instance a PUT replaces.
 INSTANCE_WRITABLE = (
     "architecture",
@@ -259,13 +265,14 @@ class IncusClient:
         budget_s: float | None = None,
         on_progress: ProgressCallback | None = None,
         creates: bool = False,
-    ) -> None:
+    ) -> Json:
         """Wait for the operation an async answer started, within `budget_s` (the timeout
         by default); a failed, cancelled or late operation is an `IncusFailure`, and one
-        that `creates` something whose name is taken a `Conflict`."""
+        that `creates` something whose name is taken a `Conflict`. The operation's
+        metadata (empty for a synchronous answer)."""
         body = response.json()
         if body.get("type") != "async":
-            return
+            return {}
         budget = budget_s or self._config.timeout_s
         deadline = time.monotonic() + budget
         operation_id = leaf(urlparse(body["operation"]).path)
@@ -280,7 +287,7 @@ class IncusClient:
                 raise IncusFailure(f"cannot {call}: Incus did not finish within {budget:g} s")
             status = operation["status"]
             if status == "Success":
-                return
+                return dict(operation.get("metadata") or {})
             if status in ("Failure", "Cancelled"):
                 why = operation.get("err") or status.lower()
                 # A create whose name was taken fails in its operation, not with a 409.
@@ -328,6 +335,15 @@ class IncusClient:
 
     def _instance(self, name: str) -> Any:
         return self._api().instances[url_segment("instance", name)]
+
+    @property
+    def project(self) -> str:
+        return self._config.project
+
+    def in_project(self, project: str) -> "IncusClient":
+        """A client for the same Incus and pool, acting in `project`."""
+        checked_name("project", project)
+        return IncusClient(msgspec.structs.replace(self._config, project=project))
 
     # -- server and instances
 
@@ -678,3 +694,147 @@ class IncusClient:
         with self._calling(call, missing=f"pool {pool!r}"):
             response = node.post(data=tarball, headers=headers)
             self._complete(response, call, budget_s=self._transfer_s, creates=True)
+
+    # -- exec, instance definitions, projects (drills and hooks)
+
+    def exec(self, instance: str, argv: list[str], timeout_s: float) -> ExecResult:
+        """Run `argv` inside the running instance; its output is recorded by Incus, read
+        back (the tail of each stream) and its log files removed."""
+        call = f"run {argv[0]!r} in instance {instance!r}"
+        request = {
+            "command": argv,
+            "wait-for-websocket": False,
+            "interactive": False,
+            "record-output": True,
+            "environment": {},
+        }
+        with self._calling(call, missing=f"instance {instance!r}"):
+            response = self._instance(instance).exec.post(json=request)
+            metadata = self._complete(response, call, budget_s=timeout_s)
+        outputs: Json = metadata.get("output") or {}
+        stdout = self._exec_log(instance, str(outputs.get("1", "")))
+        stderr = self._exec_log(instance, str(outputs.get("2", "")))
+        return ExecResult(exit_code=int(metadata.get("return", -1)), stdout=stdout, stderr=stderr)
+
+    def _exec_log(self, instance: str, path: str) -> str:
+        """An exec's recorded output (a path under the instance's `logs/exec-output/`)."""
+        name = leaf(path)
+        if not name:
+            return ""
+        node = self._instance(instance).logs["exec-output"][url_segment("log", name)]
+        with self._calling(f"read the output of an exec in {instance!r}", missing=name):
+            data: bytes = node.get(is_api=False).content
+            node.delete()
+        return data[-EXEC_OUTPUT_BYTES:].decode(errors="replace")
+
+    def instance_definition(self, instance: str) -> InstanceDefinition:
+        with self._calling(f"read instance {instance!r}", missing=f"instance {instance!r}"):
+            entry: Json = self._instance(instance).get().json()["metadata"]
+        config = {
+            key: str(value)
+            for key, value in (entry.get("expanded_config") or {}).items()
+            if not key.startswith("volatile.")
+        }
+        return InstanceDefinition(
+            name=str(entry["name"]),
+            type=str(entry.get("type", "container")),
+            architecture=str(entry.get("architecture", "")),
+            config=config,
+            devices=dict(entry.get("expanded_devices") or {}),
+            image=str((entry.get("config") or {}).get("volatile.base_image", "")),
+            project=self._config.project,
+        )
+
+    def create_instance(self, definition: InstanceDefinition) -> None:
+        """A stopped instance in this client's project, as `definition` says, made from its
+        image in the project `definition` came from; no profiles (they are inlined)."""
+        name = checked_name("instance", definition.name)
+        if not definition.image:
+            raise IncusFailure(
+                f"cannot make a copy of instance {name!r}: Incus does not say which image"
+                " it was made from (volatile.base_image)"
+            )
+        request = {
+            "name": name,
+            "type": definition.type,
+            "architecture": definition.architecture,
+            "profiles": [],
+            "config": definition.config,
+            "devices": definition.devices,
+            "source": {
+                "type": "image",
+                "fingerprint": definition.image,
+                "project": definition.project,
+            },
+        }
+        call = f"create instance {name!r} in project {self._config.project!r}"
+        with self._calling(call, missing=f"image {definition.image!r}"):
+            response = self._api().instances.post(json=request)
+            self._complete(response, call, budget_s=self._transfer_s, creates=True)
+
+    def copy_snapshot_from(self, project: str, volume: str, snapshot: str) -> None:
+        """A volume `volume` here with the content of `snapshot` of `volume` in `project`."""
+        origin = f"{checked_name('volume', volume)}/{checked_name('snapshot', snapshot)}"
+        copy = {
+            "type": "copy",
+            "pool": self._config.pool,
+            "name": origin,
+            "project": checked_name("project", project),
+            "volume_only": True,
+        }
+        request = {"name": volume, "type": "custom", "source": copy}
+        call = (
+            f"copy snapshot {snapshot!r} of volume {volume!r} into project {self._config.project!r}"
+        )
+        with self._calling(call, missing=f"snapshot {snapshot!r} of volume {volume!r}"):
+            self._complete(
+                self._volumes().post(json=request), call, budget_s=self._transfer_s, creates=True
+            )
+
+    def project_exists(self, project: str) -> bool:
+        try:
+            with self._calling(f"read project {project!r}", missing=f"project {project!r}"):
+                self._api().projects[url_segment("project", project)].get()
+        except NotFound:
+            return False
+        return True
+
+    def create_project(self, project: str, config: dict[str, str], description: str) -> None:
+        request = {
+            "name": checked_name("project", project),
+            "config": config,
+            "description": description,
+        }
+        call = f"create project {project!r}"
+        with self._calling(call, missing="the projects API"):
+            self._complete(self._api().projects.post(json=request), call, creates=True)
+
+    def empty_project(self) -> None:
+        """Delete every instance (forced off) and custom volume of this client's project."""
+        project = self._config.project
+        with self._calling(f"list the instances of {project!r}", missing=f"project {project!r}"):
+            urls = self._api().instances.get().json()["metadata"]
+        names = [leaf(urlparse(url).path) for url in urls]
+        for name in names:
+            if self.instance_status(name) != "Stopped":
+                self._change_state(name, {"action": "stop", "force": True})
+            call = f"delete instance {name!r} of project {project!r}"
+            with self._calling(call, missing=f"instance {name!r}"):
+                self._complete(self._instance(name).delete(), call)
+        for volume in self.list_volumes():
+            self.delete_volume(volume.name)
+
+    def remove_drill_project(self, project: str) -> None:
+        """Remove a drill project and all it holds (a missing one is fine); `InvalidCommand`
+        for any other project, whatever it holds."""
+        if not is_drill_project(project):
+            raise InvalidCommand(f"project {project!r} is not a drill project of the agent's")
+        if not self.project_exists(project):
+            return
+        self.in_project(project).empty_project()
+        self.delete_project(project)
+
+    def delete_project(self, project: str) -> None:
+        call = f"delete project {project!r}"
+        with self._calling(call, missing=f"project {project!r}"):
+            self._complete(self._api().projects[url_segment("project", project)].delete(), call)

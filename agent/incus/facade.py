@@ -15,7 +15,9 @@ from commands.ports import (
     BackupCompression,
     BackupInfo,
     BackupStream,
+    ExecResult,
     ImportSource,
+    InstanceDefinition,
     ProgressCallback,
     ServerInfo,
     VolumeInfo,
@@ -51,7 +53,7 @@ class _ThreadedBackupStream:
         return self._download.read_chunk()
 
 
-def _in_event_loop(on_progress: ProgressCallback | None) -> ProgressCallback | None:
+def in_event_loop(on_progress: ProgressCallback | None) -> ProgressCallback | None:
     """A callback a worker thread can call that runs `on_progress` in the event loop."""
     if on_progress is None:
         return None
@@ -132,7 +134,7 @@ class AsyncIncus:
         compression: BackupCompression,
         on_progress: ProgressCallback | None = None,
     ) -> None:
-        create = partial(self._client.create_backup, on_progress=_in_event_loop(on_progress))
+        create = partial(self._client.create_backup, on_progress=in_event_loop(on_progress))
         await self._run(create, volume, name, compression)
 
     @asynccontextmanager
@@ -152,5 +154,14 @@ class AsyncIncus:
     async def import_backup(
         self, name: str, source: ImportSource, on_progress: ProgressCallback | None = None
     ) -> None:
-        import_ = partial(self._client.import_backup, on_progress=_in_event_loop(on_progress))
+        import_ = partial(self._client.import_backup, on_progress=in_event_loop(on_progress))
         await self._run(import_, name, source)
+
+    async def exec(self, instance: str, argv: list[str], timeout_s: float) -> ExecResult:
+        return await self._run(self._client.exec, instance, argv, timeout_s)
+
+    async def instance_definition(self, instance: str) -> InstanceDefinition:
+        return await self._run(self._client.instance_definition, instance)
+
+    async def delete_drill_project(self, project: str) -> None:
+        await self._run(self._client.remove_drill_project, project)

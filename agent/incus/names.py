@@ -13,7 +13,9 @@ from urllib.parse import quote
 from schemas.commands import INCUS_NAME_PATTERN
 from schemas.errors import InvalidCommand
 
-NameKind = Literal["pool", "volume", "snapshot", "backup", "instance", "operation", "bucket"]
+NameKind = Literal[
+    "pool", "volume", "snapshot", "backup", "instance", "operation", "bucket", "project", "log"
+]
 
 
 _NAME_RULE = (
@@ -33,6 +35,9 @@ NAME_RULES: dict[NameKind, tuple[re.Pattern[str], str]] = {
     "backup": _NAME_RULE,
     "bucket": _NAME_RULE,
     "instance": _INSTANCE_RULE,
+    "project": _NAME_RULE,
+    # An exec's recorded output, as Incus names it: `exec_<uuid>.stdout`.
+    "log": (re.compile(r"^exec_[0-9a-f-]{36}\.std(out|err)$(?!\n)"), "an exec output log"),
     "operation": (
         re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$(?!\n)"),
         "a UUID",

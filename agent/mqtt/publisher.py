@@ -25,6 +25,7 @@ from agent.runtime.events import (
 from schemas.messages import (
     AgentOffline,
     AgentState,
+    DrillState,
     Event,
     JobState,
     Response,
@@ -107,6 +108,9 @@ class Publisher:
 
     async def volume(self, state: VolumeState) -> None:
         await self._retain(self.topics.volume(state.volume), _encoder.encode(state))
+
+    async def drill(self, state: DrillState) -> None:
+        await self._retain(self.topics.drill(state.service), _encoder.encode(state))
 
     async def summary(self, summary: Summary) -> None:
         await self._retain(self.topics.summary, _encoder.encode(summary))

@@ -118,6 +118,15 @@ async def _remove_part_file(incus: Incus, effect: Effect) -> str:
     return f"removed the unfinished {part}"
 
 
+async def _delete_drill_project(incus: Incus, effect: Effect) -> str:
+    """A drill's throwaway project, with what the drill put in it."""
+    project = effect.target
+    if why := _not_ours(effect, f"project {project}"):
+        return why
+    await incus.delete_drill_project(project)
+    return f"removed drill project {project} and what it held"
+
+
 async def _pruned_snapshot(incus: Incus, effect: Effect) -> str:
     """A snapshot delete is whole or not done: say which."""
     name = str(effect.data["name"])
@@ -152,6 +161,7 @@ UNDO: dict[EffectKind, Undo] = {
     EffectKind.SERVER_BACKUP: _delete_server_backup,
     EffectKind.EXPORT_SNAPSHOT: _delete_export_snapshot,
     EffectKind.PART_FILE: _remove_part_file,
+    EffectKind.DRILL_PROJECT: _delete_drill_project,
     EffectKind.PRUNED_SNAPSHOT: _pruned_snapshot,
     EffectKind.PRUNED_VOLUME: _pruned_volume,
     EffectKind.PRUNED_EXPORT: _pruned_export,

@@ -21,7 +21,9 @@ from commands.ports import (
     BackupCompression,
     BackupInfo,
     BinaryReader,
+    ExecResult,
     ImportSource,
+    InstanceDefinition,
     ProgressCallback,
     ServerInfo,
     SnapshotInfo,
@@ -339,6 +341,29 @@ class MemoryIncus:
         for device, spec in devices.items():
             found.disks[device] = str(spec["source"])
         self._run(effects)
+
+    async def exec(self, instance: str, argv: list[str], timeout_s: float) -> ExecResult:
+        """Service hooks: nothing runs in memory; every command succeeds, silently."""
+        self._instance(instance)
+        return ExecResult(exit_code=0, stdout="", stderr="")
+
+    async def instance_definition(self, instance: str) -> InstanceDefinition:
+        found = self._instance(instance)
+        devices = {
+            d: {"type": "disk", "pool": "local", "source": v} for d, v in found.disks.items()
+        }
+        return InstanceDefinition(
+            name=instance,
+            type="container",
+            architecture="x86_64",
+            config={},
+            devices=devices,
+            image="",
+            project="default",
+        )
+
+    async def delete_drill_project(self, project: str) -> None:
+        raise IncusFailure("the in-memory Incus has no projects")
 
     def _refuse_taken(self, name: str) -> None:
         if name in self.volumes:

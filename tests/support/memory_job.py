@@ -20,6 +20,7 @@ from commands.ports import (
     Checkpoint,
     ExportFiles,
     ProgressCallback,
+    Sandbox,
 )
 from schemas.config import ATLAS_SERVICES
 from schemas.manifest import CompromiseMark, ManifestEntry
@@ -169,6 +170,7 @@ class MemoryJob:
             archives=cast(ArchiveInspector, None),
             catalog=cast(Catalog, self.catalog),
             inventory=self.inventory,
+            sandbox=cast(Sandbox, None),
         )
 
     def checkpoint(self) -> None:

@@ -16,7 +16,7 @@ from agent.crypto.gpg import GpgHome
 from agent.runtime.store import Store
 from commands.base import JobContext, Ports
 from commands.inventory import Inventory
-from commands.ports import ArchiveInspector, Incus, StateBucket
+from commands.ports import ArchiveInspector, Incus, Sandbox, StateBucket
 from schemas.config import ATLAS_SERVICES, EncryptionConfig, StateBucketConfig
 from tests.support.harness import TEST_PASSPHRASE
 from tests.support.memory_job import RecordingJournal
@@ -63,6 +63,7 @@ def state_job(
         archives=cast(ArchiveInspector, None),
         catalog=BackupCatalog(backup_dir, store, clock=clock, agent_version="t"),
         inventory=inventory,
+        sandbox=cast(Sandbox, None),
         state_bucket=bucket,
     )
     try:

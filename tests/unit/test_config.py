@@ -42,7 +42,7 @@ def test_an_empty_file_gives_the_six_atlas_services() -> None:
             "`$.schedules.entries[0].cron`",
         ),
         ("[[schedules.entries]]\nservice = 'x'\nkind = 'snapshot'", "`$.schedules.entries[0]"),
-        ("[[schedules.entries]]\nkind = 'drill'\ncron = '@daily'", "`$.schedules.entries[0]"),
+        ("[[schedules.entries]]\nkind = 'rebuild'\ncron = '@daily'", "`$.schedules.entries[0]"),
         ("[schedules]\njitter_s = -1", "`$.schedules.jitter_s`"),
     ],
 )

@@ -55,6 +55,7 @@ def runner_for(store: Store, transport: Transport) -> JobRunner:
             archives=unused,
             catalog=unused,
             inventory=Inventory((), unused),
+            sandbox=unused,
         ),
         control=unused,
         clock=lambda: NOW,

@@ -2,6 +2,7 @@
 the age alarms that follow from them."""
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,7 +20,13 @@ from commands.schedules import (
     resolve,
     zone,
 )
-from schemas.commands import REQUEST_ID_PATTERN, ExportCommand, PruneCommand, SnapshotCommand
+from schemas.commands import (
+    REQUEST_ID_PATTERN,
+    DrillCommand,
+    ExportCommand,
+    PruneCommand,
+    SnapshotCommand,
+)
 from schemas.config import ATLAS_SERVICES, ScheduleEntry, SchedulesConfig, ServiceConfig
 
 BERLIN = zone("Europe/Berlin")
@@ -153,6 +160,9 @@ def test_schedules_submit_the_commands_a_person_would_send() -> None:
     assert command_for(prune, "s-3") == PruneCommand(id="s-3", volumes=["a", "b"])
 
 
+ATLAS_NAMES = [s.name for s in ATLAS_SERVICES]
+
+
 def table(schedules: list[Schedule]) -> set[tuple[str, str, str, bool]]:
     return {(s.service, s.kind, s.cron, s.enabled) for s in schedules}
 
@@ -166,14 +176,31 @@ def test_the_defaults_are_the_runbooks_table() -> None:
         ("loki", "snapshot", "0 2 * * 0", True),
         ("step-ca", "export", "0 2 * * 0", True),
         ("*", "prune", "0 2 * * *", True),
+        # The runbook's quarterly DR drill, of every service.
+        *{(name, "drill", "0 4 1 1,4,7,10 *", True) for name in ATLAS_NAMES},
     }
     # Loki and Mosquitto are stopped around it: the services' own quiesce.
     assert {s.name for s in ATLAS_SERVICES if s.quiesce} == {"loki", "mosquitto"}
 
 
 def test_backups_are_submitted_before_prune_at_the_same_time() -> None:
-    kinds = [s.kind for s in resolve(SchedulesConfig(), ATLAS_SERVICES)]
+    kinds = [s.kind for s in resolve(SchedulesConfig(), ATLAS_SERVICES) if s.kind != "drill"]
     assert kinds.index("prune") == len(kinds) - 1
+
+
+def test_a_drill_restores_what_the_service_is_backed_up_with() -> None:
+    drills = {
+        s.service: s.scenario
+        for s in resolve(SchedulesConfig(), ATLAS_SERVICES)
+        if s.kind == "drill"
+    }
+    # step-ca is only exported (encrypted): its drill is from the tarball.
+    assert drills == {name: "tarball" if name == "step-ca" else "snapshot" for name in ATLAS_NAMES}
+    step_ca = schedule(service="step-ca", kind="drill", volumes=("step-ca01-data",))
+    step_ca = replace(step_ca, scenario="tarball")
+    assert command_for(step_ca, "s-4") == DrillCommand(
+        id="s-4", service="step-ca", scenario="tarball"
+    )
 
 
 def test_a_config_turns_a_default_off_or_moves_it() -> None:
