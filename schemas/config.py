@@ -166,6 +166,20 @@ class SchedulesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     entries: list[ScheduleEntry] = msgspec.field(default_factory=list)
 
 
+# An MQTT topic prefix without wildcards, NUL or a slash at either end.
+TopicPrefix = Annotated[str, msgspec.Meta(pattern=r"^[^/#+\x00]([^#+\x00]*[^/#+\x00])?$")]
+
+
+class HomeAssistantConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """MQTT discovery: the entities Home Assistant builds from the agent's topics."""
+
+    discovery: bool = True
+    discovery_prefix: TopicPrefix = "homeassistant"
+    # What each service's "Backup now" button sends: a snapshot, or an export in the
+    # service's own export mode.
+    button_action: Literal["snapshot", "export"] = "snapshot"
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
@@ -175,6 +189,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     services: list[ServiceConfig] = msgspec.field(default_factory=lambda: list(ATLAS_SERVICES))
     schedules: SchedulesConfig = msgspec.field(default_factory=SchedulesConfig)
+    homeassistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)
