@@ -21,12 +21,15 @@ DEFAULT_PREFIX = "atlas/backup"
 JOB_EVENT_TYPES = ("succeeded", "failed", "partial", "cancelled", "interrupted")
 
 _AVAILABILITY_TEMPLATE = "{{ value_json.state }}"
-# The newest real backup of either kind, as an ISO timestamp; "None" (unknown) before one.
-_LAST_BACKUP_TEMPLATE = (
+_NEWEST_BACKUP_TS = (
     "{% set ts = [value_json.last_snapshot_ts | int(0), value_json.last_export_ts | int(0)]"
     " | max %}"
-    "{{ (ts / 1000) | timestamp_utc if ts > 0 else None }}"
 )
+# The newest real backup of either kind, as an ISO timestamp. Before the first one the
+# entity is unavailable (below) and this renders the epoch, which is never shown: Home
+# Assistant 2024.3 logs a warning for every "None" or empty value of a timestamp sensor.
+_LAST_BACKUP_TEMPLATE = _NEWEST_BACKUP_TS + "{{ (ts / 1000) | timestamp_utc }}"
+_HAS_BACKUP_TEMPLATE = _NEWEST_BACKUP_TS + "{{ 'online' if ts > 0 else 'offline' }}"
 # `<p>/events` carries `state`; the event platform wants `event_type`. A transition that
 # is not a final state renders empty, which Home Assistant ignores.
 _JOB_EVENT_TEMPLATE = (
@@ -148,6 +151,7 @@ class AgentEntities:
                 state_topic=volume_topic,
                 value_template=_LAST_BACKUP_TEMPLATE,
                 device_class="timestamp",
+                available_also=(volume_topic, _HAS_BACKUP_TEMPLATE),
             ),
             self._entity(
                 "sensor",
@@ -161,7 +165,6 @@ class AgentEntities:
                 ),
                 device_class="data_size",
                 unit_of_measurement="B",
-                suggested_unit_of_measurement="MB",
                 state_class="measurement",
             ),
             self._entity(
@@ -183,8 +186,16 @@ class AgentEntities:
         ]
 
     def _entity(
-        self, component: str, what: str, *, available: bool = True, **config: Any
+        self,
+        component: str,
+        what: str,
+        *,
+        available: bool = True,
+        available_also: tuple[str, str] | None = None,
+        **config: Any,
     ) -> Entity:
+        """`available`: while the agent is online; `available_also`: and while a topic's
+        template says `online` too."""
         object_id = f"{self.node}_{what}"
         config |= {
             "unique_id": object_id,
@@ -194,10 +205,19 @@ class AgentEntities:
             "device": self.device,
         }
         if available:
+            sources = [(self.topics.agent, _AVAILABILITY_TEMPLATE)]
+            if available_also:
+                sources.append(available_also)
             config |= {
-                "availability_topic": self.topics.agent,
-                "availability_template": _AVAILABILITY_TEMPLATE,
-                "payload_available": "online",
-                "payload_not_available": "offline",
+                "availability": [
+                    {
+                        "topic": topic,
+                        "value_template": template,
+                        "payload_available": "online",
+                        "payload_not_available": "offline",
+                    }
+                    for topic, template in sources
+                ],
+                "availability_mode": "all",
             }
         return Entity(component, object_id, config)

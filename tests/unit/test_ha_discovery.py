@@ -80,11 +80,12 @@ def test_each_service_gets_a_button_two_sensors_and_a_problem_sensor() -> None:
         config = entity.config
         assert config["unique_id"] == entity.object_id
         if entity.object_id == "atlas_backup_agent":
-            assert "availability_topic" not in config
+            assert "availability" not in config
             assert config["device_class"] == "connectivity"
         else:
-            assert config["availability_topic"] == "atlas/backup/agent"
-            assert config["payload_available"] == "online"
+            assert config["availability"][0]["topic"] == "atlas/backup/agent"
+            assert config["availability"][0]["payload_available"] == "online"
+            assert config["availability_mode"] == "all"
 
 
 def test_the_button_sends_a_full_command_without_an_id() -> None:
