@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,10 @@ from tests.support.harness import (
 from tests.support.home_assistant import HASS, HomeAssistant
 from tests.support.incus_env import IncusProject, incus_project
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+# The agent runs on its default prefix (the module has a broker of its own): the README's
+# example automation then works on it as written.
+PREFIX = "atlas/backup"
 SERVICES = {"grafana": ("grafana01", "grafana01-data"), "loki": ("loki01", "loki01-data")}
 STATE_TIMEOUT_S = 60.0
 
@@ -41,7 +46,9 @@ def home_assistant(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> 
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    ha = HomeAssistant(tmp_path_factory.mktemp("ha"), free_port(), broker.port)
+    ha = HomeAssistant(
+        tmp_path_factory.mktemp("ha"), free_port(), broker.port, automations=readme_automations()
+    )
     try:
         ha.start()
         print(f"Home Assistant started in {ha.started_in_s:.1f} s")
@@ -49,6 +56,16 @@ def home_assistant(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         ha.stop()
         print(ha.log()[-20000:])
+
+
+def readme_automations() -> str:
+    """The README's example automation, with Home Assistant's persistent notification in
+    place of `notify.notify` (same `title` and `message`), which a bare core lacks."""
+    text = README.read_text()
+    start = text.index("```yaml", text.index("<!-- ha-example-automation -->")) + len("```yaml")
+    return text[start : text.index("```", start)].replace(
+        "service: notify.notify", "service: persistent_notification.create"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +93,15 @@ class Setup:
     def entity(self, domain: str, what: str) -> str:
         return f"{domain}.{self.node}_{what}"
 
+    def automation(self, automation_id: str) -> dict[str, Any]:
+        """The state of the README's automation with this `id`."""
+        return next(
+            state
+            for state in self.ha.states().values()
+            if state["entity_id"].startswith("automation.")
+            and state["attributes"].get("id") == automation_id
+        )
+
     def volume_state(self, service: str) -> dict[str, Any]:
         """The agent's last word on the service's volume."""
         topic = f"{self.agent.prefix}/volumes/{SERVICES[service][1]}"
@@ -94,6 +120,7 @@ def setup(
         broker.port,
         stack.name,
         tmp_path_factory.mktemp("agent"),
+        prefix=PREFIX,
         services=only(*SERVICES),
         client=lambda prefix: TestClient(broker.port, prefix, ("homeassistant/#",)),
     ) as agent:
@@ -190,6 +217,7 @@ def test_the_button_pressed_in_home_assistant_takes_a_snapshot_in_incus(setup: S
     assert states[entities_of(setup, "grafana")["problem"]]["state"] == "off"
     event = states[setup.entity("event", "job")]["attributes"]
     assert (event["event_type"], event["action"]) == ("succeeded", "snapshot")
+    assert setup.automation("atlas_backup_job_failed")["attributes"]["last_triggered"] is None
 
 
 def test_an_export_sets_the_backup_size(setup: Setup) -> None:
@@ -230,6 +258,25 @@ def test_a_failed_job_turns_the_problem_on_and_fires_the_event(setup: Setup) -> 
     assert (event["event_type"], event["action"]) == ("failed", "export")
     problem = states[entities_of(setup, "grafana")["problem"]]["attributes"]
     assert problem["reason"] == setup.volume_state("grafana")["problem_reason"] != ""
+    # The README's automations: the failure and the problem notifications ran (the
+    # success before did not set off the failure one: its condition holds it back).
+    deadline = time.monotonic() + STATE_TIMEOUT_S
+    while not all(
+        setup.automation(a)["attributes"]["last_triggered"]
+        for a in ("atlas_backup_job_failed", "atlas_backup_problem")
+    ):
+        assert time.monotonic() < deadline, "the README's automations did not run"
+        time.sleep(0.25)
+
+
+def test_the_readme_nightly_automation_presses_the_button(setup: Setup) -> None:
+    before = set(setup.stack.snapshots("grafana01-data"))
+    nightly = setup.automation("atlas_backup_nightly_grafana")["entity_id"]
+    setup.ha.call("automation", "trigger", {"entity_id": nightly})
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not set(setup.stack.snapshots("grafana01-data")) - before:
+        assert time.monotonic() < deadline, "the automation took no snapshot"
+        time.sleep(0.5)
 
 
 def test_home_assistant_online_brings_back_a_lost_config(setup: Setup) -> None:
@@ -269,7 +316,7 @@ def test_a_service_removed_from_the_config_loses_its_entities(setup: Setup) -> N
         lambda s: not loki & set(s) and matches(s, setup, "grafana"), STATE_TIMEOUT_S
     )
     # The same unique ids after the restart: the entities kept their ids, none came twice.
-    ours = [e for e in states if setup.node in e]
+    ours = [e for e in states if setup.node in e and not e.startswith("automation.")]
     assert sorted(ours) == sorted(
         [
             *entities_of(setup, "grafana").values(),

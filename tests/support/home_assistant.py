@@ -42,6 +42,7 @@ http:
   server_host: 127.0.0.1
   server_port: {port}
 api:
+automation: !include automations.yaml
 logger:
   default: warning
   logs:
@@ -71,6 +72,8 @@ class HomeAssistant:
     config_dir: Path
     http_port: int
     mqtt_port: int
+    # automations.yaml: a YAML list of automations.
+    automations: str = "[]\n"
     token: str = ""
     started_in_s: float = 0.0
     process: subprocess.Popen[bytes] | None = None
@@ -89,6 +92,7 @@ class HomeAssistant:
         (self.config_dir / "configuration.yaml").write_text(
             CONFIGURATION.format(port=self.http_port)
         )
+        (self.config_dir / "automations.yaml").write_text(self.automations)
         user_id, token_id, jwt_key = (
             secrets.token_hex(16),
             secrets.token_hex(16),
