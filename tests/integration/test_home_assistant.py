@@ -289,6 +289,10 @@ def test_home_assistant_online_brings_back_a_lost_config(setup: Setup) -> None:
     client.publish(b"online", topic="homeassistant/status")
     client.wait_for(lambda r: r.topic == topic and bool(r.payload), since=mark)
     setup.ha.wait_state(lambda s: button in s and s[button]["state"] != "unavailable")
+    # Home Assistant's status is no command: nothing answered it.
+    assert client.command({"action": "status"})["status"] == "accepted"  # a barrier
+    answers = [r.json() for r in client.all(f"{PREFIX}/response", since=mark)]
+    assert [a["status"] for a in answers] == ["accepted"], answers
 
 
 def test_a_service_removed_from_the_config_loses_its_entities(setup: Setup) -> None:
