@@ -56,8 +56,8 @@ def slug(text: str) -> str:
 
 def service_keys(services: list[ServiceConfig]) -> dict[str, str]:
     """Each service's part of its object ids: its slug, with a short hash of its exact name
-    where two names slug alike (`db.1` and `db-1`), so ids never collide and never change
-    while the service keeps its name."""
+    where two names slug alike (`db.1` and `db-1`), so ids never collide. A service's ids
+    stay as long as its name does, unless a service whose name slugs alike is added."""
     slugs = [slug(s.name) for s in services]
     return {
         s.name: key if slugs.count(key) == 1 else f"{key}_{_short_hash(s.name)}"
