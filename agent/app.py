@@ -19,6 +19,7 @@ from agent.backups.export_writer import LocalExportFiles
 from agent.clock import Clock, utc_now
 from agent.crypto.gpg import GpgHome
 from agent.grafana.api import GrafanaApi
+from agent.homeassistant.discovery import Discovery
 from agent.incus.client import IncusClient
 from agent.incus.events import IncusEvents
 from agent.incus.facade import AsyncIncus
@@ -82,7 +83,7 @@ class Agent:
         """`clock` and `sleep` drive the schedules (tests move them without waiting)."""
         self.config = config
         self.clock = clock
-        self.topics = Topics(config.mqtt.topic_prefix)
+        self.topics = Topics(config.mqtt.topic_prefix, config.homeassistant.discovery_prefix)
         self.inventory = Inventory(
             tuple(config.services),
             config.encryption,
@@ -127,6 +128,10 @@ class Agent:
         # after the job's final state.
         self.events = EventBus()
         self.publisher.follow(self.events)
+        self.discovery = Discovery(
+            self.session, self.topics, config.homeassistant, config.services, self.store
+        )
+        self.discovery.follow(self.events)
         self.view = IncusView(self.incus)
         self.admission = Admission(self.view, self.backups)
         self.events.subscribe(JobFinished, self._forget_what_a_job_changed)
@@ -211,6 +216,8 @@ class Agent:
                     # Commands are events: no retained message is sent on subscribing.
                     await self.session.subscribe(self.topics.command, qos=1, retained=False)
                     await self.session.subscribe(self.topics.admin_command, qos=1, retained=False)
+                    if self.discovery.status_topic:
+                        await self.session.subscribe(self.discovery.status_topic, retained=False)
                     serving.start_soon(keep_synced, self.store)
                     await serving.start(self.runner.run)
                     if self.incus_events is not None:
@@ -289,6 +296,10 @@ class Agent:
 
     async def _take_commands(self) -> None:
         async for message in self.session.messages():
+            if message.topic == self.discovery.status_topic:
+                await self.discovery.on_status(message.payload)
+                await self.session.ack(message)
+                continue
             incoming = Incoming(
                 payload=message.payload,
                 response_topic=message.response_topic,

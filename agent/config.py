@@ -37,7 +37,7 @@ __all__ = [
 
 
 def _check(config: Config) -> None:
-    """Rules msgspec cannot express: unique names, known actions."""
+    """Rules msgspec cannot express: unique names, known actions, prefixes apart."""
     for key in ("name", "volume"):
         seen: set[str] = set()
         for index, service in enumerate(config.services):
@@ -51,6 +51,12 @@ def _check(config: Config) -> None:
                 raise ValueError(f"unknown action {action!r} - at `$.agent.{key}[{index}]`")
     if not config.services:
         raise ValueError("at least one service is needed - at `$.services`")
+    prefix, discovery = config.mqtt.topic_prefix, config.homeassistant.discovery_prefix
+    if _nested(prefix, discovery):
+        raise ValueError(
+            f"{discovery!r} overlaps the topic prefix {prefix!r}"
+            " - at `$.homeassistant.discovery_prefix`"
+        )
     zone(config.agent.timezone)
     # Raises naming the entry.
     resolve(config.schedules, config.services, configured_agent_kinds(config))
@@ -71,6 +77,11 @@ def _check_state_bucket(config: Config) -> None:
         for key in ("endpoint", "s3_bucket", "credentials_file"):
             if not getattr(bucket, key):
                 raise ValueError(f"mode `s3` needs `{key}` - at `$.state_bucket.{key}`")
+
+
+def _nested(a: str, b: str) -> bool:
+    """One topic prefix is the other or lies under it."""
+    return a == b or a.startswith(f"{b}/") or b.startswith(f"{a}/")
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

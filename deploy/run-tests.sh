@@ -10,6 +10,8 @@ cd "$repo"
 bash deploy/install-deps.sh --tests
 bash deploy/start-incus.sh
 bash deploy/python-env.sh
+# Home Assistant core in its own venv, for tests/integration/test_home_assistant.py.
+bash deploy/homeassistant/install-ha.sh
 bash deploy/build-busybox-image.sh atlas-busybox default
 
 .venv/bin/ruff check .

@@ -335,6 +335,20 @@ class GrafanaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout_s: Positive = 30.0
 
 
+# An MQTT topic prefix without wildcards, NUL or a slash at either end.
+TopicPrefix = Annotated[str, msgspec.Meta(pattern=r"^[^/#+\x00]([^#+\x00]*[^/#+\x00])?$")]
+
+
+class HomeAssistantConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """MQTT discovery: the entities Home Assistant builds from the agent's topics."""
+
+    discovery: bool = True
+    discovery_prefix: TopicPrefix = "homeassistant"
+    # What each service's "Backup now" button sends: a snapshot, or an export in the
+    # service's own export mode.
+    button_action: Literal["snapshot", "export"] = "snapshot"
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     incus: IncusConfig = msgspec.field(default_factory=IncusConfig)
@@ -349,6 +363,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cli: CliConfig = msgspec.field(default_factory=CliConfig)
     state_bucket: StateBucketConfig = msgspec.field(default_factory=StateBucketConfig)
     grafana: GrafanaConfig = msgspec.field(default_factory=GrafanaConfig)
+    homeassistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.volume == volume), None)

@@ -13,6 +13,8 @@ MAX_REPLY_TOPIC_CHARS = 512
 @dataclass(frozen=True)
 class Topics:
     prefix: str
+    # Home Assistant's discovery prefix: never open to replies.
+    discovery_prefix: str = HA_DISCOVERY_PREFIX
 
     @property
     def command(self) -> str:
@@ -48,6 +50,15 @@ class Topics:
     def drill(self, service: str) -> str:
         return f"{self.prefix}/drills/{service}"
 
+    @property
+    def ha_status(self) -> str:
+        """Where Home Assistant announces `online` (its birth) and `offline` (its will)."""
+        return f"{self.discovery_prefix}/status"
+
+    def ha_config(self, component: str, object_id: str) -> str:
+        """A retained discovery config; `atlas_backup` is the node id of every entity."""
+        return f"{self.discovery_prefix}/{component}/atlas_backup/{object_id}/config"
+
     def reply_problem(self, topic: str) -> str | None:
         """Why the agent may not publish a reply on `topic` (None when it may).
 
@@ -68,7 +79,7 @@ class Topics:
             return "must not start with $ (broker topics)"
         if _under(topic, self.response):
             return None
-        for owned in (self.prefix, HA_DISCOVERY_PREFIX):
+        for owned in (self.prefix, self.discovery_prefix):
             if _under(topic, owned):
                 return f"must not be under {owned}/ (only {self.response}/... is open to replies)"
         return None

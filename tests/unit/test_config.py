@@ -44,6 +44,9 @@ def test_an_empty_file_gives_the_six_atlas_services() -> None:
         ("[[schedules.entries]]\nservice = 'x'\nkind = 'snapshot'", "`$.schedules.entries[0]"),
         ("[[schedules.entries]]\nkind = 'rebuild'\ncron = '@daily'", "`$.schedules.entries[0]"),
         ("[schedules]\njitter_s = -1", "`$.schedules.jitter_s`"),
+        ("[homeassistant]\ndiscovery_prefix = 'atlas/backup/ha'", "`$.homeassistant"),
+        ("[homeassistant]\ndiscovery_prefix = '#'", "`$.homeassistant.discovery_prefix`"),
+        ("[homeassistant]\nbutton_action = 'restore'", "`$.homeassistant.button_action`"),
     ],
 )
 def test_an_invalid_config_names_the_file_and_the_key(text: str, names: str) -> None:

@@ -1,0 +1,1 @@
+"""Home Assistant MQTT discovery: the agent's entities, built from topics it publishes."""
