@@ -221,6 +221,17 @@ class BackupFiles(Protocol):
         file is reopened safely and must still be the one `locate` found."""
         ...
 
+    def open_verified(
+        self, backup: BackupFile, checkpoint: Checkpoint | None = None
+    ) -> AbstractContextManager[BinaryReader]:
+        """As `open_plaintext`, with the file checked against its manifest in the same
+        pass: the file's bytes (the ciphertext when encrypted) are hashed as they are
+        read, and the read that would end the plaintext raises `IntegrityFailure` instead
+        when size or sha256 differ from the manifest's, or the file was not read whole.
+        So whoever reads it to its end (an Incus upload) never completes on altered data.
+        A file without a manifest has nothing to check against: its plaintext as is."""
+        ...
+
 
 # -- writing exports, inspecting archives, the catalog (export, verify, list)
 

@@ -13,7 +13,7 @@ from commands.facts import Facts
 from commands.inventory import Inventory
 from schemas.commands import ImportCommand
 from schemas.config import ATLAS_SERVICES
-from schemas.errors import Conflict, IncusFailure
+from schemas.errors import Conflict, IncusFailure, IntegrityFailure
 from tests.support.memory_incus import EPOCH, MemoryIncus, Volume
 from tests.support.memory_job import MemoryBackups, MemoryJob, backup_file
 
@@ -306,3 +306,25 @@ async def test_a_clean_up_that_fails_leaves_the_entry_for_recovery(incus: Memory
     assert temp in incus.volumes
     (entry,) = job.journal.entries
     assert (entry.kind, entry.data, entry.open) == ("temp_volume", {"state": "created"}, True)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("command", [REPLACE, AS_COPY], ids=["replace", "as"])
+async def test_a_backup_altered_after_its_manifest_is_refused_before_the_original_is_touched(
+    incus: MemoryIncus, command: ImportCommand
+) -> None:
+    plan = planned(incus, command)
+    temp, _ = names(plan)
+    job = MemoryJob(
+        incus, backups=MemoryBackups(backup_file(VOLUME), "imported data", altered=True)
+    )
+
+    with pytest.raises(IntegrityFailure, match="differs from the manifest"):
+        await import_volume.execute(command, plan, job.context)
+
+    # The upload failed on its last read: no instance stopped, nothing renamed.
+    assert incus.changes == [("import_backup", temp), ("delete_volume", temp)]
+    assert incus.volumes == {VOLUME: Volume("old data")}
+    assert incus.instances[INSTANCE].status == "Running"
+    assert job.journal.kinds == [("temp_volume", temp)]
+    assert job.journal.open == []
