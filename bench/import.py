@@ -3,7 +3,7 @@ same backup files of one volume of random data, in an Incus project and a broker
 
 `python -m bench.import [--sizes 1,4] [--rounds 3] [--workdir DIR]`
 
-The backup files are made once per size by the agent's own `export` (snapshot mode), one
+The backup files are made once per size by the agent's own `export` (stop mode), one
 for each of compression `none` and `zstd`, plain and encrypted, each with its manifest.
 Each row gives the median and the fastest of `rounds` runs, the cases interleaved, each
 run after `sync`; every imported volume is deleted after its run, outside the timing.
@@ -30,9 +30,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from agent.backups.manifests import entry_for_file, read_manifest, record_backup
+from agent.backups.paths import ensure_set_dir
 from bench.export import (
     INSTANCE,
     JOB_TIMEOUT_S,
@@ -99,7 +102,7 @@ class Cases:
                     {
                         "action": "export",
                         "volumes": [VOLUME],
-                        "mode": "snapshot",
+                        "mode": "stop",
                         "compression": compression,
                         "encrypt": encrypt,
                     },
@@ -108,9 +111,19 @@ class Cases:
                 if job["state"] != "succeeded":
                     raise RuntimeError(f"the agent's export failed: {job['error']}")
                 (file,) = job["result"]["files"]
-                path = self.agent.backup_dir / file["file"]
-                files.append(BackupFile(file["file"], path, compression, encrypt))
+                files.append(self._own_set(file["file"], compression, encrypt))
         return files
+
+    def _own_set(self, relative: str, compression: str, encrypt: bool) -> BackupFile:
+        """Move an exported file into a set of its own, with its manifest entry: the next
+        export of the same volume to the same set would replace it."""
+        path = self.agent.backup_dir / relative
+        entry = entry_for_file(read_manifest(path.parent), path.name)
+        name = f"bench-{compression}{'-gpg' if encrypt else ''}"
+        folder = ensure_set_dir(self.agent.backup_dir, name)
+        path.rename(folder / path.name)
+        record_backup(folder, entry, now=datetime.now(UTC), agent_version="bench")
+        return BackupFile(f"{name}/{path.name}", folder / path.name, compression, encrypt)
 
     def _delete(self, name: str) -> None:
         self.project.run("storage", "volume", "delete", self.project.pool, name)

@@ -21,6 +21,7 @@ from commands.journalled import made, volume_taken
 from commands.names import temporary
 from commands.ports import BackupFile
 from commands.steps import instances_stopped
+from commands.volume_swap import swap_volume
 from schemas.commands import ImportCommand
 from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand
 from schemas.results import ImportResult
@@ -205,7 +206,7 @@ async def _replace(
                 {"replacement": temp, "keep_as": keep, "disks": disks, "stopped": stopped},
             )
             fault_point("import_swapping")
-            await ctx.ports.incus.swap_volume(volume, temp, keep)
+            await swap_volume(ctx.ports.incus, volume, temp, keep)
             fault_point("import_swapped")
         await _require_running(ctx, stopped)
     except BaseException as exc:
@@ -250,7 +251,7 @@ async def _swap_back(
     try:
         async with instances_stopped(ctx, instances):
             if await ctx.ports.incus.volume_exists(keep):
-                await ctx.ports.incus.swap_volume(volume, keep, temp)
+                await swap_volume(ctx.ports.incus, volume, keep, temp)
         for instance in was_running:
             if await ctx.ports.incus.instance_status(instance) != "Running":
                 await ctx.ports.incus.start_instance(instance)

@@ -113,11 +113,6 @@ class Incus(Protocol):
         """Delete the volume and its snapshots; refused while an instance uses it."""
         ...
 
-    async def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
-        """Rename `volume` to `keep_as` and `replacement` to `volume`; the instances that
-        used `volume` (all stopped, else `Conflict`) then use the replacement."""
-        ...
-
     async def create_backup(
         self,
         volume: str,
@@ -151,6 +146,10 @@ class Incus(Protocol):
 
     async def attach_disks(self, instance: str, devices: dict[str, dict[str, Any]]) -> None:
         """Add (or redefine) the instance's disk devices; idempotent."""
+        ...
+
+    async def detach_disks(self, instance: str, devices: dict[str, dict[str, Any]]) -> None:
+        """Remove the instance's disk devices named in `devices`; the others stay."""
         ...
 
 

@@ -121,8 +121,10 @@ class ChecksummedReader:
     the same pass as the upload: `require_recorded` once it is read to its end. A read
     past the manifest's `size` raises at once, so no longer file reaches anyone whole.
 
-    Safe to read on one thread (gpg's feed) and check on another: `ended` is set once
-    the end of the file was read."""
+    sha256 runs inline, on the reading thread: on a thread of its own it cost 25 % more
+    CPU (1.9 s against 1.5 s per GiB uploaded, hash included) and gained no wall time on
+    two cores that incusd shares. Read on one thread (gpg's feed) and checked on another:
+    `reached_end` is set once the end of the file was read."""
 
     def __init__(self, inner: Readable, size: int, sha256: str, *, label: str) -> None:
         self._inner = inner
@@ -131,7 +133,7 @@ class ChecksummedReader:
         self._label = label
         self._digest = hashlib.sha256()
         self.done = 0
-        self.ended = threading.Event()
+        self.reached_end = threading.Event()
 
     def read(self, size: int = -1, /) -> bytes:
         try:
@@ -139,7 +141,7 @@ class ChecksummedReader:
         except OSError as exc:
             raise StorageFailure(f"{self._label}: cannot read: {exc.strerror}") from None
         if not chunk:
-            self.ended.set()
+            self.reached_end.set()
             return chunk
         self._digest.update(chunk)
         self.done += len(chunk)
@@ -161,7 +163,7 @@ class ChecksummedReader:
 
     def require_recorded(self) -> None:
         """`IntegrityFailure` unless the whole file was read and matches the manifest."""
-        if not self.ended.is_set():
+        if not self.reached_end.is_set():
             raise IntegrityFailure(f"{self._label}: was not read to its end: refused as unverified")
         _require_recorded(
             self.done, self._digest.hexdigest(), self._size, self._sha256, self._label

@@ -93,7 +93,7 @@ class _Verified(_Checked):
     def read(self, size: int = -1, /) -> bytes:
         chunk = super().read(size)
         if not chunk:
-            self._file.ended.wait(_FEED_END_S)
+            self._file.reached_end.wait(_FEED_END_S)
             self._file.require_recorded()
         return chunk
 
@@ -250,8 +250,8 @@ class LocalBackupFiles:
                 yield plaintext
             return
         label = f"{backup.set_name}/{backup.file_name}"
+        # The manifest's sha256 is of the file as written: the ciphertext when encrypted.
         with self._reopen(backup) as source:
-            # The manifest's sha256 is of the file as written: the ciphertext when encrypted.
             file = ChecksummedReader(source, backup.size, backup.sha256, label=label)
             if not backup.encrypted:
                 yield _Verified(file, file, checkpoint)

@@ -48,6 +48,16 @@ def names(plan: Plan) -> tuple[str, str]:
     return temp, keep
 
 
+def swapped(volume: str, new: str, keep: str) -> list[tuple[str, ...]]:
+    """The calls of `commands.volume_swap.swap_volume` that change something."""
+    return [
+        ("detach_disks", INSTANCE, "data"),
+        ("rename_volume", volume, keep),
+        ("rename_volume", new, volume),
+        ("attach_disks", INSTANCE, "data"),
+    ]
+
+
 def failing(message: str) -> Callable[[], None]:
     """An effect that reports a failure after Incus did the work (a call that timed out)."""
 
@@ -70,7 +80,7 @@ async def test_a_replace_swaps_the_import_in_and_removes_the_old_data_once_it_ru
     assert incus.changes == [
         ("import_backup", temp),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, temp, keep),
+        *swapped(VOLUME, temp, keep),
         ("start_instance", INSTANCE),
         ("delete_volume", keep),
     ]
@@ -118,9 +128,9 @@ async def test_an_instance_that_does_not_run_on_the_import_has_the_original_swap
     assert incus.changes == [
         ("import_backup", temp),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, temp, keep),
+        *swapped(VOLUME, temp, keep),
         ("start_instance", INSTANCE),
-        ("swap_volume", VOLUME, keep, temp),
+        *swapped(VOLUME, keep, temp),
         ("start_instance", INSTANCE),  # it ran before the job: it runs on the original
         ("delete_volume", temp),
     ]
@@ -135,7 +145,7 @@ async def test_a_failed_swap_changes_nothing_and_starts_the_instance_again(
     plan = planned(incus, REPLACE)
     temp, keep = names(plan)
     job = job_on(incus)
-    incus.fail("swap_volume", IncusFailure("rename refused"))
+    incus.fail("rename_volume", IncusFailure("rename refused"))
 
     with pytest.raises(IncusFailure, match="rename refused"):
         await import_volume.execute(REPLACE, plan, job.context)
@@ -143,7 +153,9 @@ async def test_a_failed_swap_changes_nothing_and_starts_the_instance_again(
     assert incus.changes == [
         ("import_backup", temp),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, temp, keep),
+        ("detach_disks", INSTANCE, "data"),
+        ("rename_volume", VOLUME, keep),  # refused
+        ("attach_disks", INSTANCE, "data"),
         ("start_instance", INSTANCE),
         # Swapping back: the original was never moved, so only the stop and start.
         ("stop_instance", INSTANCE),
@@ -162,7 +174,7 @@ async def test_a_swap_reported_failed_after_it_happened_is_swapped_back(
     plan = planned(incus, REPLACE)
     temp, keep = names(plan)
     job = job_on(incus)
-    incus.after("swap_volume", failing("timed out"), nth=1)
+    incus.after("rename_volume", failing("timed out"), nth=2)
 
     with pytest.raises(IncusFailure, match="timed out"):
         await import_volume.execute(REPLACE, plan, job.context)
@@ -170,10 +182,10 @@ async def test_a_swap_reported_failed_after_it_happened_is_swapped_back(
     assert incus.changes == [
         ("import_backup", temp),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, temp, keep),
+        *swapped(VOLUME, temp, keep),
         ("start_instance", INSTANCE),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, keep, temp),
+        *swapped(VOLUME, keep, temp),
         ("start_instance", INSTANCE),
         ("delete_volume", temp),
     ]
@@ -189,15 +201,17 @@ async def test_a_failed_swap_back_leaves_the_journal_entry_open_and_says_so(
     plan = planned(incus, REPLACE)
     temp, keep = names(plan)
     job = job_on(incus)
-    incus.after("swap_volume", failing("timed out"), nth=1)
-    incus.fail("swap_volume", IncusFailure("pool read-only"), nth=2)
+    incus.after("rename_volume", failing("timed out"), nth=2)  # the new data went in
+    incus.fail("rename_volume", IncusFailure("pool read-only"), nth=3)  # swapping back
 
     with pytest.raises(IncusFailure, match="timed out") as raised:
         await import_volume.execute(REPLACE, plan, job.context)
 
     assert raised.value.__notes__ == ["swapping the original back failed too: pool read-only"]
-    assert incus.changes[-3:] == [
-        ("swap_volume", VOLUME, keep, temp),
+    assert incus.changes[-5:] == [
+        ("detach_disks", INSTANCE, "data"),
+        ("rename_volume", VOLUME, temp),  # refused
+        ("attach_disks", INSTANCE, "data"),
         ("start_instance", INSTANCE),
         ("delete_volume", temp),  # gone already: renamed to the volume
     ]
