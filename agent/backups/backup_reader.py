@@ -32,6 +32,7 @@ from agent.backups.stoppable import Stop, run_stoppable
 from agent.backups.streams import Readable
 from agent.crypto.gpg import GpgHome
 from agent.crypto.keys import PassphraseFile
+from commands.names import is_temporary
 from commands.ports import ArchiveIndex, BackupFile, Checkpoint, ProgressCallback
 from schemas.commands import Compression
 from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure, InvalidCommand, NotFound
@@ -154,7 +155,9 @@ class LocalBackupFiles:
         index = None
         if entry.encryption != "public-key":  # else the secret key is off this host
             index = self._head(opened, entry.compression, entry.encrypted, label)
-            if index.name != entry.volume:
+            # A snapshot-mode export is Incus's backup of a copy of the snapshot, whose
+            # index names that copy; the volume is the manifest's either way.
+            if index.name != entry.volume and not is_temporary(index.name, entry.volume, "export"):
                 raise IntegrityFailure(
                     f"{label}: its backup/index.yaml names volume {index.name!r},"
                     f" the manifest {entry.volume!r}"

@@ -631,3 +631,25 @@ def test_two_imports_of_one_backup_at_once_both_make_their_own_volume(
     finally:
         for target in targets:
             atlas.run("storage", "volume", "delete", atlas.pool, target, check=False)
+
+
+def test_a_snapshot_mode_export_of_the_agent_imports_again(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    """Its tarball is Incus's backup of a copy of the snapshot, whose index names the copy."""
+    atlas.write("grafana01", "/data/state", "from a snapshot-mode export")
+    export = agent.client.run(
+        {"action": "export", "volumes": ["grafana01-data"], "mode": "snapshot", "encrypt": False}
+    )
+    assert export["state"] == "succeeded", export
+    (file,) = export["result"]["files"]
+    job = agent.client.run({"action": "import", "file": file["file"], "as": "grafana-snap"})
+    assert job["state"] == "succeeded", job
+    assert job["result"]["checksum_verified"] is True
+    atlas.run("storage", "volume", "attach", atlas.pool, "grafana-snap", "grafana01", "/snap")
+    try:
+        assert atlas.read("grafana01", "/snap/state") == "from a snapshot-mode export"
+    finally:
+        atlas.run("storage", "volume", "detach", atlas.pool, "grafana-snap", "grafana01")
+        atlas.run("storage", "volume", "delete", atlas.pool, "grafana-snap")
+    assert not leftovers(atlas)

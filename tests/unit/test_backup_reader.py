@@ -118,6 +118,28 @@ def test_an_index_naming_another_volume_than_the_manifest_is_refused(
         files._locate(f"{SET}/loki01-data", None)
 
 
+@pytest.mark.parametrize(
+    ("index_names", "accepted"),
+    [
+        ("grafana01-data-export-20261128-020013-c0ffee", True),  # a snapshot-mode export
+        ("grafana01-data-import-20261128-020013-c0ffee", False),
+        ("grafana01-data-export-x", False),
+        ("loki01-data-export-20261128-020013-c0ffee", False),
+    ],
+)
+def test_the_copy_a_snapshot_mode_export_was_made_of_is_the_manifests_volume(
+    files: LocalBackupFiles, root: Path, index_names: str, accepted: bool
+) -> None:
+    index = INDEX_YAML.replace(b"grafana01-data", index_names.encode())
+    archive = tar_bytes({"backup/index.yaml": index, "backup/volume/grafana.db": b"db"})
+    catalogued(root, data=compress(archive, "zstd"))
+    if accepted:
+        assert files._locate(f"{SET}/grafana01-data", None).volume == "grafana01-data"
+    else:
+        with pytest.raises(IntegrityFailure, match=f"names volume '{index_names}'"):
+            files._locate(f"{SET}/grafana01-data", None)
+
+
 def test_a_file_shorter_than_its_manifest_entry_is_refused_as_truncated(
     files: LocalBackupFiles, root: Path
 ) -> None:
