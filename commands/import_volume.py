@@ -1,8 +1,9 @@
 """`import`: a backup file becomes a volume again, and the original is never lost first.
 
-The backup is checked against its manifest, then imported (decrypted on the fly) under a
-temporary name. With `as` it is renamed to the new name beside the original. With
-`replace`, the instance is stopped, the new volume swapped in and the old one kept as
+The backup is imported (decrypted on the fly) under a temporary name and checked against
+its manifest in the same pass: a mismatch fails the upload, and the temporary volume
+goes. With `as` it is renamed to the new name beside the original. With `replace`, the
+instance is stopped, the new volume swapped in and the old one kept as
 `<volume>-pre-import-<ts>` until the instance runs again on the new data; on any failure
 the old volume is swapped back and the instance started on it.
 """
@@ -21,6 +22,7 @@ from commands.names import temporary
 from commands.ports import BackupFile
 from commands.steps import instances_stopped
 from commands.usability import require_usable
+from commands.volume_swap import swap_volume
 from schemas.commands import ImportCommand
 from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand
 from schemas.results import ImportResult
@@ -144,11 +146,6 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     if command.as_ is not None and await ctx.ports.incus.volume_exists(command.as_):
         raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
     await _require_usable(ctx, backup)
-    await ctx.ports.backups.verify_checksum(
-        backup,
-        lambda done, total: ctx.progress("verifying checksum", done, total),
-        ctx.checkpoint,
-    )
     ctx.checkpoint()
     temp = _step(plan, "import_volume").target
     # Removed only if this job made it (see commands.journalled); on success it is gone,
@@ -190,9 +187,12 @@ async def _require_usable(ctx: JobContext, backup: BackupFile) -> None:
 
 
 async def _upload(ctx: JobContext, backup: BackupFile, temp: str) -> None:
-    phase = f"importing {backup.file_name} as {temp}"
+    """Upload under the temporary name, checking the file against its manifest on the
+    way: a mismatch fails the upload's last read, so Incus never completes the volume
+    (and `made` removes whatever it holds of it); the original is not touched yet."""
+    phase = f"importing {backup.file_name} as {temp}, verifying its checksum"
     ctx.progress(phase, 0, backup.plaintext_size)
-    with ctx.ports.backups.open_plaintext(backup, ctx.checkpoint) as plaintext:
+    with ctx.ports.backups.open_verified(backup, ctx.checkpoint) as plaintext:
         await ctx.ports.incus.import_backup(
             temp, plaintext, lambda done, _total: ctx.progress(phase, done, backup.plaintext_size)
         )
@@ -221,7 +221,7 @@ async def _replace(
                 {"replacement": temp, "keep_as": keep, "disks": disks, "stopped": stopped},
             )
             fault_point("import_swapping")
-            await ctx.ports.incus.swap_volume(volume, temp, keep)
+            await swap_volume(ctx.ports.incus, volume, temp, keep)
             fault_point("import_swapped")
         await _require_running(ctx, stopped)
     except BaseException as exc:
@@ -266,7 +266,7 @@ async def _swap_back(
     try:
         async with instances_stopped(ctx, instances):
             if await ctx.ports.incus.volume_exists(keep):
-                await ctx.ports.incus.swap_volume(volume, keep, temp)
+                await swap_volume(ctx.ports.incus, volume, keep, temp)
         for instance in was_running:
             if await ctx.ports.incus.instance_status(instance) != "Running":
                 await ctx.ports.incus.start_instance(instance)

@@ -58,6 +58,17 @@ def stamped(now: datetime) -> str:
     return f"{compact(now)}-{token()}"
 
 
+def is_temporary(name: str, volume: str, what: str) -> bool:
+    """Whether `name` is one `temporary(volume, what, ...)` gives, at any time and token."""
+    pattern = "00000000-000000-" + "0" * TOKEN_HEX
+    sample = derived_name(volume, f"{what}-{pattern}")
+    prefix = sample[: len(sample) - len(pattern)]
+    return (
+        re.fullmatch(rf"{re.escape(prefix)}\d{{8}}-\d{{6}}-[0-9a-f]{{{TOKEN_HEX}}}", name)
+        is not None
+    )
+
+
 def unique(what: str, now: datetime) -> str:
     """`<what>-<YYYYmmdd-HHMMSS>-<token>`: a snapshot or server-side backup of the agent's."""
     return f"{what}-{stamped(now)}"

@@ -148,11 +148,6 @@ class Incus(Protocol):
         """Delete the volume and its snapshots; refused while an instance uses it."""
         ...
 
-    async def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
-        """Rename `volume` to `keep_as` and `replacement` to `volume`; the instances that
-        used `volume` (all stopped, else `Conflict`) then use the replacement."""
-        ...
-
     async def create_backup(
         self,
         volume: str,
@@ -186,6 +181,10 @@ class Incus(Protocol):
 
     async def attach_disks(self, instance: str, devices: dict[str, dict[str, Any]]) -> None:
         """Add (or redefine) the instance's disk devices; idempotent."""
+        ...
+
+    async def detach_disks(self, instance: str, devices: dict[str, dict[str, Any]]) -> None:
+        """Remove the instance's disk devices named in `devices`; the others stay."""
         ...
 
     async def exec(self, instance: str, argv: list[str], timeout_s: float) -> ExecResult:
@@ -309,6 +308,17 @@ class BackupFiles(Protocol):
         Reading past the end raises instead of ending when decryption failed; each read
         calls `checkpoint` first, so a cancel reaches a long read between chunks. The
         file is reopened safely and must still be the one `locate` found."""
+        ...
+
+    def open_verified(
+        self, backup: BackupFile, checkpoint: Checkpoint | None = None
+    ) -> AbstractContextManager[BinaryReader]:
+        """As `open_plaintext`, with the file checked against its manifest in the same
+        pass: the file's bytes (the ciphertext when encrypted) are hashed as they are
+        read, and the read that would end the plaintext raises `IntegrityFailure` instead
+        when size or sha256 differ from the manifest's, or the file was not read whole.
+        So whoever reads it to its end (an Incus upload) never completes on altered data.
+        A file without a manifest has nothing to check against: its plaintext as is."""
         ...
 
 

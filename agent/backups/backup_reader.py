@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from agent.backups.archive_check import read_head, verify_checksum
+from agent.backups.archive_check import ChecksummedReader, read_head, verify_checksum
 from agent.backups.manifests import MANIFEST_NAME, entry_for_file, find_entry, read_manifest
 from agent.backups.paths import (
     file_identity,
@@ -29,8 +29,10 @@ from agent.backups.paths import (
     set_dir,
 )
 from agent.backups.stoppable import Stop, run_stoppable
+from agent.backups.streams import Readable
 from agent.crypto.gpg import GpgHome
 from agent.crypto.keys import PassphraseFile
+from commands.names import is_temporary
 from commands.ports import ArchiveIndex, BackupFile, Checkpoint, ProgressCallback
 from schemas.commands import Compression
 from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure, InvalidCommand, NotFound
@@ -51,7 +53,7 @@ def _naming(error: AtlasError, field: str) -> AtlasError:
 class _Checked:
     """A reader that calls `checkpoint` before each read: a cancel stops a long read."""
 
-    def __init__(self, inner: io.BufferedReader, checkpoint: Checkpoint | None) -> None:
+    def __init__(self, inner: Readable, checkpoint: Checkpoint | None) -> None:
         self._inner = inner
         self._checkpoint = checkpoint
 
@@ -61,10 +63,40 @@ class _Checked:
         return self._inner.read(size)
 
     def fileno(self) -> int:
-        return self._inner.fileno()
+        fileno = getattr(self._inner, "fileno", None)
+        if fileno is None:
+            raise io.UnsupportedOperation("fileno")
+        return int(fileno())
 
     def tell(self) -> int:
-        return self._inner.tell()
+        tell = getattr(self._inner, "tell", None)
+        if tell is None:
+            raise io.UnsupportedOperation("tell")
+        return int(tell())
+
+
+# How long the end of the plaintext may come before gpg's feed read the end of the file
+# (gpg can exit once it has the last packet): a moment, normally.
+_FEED_END_S = 30.0
+
+
+class _Verified(_Checked):
+    """The plaintext, whose end is reported only once the file it came from was read whole
+    and matched its manifest: else the read that would end it raises `IntegrityFailure`,
+    so an upload never completes with unverified data."""
+
+    def __init__(
+        self, inner: Readable, file: ChecksummedReader, checkpoint: Checkpoint | None
+    ) -> None:
+        super().__init__(inner, checkpoint)
+        self._file = file
+
+    def read(self, size: int = -1, /) -> bytes:
+        chunk = super().read(size)
+        if not chunk:
+            self._file.reached_end.wait(_FEED_END_S)
+            self._file.require_recorded()
+        return chunk
 
 
 class LocalBackupFiles:
@@ -123,7 +155,9 @@ class LocalBackupFiles:
         index = None
         if entry.encryption != "public-key":  # else the secret key is off this host
             index = self._head(opened, entry.compression, entry.encrypted, label)
-            if index.name != entry.volume:
+            # A snapshot-mode export is Incus's backup of a copy of the snapshot, whose
+            # index names that copy; the volume is the manifest's either way.
+            if index.name != entry.volume and not is_temporary(index.name, entry.volume, "export"):
                 raise IntegrityFailure(
                     f"{label}: its backup/index.yaml names volume {index.name!r},"
                     f" the manifest {entry.volume!r}"
@@ -152,7 +186,7 @@ class LocalBackupFiles:
             return read_head(plaintext, compression, label=label)[1]
 
     @contextmanager
-    def _decrypted(self, source: io.BufferedReader, label: str) -> Iterator[io.BufferedReader]:
+    def _decrypted(self, source: Readable, label: str) -> Iterator[io.BufferedReader]:
         if self._passphrase is None:
             raise CryptoFailure(
                 f"{label} is encrypted and no [encryption] passphrase_file is"
@@ -209,6 +243,24 @@ class LocalBackupFiles:
                 return
             with self._decrypted(source, backup.file_name) as plaintext:
                 yield _Checked(plaintext, checkpoint)
+
+    @contextmanager
+    def open_verified(
+        self, backup: BackupFile, checkpoint: Checkpoint | None = None
+    ) -> Iterator[_Checked]:
+        if not backup.in_manifest:  # nothing recorded to check it against
+            with self.open_plaintext(backup, checkpoint) as plaintext:
+                yield plaintext
+            return
+        label = f"{backup.set_name}/{backup.file_name}"
+        # The manifest's sha256 is of the file as written: the ciphertext when encrypted.
+        with self._reopen(backup) as source:
+            file = ChecksummedReader(source, backup.size, backup.sha256, label=label)
+            if not backup.encrypted:
+                yield _Verified(file, file, checkpoint)
+                return
+            with self._decrypted(file, backup.file_name) as plaintext:
+                yield _Verified(plaintext, file, checkpoint)
 
 
 def _index_fields(index: ArchiveIndex | None) -> dict[str, str]:

@@ -49,7 +49,7 @@ from commands.ports import (
     ServerInfo,
     VolumeInfo,
 )
-from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand, NotFound
+from schemas.errors import Conflict, IncusFailure, InvalidCommand, NotFound
 from schemas.timefmt import iso
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ OPERATION_POLL_S = 2
 COMPRESSIONS: tuple[BackupCompression, ...] = ("zstd", "none")
 # What is kept of each output stream of an exec: its tail.
 EXEC_OUTPUT_BYTES = 64 * 1024
+# Progress of an upload is reported every so many bytes, not each chunk: each report is a
+# trip to the event loop that the upload waits for (4096 per GiB in 256 KiB chunks).
+PROGRESS_EVERY = 8 << 20
 # The fields of an instance a PUT replaces.
 INSTANCE_WRITABLE = (
     "architecture",
@@ -108,14 +111,17 @@ def _upload_chunks(source: ImportSource, on_progress: ProgressCallback | None) -
         total, chunks = _remaining_bytes(source), _read_chunks(source)
     else:
         total, chunks = 0, iter(source)
-    done = 0
+    done = reported = 0
     for chunk in chunks:
         if not chunk:
             continue  # an empty chunk would end a chunked upload early
         yield chunk
         done += len(chunk)
-        if on_progress is not None:
+        if on_progress is not None and done - reported >= PROGRESS_EVERY:
             on_progress(done, total)
+            reported = done
+    if on_progress is not None and done != reported:
+        on_progress(done, total)
 
 
 class BackupDownload:
@@ -437,7 +443,7 @@ class IncusClient:
     def rename_volume(self, old: str, new: str) -> None:
         """Rename; refused while a running instance uses the volume. Incus 6.0.4 takes ~30 s
         for an attached volume, as it rewrites the devices of its (stopped) instances to
-        follow: `swap_volume` detaches first."""
+        follow: `commands.volume_swap` detaches first."""
         call = f"rename volume {old!r} to {new!r}"
         node, new = self._volume(old), checked_name("volume", new)
         with self._calling(call, missing=f"volume {old!r}"):
@@ -449,35 +455,6 @@ class IncusClient:
         with self._calling(call, missing=f"volume {name!r}"):
             self._complete(self._volume(name).delete(), call)
 
-    def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
-        """Rename `volume` to `keep_as` and `replacement` to `volume`, so the instances that
-        used `volume` (all stopped, else `Conflict`) use the replacement.
-
-        Their disks are detached around the renames and attached again as they were: naming
-        `volume`, they then mount the replacement, or the original if a rename failed."""
-        for name in (volume, replacement, keep_as):
-            checked_name("volume", name)
-        users = self.get_volume(volume).used_by
-        self._refuse_running_users(volume, users)
-        self.get_volume(replacement)
-        disks = {instance: self._disks_using(instance, volume) for instance in users}
-        for instance, devices in disks.items():
-            self._detach_disks(instance, devices)
-        try:
-            self._rename_pair(volume, replacement, keep_as)
-        finally:
-            for instance, devices in disks.items():
-                self._attach_disks(instance, devices)
-
-    def _rename_pair(self, volume: str, replacement: str, keep_as: str) -> None:
-        """`volume` -> `keep_as`, then `replacement` -> `volume`; undone if the second fails."""
-        self.rename_volume(volume, keep_as)
-        try:
-            self.rename_volume(replacement, volume)
-        except AtlasError:
-            self.rename_volume(keep_as, volume)
-            raise
-
     def volume_disks(self, volume: str) -> dict[str, dict[str, Json]]:
         """The disk devices mounting `volume`, by instance: what a swap detaches."""
         users = self.get_volume(volume).used_by
@@ -487,13 +464,10 @@ class IncusClient:
         if devices:
             self._attach_disks(instance, devices)
 
-    def _refuse_running_users(self, volume: str, users: tuple[str, ...]) -> None:
-        running = [name for name in users if self.instance_status(name) != "Stopped"]
-        if running:
-            raise Conflict(
-                f"volume {volume!r} is used by running instance(s) {', '.join(running)}:"
-                " stop them first"
-            )
+    def detach_disks(self, instance: str, devices: dict[str, Json]) -> None:
+        """Remove the instance's disk devices of these names (those `volume_disks` gave)."""
+        if devices:
+            self._detach_disks(instance, devices)
 
     def _disks_using(self, instance: str, volume: str) -> dict[str, Json]:
         """The instance's own disk devices (not its profiles') that mount `volume`, by name."""

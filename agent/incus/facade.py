@@ -118,14 +118,14 @@ class AsyncIncus:
     async def delete_volume(self, name: str) -> None:
         await self._run(self._client.delete_volume, name)
 
-    async def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
-        await self._run(self._client.swap_volume, volume, replacement, keep_as)
-
     async def volume_disks(self, volume: str) -> dict[str, dict[str, Json]]:
         return await self._run(self._client.volume_disks, volume)
 
     async def attach_disks(self, instance: str, devices: dict[str, Json]) -> None:
         await self._run(self._client.attach_disks, instance, devices)
+
+    async def detach_disks(self, instance: str, devices: dict[str, Json]) -> None:
+        await self._run(self._client.detach_disks, instance, devices)
 
     async def create_backup(
         self,

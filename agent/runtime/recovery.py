@@ -23,6 +23,7 @@ from agent.runtime.store import Effect, JobRow, Store
 from commands.base import EffectKind
 from commands.journalled import OURS, STATE
 from commands.ports import Incus
+from commands.volume_swap import swap_volume
 from schemas.errors import AtlasError, Conflict, InvalidCommand, NotFound
 from schemas.messages import ErrorInfo
 from schemas.results import NoResult
@@ -77,7 +78,7 @@ async def _swap_back(incus: Incus, effect: Effect) -> str:
         for instance in running:
             await incus.stop_instance(instance)
         if await incus.volume_exists(volume):
-            await incus.swap_volume(volume, keep, replacement)
+            await swap_volume(incus, volume, keep, replacement)
         else:
             await incus.rename_volume(keep, volume)
         for instance, devices in disks.items():

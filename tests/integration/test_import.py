@@ -16,6 +16,7 @@ from tests.support.backups import (
     cli_export,
     flip_byte,
     leftovers,
+    reencrypt_in_place,
     truncate,
 )
 from tests.support.harness import AgentHarness
@@ -136,6 +137,79 @@ def test_a_corrupted_byte_fails_the_checksum_and_changes_nothing(
     flip_byte(backup, backup.stat().st_size * 3 // 4)
     job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
     assert "sha256" in str(job["error"])
+
+
+def volume_digest(atlas: IncusProject, instance: str) -> str:
+    """The sha256 of every file under /data, by path: the volume's content, byte for byte."""
+    return atlas.run(
+        "exec", instance, "--", "sh", "-c", "cd /data && find . -type f | sort | xargs sha256sum"
+    )
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_a_backup_altered_after_its_manifest_is_refused_at_the_end_of_its_upload(
+    agent: AgentHarness, atlas: IncusProject, encrypted: bool
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    atlas.run(
+        "exec", "alertmanager01", "--", "sh", "-c", "head -c 2000000 /dev/urandom > /data/blob"
+    )
+    passphrase = agent.workdir / "passphrase"
+    gpg_home = agent.backup_dir.parent / "test-gnupg"
+    backup = catalog_backup(
+        atlas,
+        "alertmanager01-data",
+        agent.backup_dir,
+        passphrase=passphrase if encrypted else None,
+        gpg_home=gpg_home,
+    )
+    if encrypted:  # a valid encryption of the same data, which gpg alone would accept
+        reencrypt_in_place(backup, passphrase, gpg_home)
+    else:  # past the head, which is checked before any upload
+        flip_byte(backup, backup.stat().st_size * 3 // 4)
+    original = volume_digest(atlas, "alertmanager01")
+    job = _expect_failure_without_harm(agent, atlas, REPLACE, "integrity_error")
+    assert "differs from the manifest" in str(job["error"])
+    # Refused at the end of the upload under the temporary name: nothing was stopped.
+    assert "importing" in agent.log
+    assert "stopping alertmanager01" not in agent.log
+    assert volume_digest(atlas, "alertmanager01") == original
+
+
+def test_an_encrypted_import_keeps_the_agents_memory_flat(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.run(
+        "exec", "alertmanager01", "--", "sh", "-c", "head -c 200000000 /dev/urandom > /data/blob"
+    )
+    try:
+        catalog_backup(
+            atlas,
+            "alertmanager01-data",
+            agent.backup_dir,
+            passphrase=agent.workdir / "passphrase",
+        )
+    finally:
+        atlas.run("exec", "alertmanager01", "--", "rm", "-f", "/data/blob")
+    before = peak_kib(agent.process.pid)
+    job = agent.client.run(
+        {"action": "import", "backup": f"{SET}/alertmanager01-data", "as": "am-memory"},
+        timeout=300,
+    )
+    after = peak_kib(agent.process.pid)
+    atlas.run("storage", "volume", "delete", atlas.pool, "am-memory")
+    assert job["state"] == "succeeded", job
+    assert job["result"]["checksum_verified"] is True
+    # 200 MB went through the hash, gpg and the upload: a few chunks in flight at most.
+    assert after - before < 32 * 1024, (before, after)
+
+
+def peak_kib(pid: int) -> int:
+    """VmHWM: the most resident memory the process ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for process {pid}")
 
 
 def test_a_corrupted_head_fails_before_anything_is_read_further(
@@ -557,3 +631,25 @@ def test_two_imports_of_one_backup_at_once_both_make_their_own_volume(
     finally:
         for target in targets:
             atlas.run("storage", "volume", "delete", atlas.pool, target, check=False)
+
+
+def test_a_snapshot_mode_export_of_the_agent_imports_again(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    """Its tarball is Incus's backup of a copy of the snapshot, whose index names the copy."""
+    atlas.write("grafana01", "/data/state", "from a snapshot-mode export")
+    export = agent.client.run(
+        {"action": "export", "volumes": ["grafana01-data"], "mode": "snapshot", "encrypt": False}
+    )
+    assert export["state"] == "succeeded", export
+    (file,) = export["result"]["files"]
+    job = agent.client.run({"action": "import", "file": file["file"], "as": "grafana-snap"})
+    assert job["state"] == "succeeded", job
+    assert job["result"]["checksum_verified"] is True
+    atlas.run("storage", "volume", "attach", atlas.pool, "grafana-snap", "grafana01", "/snap")
+    try:
+        assert atlas.read("grafana01", "/snap/state") == "from a snapshot-mode export"
+    finally:
+        atlas.run("storage", "volume", "detach", atlas.pool, "grafana-snap", "grafana01")
+        atlas.run("storage", "volume", "delete", atlas.pool, "grafana-snap")
+    assert not leftovers(atlas)

@@ -17,6 +17,7 @@ from agent.config import IncusConfig
 from agent.incus.client import IncusClient
 from agent.incus.facade import AsyncIncus
 from commands.ports import BackupCompression, Incus
+from commands.volume_swap import swap_volume
 from schemas.errors import Conflict, IncusFailure, InvalidCommand, NotFound
 from tests.support.incus_env import IncusProject, incus_project
 
@@ -430,7 +431,7 @@ async def test_swapping_puts_the_replacement_under_the_instance_and_keeps_the_ol
     await incus.copy_volume(service.volume, "snap0", replacement)
 
     await incus.stop_instance(service.instance)
-    await incus.swap_volume(service.volume, replacement, kept)
+    await swap_volume(incus, service.volume, replacement, kept)
     await incus.start_instance(service.instance)
 
     assert service.read("state") == "restored"
@@ -449,7 +450,7 @@ async def test_swapping_under_a_running_instance_is_a_conflict_and_renames_nothi
     service.project.run("storage", "volume", "create", service.project.pool, replacement)
 
     with pytest.raises(Conflict, match=service.instance):
-        await incus.swap_volume(service.volume, replacement, unique("kept"))
+        await swap_volume(incus, service.volume, replacement, unique("kept"))
 
     assert await incus.volume_exists(service.volume)
     assert await incus.volume_exists(replacement)
@@ -467,7 +468,7 @@ async def test_swapping_onto_a_taken_name_is_a_conflict_and_leaves_the_instance_
 
     try:
         with pytest.raises(Conflict, match=taken):
-            await incus.swap_volume(service.volume, replacement, taken)
+            await swap_volume(incus, service.volume, replacement, taken)
     finally:
         service.project.run("storage", "volume", "delete", service.project.pool, taken)
 
@@ -483,7 +484,7 @@ async def test_swapping_with_a_missing_replacement_leaves_the_volume_in_place(
     await incus.stop_instance(service.instance)
 
     with pytest.raises(NotFound, match="no-such-volume"):
-        await incus.swap_volume(service.volume, "no-such-volume", unique("kept"))
+        await swap_volume(incus, service.volume, "no-such-volume", unique("kept"))
 
     assert (await incus.get_volume(service.volume)).used_by == (service.instance,)
 
@@ -554,7 +555,9 @@ def test_a_name_with_url_characters_is_refused_and_the_volume_it_cut_to_is_untou
         lambda: client.delete_backup(victim, bad),
         lambda: client.list_backups(bad),
         lambda: client.import_backup(bad, iter([b"never sent"])),
-        lambda: client.swap_volume(victim, bad, unique("k")),
+        lambda: client.volume_disks(bad),
+        lambda: client.detach_disks(f"{service.instance}?x", {"data": {}}),
+        lambda: client.attach_disks(f"{service.instance}/x", {"data": {}}),
         lambda: client.instance_status(f"{service.instance}?x"),
         lambda: client.stop_instance(f"{service.instance}/x"),
     ]
@@ -637,7 +640,8 @@ def test_no_name_reaches_a_volume_or_snapshot_but_its_own(
         lambda: client.delete_snapshot(bad, "keep"),
         lambda: client.restore_snapshot(bad, "keep"),
         lambda: client.delete_backup(bad, "b"),
-        lambda: client.swap_volume(bad, victim, unique("k")),
+        lambda: client.volume_disks(bad),
+        lambda: client.detach_disks(bad, {"data": {}}),
     ]
     for call in calls:
         with pytest.raises((InvalidCommand, NotFound)):

@@ -85,6 +85,24 @@ def flip_byte(path: Path, offset: int | None = None) -> None:
         file.write(bytes([byte[0] ^ 0xFF]))
 
 
+def reencrypt_in_place(path: Path, passphrase: Path, gpg_home: Path) -> None:
+    """Encrypt the plaintext of `path` again (a new session key: other bytes, the same
+    size, decrypting as well as before) and write it over the same file: what only the
+    manifest's sha256 can tell from the original."""
+    home, key = GpgHome(gpg_home), PassphraseFile(passphrase)
+    with path.open("rb") as source, home.open_decrypted(source, key) as plaintext:
+        again = path.with_name(path.name + ".again")
+        with AtomicFile(again, overwrite=True) as out:
+            home.encrypt_stream(plaintext, out, key)
+            out.commit()
+    content = again.read_bytes()
+    again.unlink()
+    assert len(content) == path.stat().st_size
+    assert content != path.read_bytes()
+    with path.open("r+b") as file:  # in place: the same inode the agent located
+        file.write(content)
+
+
 def truncate(path: Path, keep: int) -> None:
     with path.open("r+b") as file:
         file.truncate(keep)

@@ -261,16 +261,6 @@ class MemoryIncus:
         del self.volumes[name]
         self._run(effects)
 
-    async def swap_volume(self, volume: str, replacement: str, keep_as: str) -> None:
-        effects = self._call("swap_volume", volume, replacement, keep_as)
-        self._volume(volume)
-        self._volume(replacement)
-        self._refuse_taken(keep_as)
-        self._refuse_if_running(volume, "swap")
-        self.volumes[keep_as] = self.volumes.pop(volume)
-        self.volumes[volume] = self.volumes.pop(replacement)
-        self._run(effects)
-
     async def create_backup(
         self,
         volume: str,
@@ -340,6 +330,13 @@ class MemoryIncus:
         found = self._instance(instance)
         for device, spec in devices.items():
             found.disks[device] = str(spec["source"])
+        self._run(effects)
+
+    async def detach_disks(self, instance: str, devices: dict[str, dict[str, Any]]) -> None:
+        effects = self._call("detach_disks", instance, *sorted(devices))
+        found = self._instance(instance)
+        for device in devices:
+            found.disks.pop(device, None)
         self._run(effects)
 
     async def exec(self, instance: str, argv: list[str], timeout_s: float) -> ExecResult:

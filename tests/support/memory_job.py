@@ -23,6 +23,7 @@ from commands.ports import (
     Sandbox,
 )
 from schemas.config import ATLAS_SERVICES
+from schemas.errors import IntegrityFailure
 from schemas.manifest import CompromiseMark, ManifestEntry
 from tests.support.memory_incus import EPOCH, MemoryIncus
 
@@ -89,6 +90,9 @@ class MemoryBackups:
 
     backup: BackupFile
     data: str
+    # The file was altered after its manifest was written: `open_verified` refuses it at
+    # the end of its data, as `LocalBackupFiles` does.
+    altered: bool = False
 
     async def locate(self, backup: str | None, file: str | None) -> BackupFile:
         return self.backup
@@ -106,6 +110,22 @@ class MemoryBackups:
         self, backup: BackupFile, checkpoint: Checkpoint | None = None
     ) -> Iterator[BinaryReader]:
         yield io.BytesIO(self.data.encode())
+
+    @contextmanager
+    def open_verified(
+        self, backup: BackupFile, checkpoint: Checkpoint | None = None
+    ) -> Iterator[BinaryReader]:
+        yield _Altered(self.data.encode()) if self.altered else io.BytesIO(self.data.encode())
+
+
+class _Altered(io.BytesIO):
+    """Data whose last read raises, as a checked backup file that does not match."""
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        if not chunk or size is None or size < 0:
+            raise IntegrityFailure("sha256 differs from the manifest's: the file was altered")
+        return chunk
 
 
 @dataclass

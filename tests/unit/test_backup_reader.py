@@ -118,6 +118,28 @@ def test_an_index_naming_another_volume_than_the_manifest_is_refused(
         files._locate(f"{SET}/loki01-data", None)
 
 
+@pytest.mark.parametrize(
+    ("index_names", "accepted"),
+    [
+        ("grafana01-data-export-20261128-020013-c0ffee", True),  # a snapshot-mode export
+        ("grafana01-data-import-20261128-020013-c0ffee", False),
+        ("grafana01-data-export-x", False),
+        ("loki01-data-export-20261128-020013-c0ffee", False),
+    ],
+)
+def test_the_copy_a_snapshot_mode_export_was_made_of_is_the_manifests_volume(
+    files: LocalBackupFiles, root: Path, index_names: str, accepted: bool
+) -> None:
+    index = INDEX_YAML.replace(b"grafana01-data", index_names.encode())
+    archive = tar_bytes({"backup/index.yaml": index, "backup/volume/grafana.db": b"db"})
+    catalogued(root, data=compress(archive, "zstd"))
+    if accepted:
+        assert files._locate(f"{SET}/grafana01-data", None).volume == "grafana01-data"
+    else:
+        with pytest.raises(IntegrityFailure, match=f"names volume '{index_names}'"):
+            files._locate(f"{SET}/grafana01-data", None)
+
+
 def test_a_file_shorter_than_its_manifest_entry_is_refused_as_truncated(
     files: LocalBackupFiles, root: Path
 ) -> None:
@@ -327,3 +349,52 @@ async def test_the_checksum_and_the_plaintext_are_the_located_file(
     await files.verify_checksum(backup, lambda _done, _total: None)
     with files.open_plaintext(backup) as plaintext:
         assert plaintext.read() == path.read_bytes()
+
+
+# -- reading verified: the manifest's sha256 checked in the same pass
+
+
+@pytest.mark.anyio
+async def test_a_verified_read_of_an_intact_file_gives_its_bytes(
+    files: LocalBackupFiles, root: Path
+) -> None:
+    path = catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+    read = bytearray()
+    with files.open_verified(backup) as plaintext:
+        while chunk := plaintext.read(1 << 16):
+            read += chunk
+    assert bytes(read) == path.read_bytes()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("change", ["flip", "append"])
+async def test_a_verified_read_of_an_altered_file_fails_instead_of_ending(
+    files: LocalBackupFiles, root: Path, change: str
+) -> None:
+    path = catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+    with path.open("r+b") as file:  # in place, after it was located
+        if change == "flip":
+            file.seek(path.stat().st_size - 100)
+            byte = file.read(1)
+            file.seek(-1, os.SEEK_CUR)
+            file.write(bytes([byte[0] ^ 0xFF]))
+        else:
+            file.seek(0, os.SEEK_END)
+            file.write(b"more")
+    message = "differs from the manifest" if change == "flip" else "longer than"
+    with files.open_verified(backup) as plaintext, pytest.raises(IntegrityFailure, match=message):
+        drain(plaintext)
+
+
+@pytest.mark.anyio
+async def test_a_verified_read_stops_on_a_cancel(files: LocalBackupFiles, root: Path) -> None:
+    catalogued(root, data=compress(incus_backup(os.urandom(3 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+
+    def cancelled() -> None:
+        raise JobCancelled("cancelled")
+
+    with files.open_verified(backup, cancelled) as plaintext, pytest.raises(JobCancelled):
+        drain(plaintext)

@@ -14,7 +14,7 @@ from commands.facts import Facts
 from commands.inventory import Inventory
 from schemas.commands import ImportCommand
 from schemas.config import ATLAS_SERVICES
-from schemas.errors import Compromised, Conflict, IncusFailure
+from schemas.errors import Compromised, Conflict, IncusFailure, IntegrityFailure
 from schemas.manifest import CompromiseMark
 from schemas.timefmt import epoch_ms
 from tests.support.memory_incus import EPOCH, MemoryIncus, Volume
@@ -51,6 +51,16 @@ def names(plan: Plan) -> tuple[str, str]:
     return temp, keep
 
 
+def swapped(volume: str, new: str, keep: str) -> list[tuple[str, ...]]:
+    """The calls of `commands.volume_swap.swap_volume` that change something."""
+    return [
+        ("detach_disks", INSTANCE, "data"),
+        ("rename_volume", volume, keep),
+        ("rename_volume", new, volume),
+        ("attach_disks", INSTANCE, "data"),
+    ]
+
+
 def failing(message: str) -> Callable[[], None]:
     """An effect that reports a failure after Incus did the work (a call that timed out)."""
 
@@ -73,7 +83,7 @@ async def test_a_replace_swaps_the_import_in_and_removes_the_old_data_once_it_ru
     assert incus.changes == [
         ("import_backup", temp),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, temp, keep),
+        *swapped(VOLUME, temp, keep),
         ("start_instance", INSTANCE),
         ("delete_volume", keep),
     ]
@@ -121,9 +131,9 @@ async def test_an_instance_that_does_not_run_on_the_import_has_the_original_swap
     assert incus.changes == [
         ("import_backup", temp),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, temp, keep),
+        *swapped(VOLUME, temp, keep),
         ("start_instance", INSTANCE),
-        ("swap_volume", VOLUME, keep, temp),
+        *swapped(VOLUME, keep, temp),
         ("start_instance", INSTANCE),  # it ran before the job: it runs on the original
         ("delete_volume", temp),
     ]
@@ -138,7 +148,7 @@ async def test_a_failed_swap_changes_nothing_and_starts_the_instance_again(
     plan = planned(incus, REPLACE)
     temp, keep = names(plan)
     job = job_on(incus)
-    incus.fail("swap_volume", IncusFailure("rename refused"))
+    incus.fail("rename_volume", IncusFailure("rename refused"))
 
     with pytest.raises(IncusFailure, match="rename refused"):
         await import_volume.execute(REPLACE, plan, job.context)
@@ -146,7 +156,9 @@ async def test_a_failed_swap_changes_nothing_and_starts_the_instance_again(
     assert incus.changes == [
         ("import_backup", temp),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, temp, keep),
+        ("detach_disks", INSTANCE, "data"),
+        ("rename_volume", VOLUME, keep),  # refused
+        ("attach_disks", INSTANCE, "data"),
         ("start_instance", INSTANCE),
         # Swapping back: the original was never moved, so only the stop and start.
         ("stop_instance", INSTANCE),
@@ -165,7 +177,7 @@ async def test_a_swap_reported_failed_after_it_happened_is_swapped_back(
     plan = planned(incus, REPLACE)
     temp, keep = names(plan)
     job = job_on(incus)
-    incus.after("swap_volume", failing("timed out"), nth=1)
+    incus.after("rename_volume", failing("timed out"), nth=2)
 
     with pytest.raises(IncusFailure, match="timed out"):
         await import_volume.execute(REPLACE, plan, job.context)
@@ -173,10 +185,10 @@ async def test_a_swap_reported_failed_after_it_happened_is_swapped_back(
     assert incus.changes == [
         ("import_backup", temp),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, temp, keep),
+        *swapped(VOLUME, temp, keep),
         ("start_instance", INSTANCE),
         ("stop_instance", INSTANCE),
-        ("swap_volume", VOLUME, keep, temp),
+        *swapped(VOLUME, keep, temp),
         ("start_instance", INSTANCE),
         ("delete_volume", temp),
     ]
@@ -192,15 +204,17 @@ async def test_a_failed_swap_back_leaves_the_journal_entry_open_and_says_so(
     plan = planned(incus, REPLACE)
     temp, keep = names(plan)
     job = job_on(incus)
-    incus.after("swap_volume", failing("timed out"), nth=1)
-    incus.fail("swap_volume", IncusFailure("pool read-only"), nth=2)
+    incus.after("rename_volume", failing("timed out"), nth=2)  # the new data went in
+    incus.fail("rename_volume", IncusFailure("pool read-only"), nth=3)  # swapping back
 
     with pytest.raises(IncusFailure, match="timed out") as raised:
         await import_volume.execute(REPLACE, plan, job.context)
 
     assert raised.value.__notes__ == ["swapping the original back failed too: pool read-only"]
-    assert incus.changes[-3:] == [
-        ("swap_volume", VOLUME, keep, temp),
+    assert incus.changes[-5:] == [
+        ("detach_disks", INSTANCE, "data"),
+        ("rename_volume", VOLUME, temp),  # refused
+        ("attach_disks", INSTANCE, "data"),
         ("start_instance", INSTANCE),
         ("delete_volume", temp),  # gone already: renamed to the volume
     ]
@@ -355,3 +369,25 @@ async def test_a_backup_made_after_the_mark_imports(incus: MemoryIncus) -> None:
     job.catalog.marks.append(_mark("grafana", epoch_ms(EPOCH) - 1))
     outcome = await import_volume.execute(AS_COPY, planned(incus, AS_COPY), job.context)
     assert outcome.succeeded == [COPY]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("command", [REPLACE, AS_COPY], ids=["replace", "as"])
+async def test_a_backup_altered_after_its_manifest_is_refused_before_the_original_is_touched(
+    incus: MemoryIncus, command: ImportCommand
+) -> None:
+    plan = planned(incus, command)
+    temp, _ = names(plan)
+    job = MemoryJob(
+        incus, backups=MemoryBackups(backup_file(VOLUME), "imported data", altered=True)
+    )
+
+    with pytest.raises(IntegrityFailure, match="differs from the manifest"):
+        await import_volume.execute(command, plan, job.context)
+
+    # The upload failed on its last read: no instance stopped, nothing renamed.
+    assert incus.changes == [("import_backup", temp), ("delete_volume", temp)]
+    assert incus.volumes == {VOLUME: Volume("old data")}
+    assert incus.instances[INSTANCE].status == "Running"
+    assert job.journal.kinds == [("temp_volume", temp)]
+    assert job.journal.open == []

@@ -1,0 +1,251 @@
+"""Import wall time and agent memory: the agent against the Incus CLI, side by side on the
+same backup files of one volume of random data, in an Incus project and a broker of its own.
+
+`python -m bench.import [--sizes 1,4] [--rounds 3] [--workdir DIR]`
+
+The backup files are made once per size by the agent's own `export` (stop mode), one
+for each of compression `none` and `zstd`, plain and encrypted, each with its manifest.
+Each row gives the median and the fastest of `rounds` runs, the cases interleaved, each
+run after `sync`; every imported volume is deleted after its run, outside the timing.
+The ratios compare the agent with the Incus CLI importing the same file:
+
+- `cli import`: `incus storage volume import <pool> <file> <name>`.
+- `cli gpg | import`: `gpg --decrypt <file> | incus storage volume import <pool>
+  /dev/stdin <name>` (the CLI takes a pipe as /dev/stdin; nothing written to disk).
+- `agent`: the agent's `import` with `as` (over MQTT, command to final state) of the
+  same file: its sha256 checked against the manifest while it uploads (and decrypts),
+  the temporary volume renamed to the new name once it matched.
+
+Memory is the agent process's VmHWM (its peak resident set since it started) after each
+run; gpg and Incus are other processes. CPU is the user and system time of the agent
+(with its gpg), or of the CLI processes (with gpg): incusd, which unpacks the tarball,
+is the same for both and not counted.
+"""
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from agent.backups.manifests import entry_for_file, read_manifest, record_backup
+from agent.backups.paths import ensure_set_dir
+from bench.export import (
+    INSTANCE,
+    JOB_TIMEOUT_S,
+    MIB,
+    VOLUME,
+    agent_cpu_s,
+    bench_stack,
+    children_cpu_s,
+    fill_volume,
+    vm_hwm_kib,
+)
+from tests.support.harness import AgentHarness
+from tests.support.incus_env import IncusProject
+
+COMPRESSIONS = ("none", "zstd")
+
+
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    cpu_s: float  # of the agent (and its gpg), or of the CLI processes (and gpg)
+    hwm_kib: int = 0
+
+
+@dataclass
+class Row:
+    label: str
+    file_size: int
+    baseline: str = ""  # the label of the row this one is compared with
+    runs: list[Run] | None = None
+
+    def median(self, field: str) -> float:
+        return float(statistics.median(getattr(r, field) for r in self.runs or []))
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    relative: str  # to the agent's backup directory, as `import` takes it
+    path: Path
+    compression: str
+    encrypted: bool
+
+    @property
+    def kind(self) -> str:
+        return f"{self.compression}{', gpg' if self.encrypted else ''}"
+
+
+class Cases:
+    """One way of importing a backup file each; each returns its timing."""
+
+    def __init__(self, project: IncusProject, agent: AgentHarness, workdir: Path) -> None:
+        self.project = project
+        self.agent = agent
+        self.passphrase = agent.workdir / "passphrase"
+        self.gnupg = workdir / "cli-gnupg"
+        self.gnupg.mkdir(mode=0o700, exist_ok=True)
+
+    def make_files(self) -> list[BackupFile]:
+        """The volume exported by the agent in each compression, plain and encrypted."""
+        files = []
+        for compression in COMPRESSIONS:
+            for encrypt in (False, True):
+                job = self.agent.client.run(
+                    {
+                        "action": "export",
+                        "volumes": [VOLUME],
+                        "mode": "stop",
+                        "compression": compression,
+                        "encrypt": encrypt,
+                    },
+                    timeout=JOB_TIMEOUT_S,
+                )
+                if job["state"] != "succeeded":
+                    raise RuntimeError(f"the agent's export failed: {job['error']}")
+                (file,) = job["result"]["files"]
+                files.append(self._own_set(file["file"], compression, encrypt))
+        return files
+
+    def _own_set(self, relative: str, compression: str, encrypt: bool) -> BackupFile:
+        """Move an exported file into a set of its own, with its manifest entry: the next
+        export of the same volume to the same set would replace it."""
+        path = self.agent.backup_dir / relative
+        entry = entry_for_file(read_manifest(path.parent), path.name)
+        name = f"bench-{compression}{'-gpg' if encrypt else ''}"
+        folder = ensure_set_dir(self.agent.backup_dir, name)
+        path.rename(folder / path.name)
+        record_backup(folder, entry, now=datetime.now(UTC), agent_version="bench")
+        return BackupFile(f"{name}/{path.name}", folder / path.name, compression, encrypt)
+
+    def _delete(self, name: str) -> None:
+        self.project.run("storage", "volume", "delete", self.project.pool, name)
+
+    def cli(self, backup: BackupFile) -> Run:
+        name = f"cli-{uuid.uuid4().hex[:6]}"
+        pool, project = self.project.pool, self.project.name
+        cpu = children_cpu_s()
+        started = time.monotonic()
+        if backup.encrypted:
+            pipeline = (
+                f"gpg --homedir {self.gnupg} --batch --no-autostart --pinentry-mode loopback"
+                f" --passphrase-file {self.passphrase} --decrypt {backup.path}"
+                f" | incus storage volume import --quiet --project {project} {pool}"
+                f" /dev/stdin {name}"
+            )
+            subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], check=True,
+                           capture_output=True)  # fmt: skip
+        else:
+            self.project.run("storage", "volume", "import", "--quiet", pool, str(backup.path),
+                             name)  # fmt: skip
+        wall = time.monotonic() - started
+        cpu_s = children_cpu_s() - cpu
+        self._delete(name)
+        return Run(wall, cpu_s)
+
+    def agent_import(self, backup: BackupFile) -> Run:
+        name = f"agent-{uuid.uuid4().hex[:6]}"
+        agent = self.agent.process.pid
+        cpu = agent_cpu_s(agent)
+        started = time.monotonic()
+        job = self.agent.client.run(
+            {"action": "import", "file": backup.relative, "as": name}, timeout=JOB_TIMEOUT_S
+        )
+        wall = time.monotonic() - started
+        if job["state"] != "succeeded":
+            raise RuntimeError(f"the agent's import failed: {job['error']}")
+        if not job["result"]["checksum_verified"]:
+            raise RuntimeError("the agent imported without checking the manifest's sha256")
+        run = Run(wall, agent_cpu_s(agent) - cpu, vm_hwm_kib(agent))
+        self._delete(name)
+        return run
+
+
+def rows_for(cases: Cases, files: list[BackupFile]) -> list[tuple[Row, Callable[[], Run]]]:
+    rows: list[tuple[Row, Callable[[], Run]]] = []
+    for backup in files:
+        size = backup.path.stat().st_size
+        cli = f"cli {'gpg | ' if backup.encrypted else ''}import ({backup.kind})"
+        rows += [
+            (Row(cli, size), partial(cases.cli, backup)),
+            (Row(f"agent ({backup.kind})", size, cli), partial(cases.agent_import, backup)),
+        ]
+    return rows
+
+
+def measure(cases: Cases, files: list[BackupFile], rounds: int) -> list[Row]:
+    rows = rows_for(cases, files)
+    for row, _ in rows:
+        row.runs = []
+    for _ in range(rounds):
+        for row, run in rows:
+            subprocess.run(["sync"], check=True)
+            assert row.runs is not None
+            row.runs.append(run())
+    return [row for row, _ in rows]
+
+
+def table(gib: int, rows: list[Row], idle_hwm_kib: int) -> str:
+    """Medians, with the fastest run beside them: on a shared machine the fastest is the
+    least disturbed, and both ratios are shown."""
+    by_label = {row.label: row for row in rows}
+    lines = [
+        f"\n{gib} GiB of /dev/urandom, {len(rows[0].runs or [])} rounds"
+        f" (agent VmHWM when idle: {idle_hwm_kib / 1024:.1f} MiB)",
+        f"{'case':<32} {'median s':>8} {'ratio':>6} {'min s':>6} {'ratio':>6} {'MB/s':>6}"
+        f" {'CPU s':>5} {'file MiB':>8} {'agent VmHWM MiB':>15}",
+    ]
+    for row in rows:
+        median, fastest = row.median("wall_s"), min(r.wall_s for r in row.runs or [])
+        ratios = ("", "")
+        if row.baseline:
+            base = by_label[row.baseline]
+            base_fastest = min(r.wall_s for r in base.runs or [])
+            ratios = (f"{median / base.median('wall_s'):.3f}", f"{fastest / base_fastest:.3f}")
+        hwm = max(r.hwm_kib for r in row.runs or [])
+        lines.append(
+            f"{row.label:<32} {median:8.2f} {ratios[0]:>6} {fastest:6.2f} {ratios[1]:>6}"
+            f" {gib * 1024 * MIB / 1e6 / median:6.1f} {row.median('cpu_s'):5.2f}"
+            f" {row.file_size / MIB:8.1f} {(f'{hwm / 1024:.1f}' if hwm else ''):>15}"
+        )
+    return "\n".join(lines)
+
+
+def main(sizes: list[int], rounds: int, workdir: Path) -> None:
+    with bench_stack(workdir) as (project, agent):
+        idle = vm_hwm_kib(agent.process.pid)
+        cases = Cases(project, agent, workdir)
+        for gib in sizes:
+            fill_volume(project, gib)
+            files = cases.make_files()
+            try:
+                print(table(gib, measure(cases, files, rounds), idle), flush=True)
+            finally:
+                for backup in files:
+                    backup.path.unlink()
+        project.run("exec", INSTANCE, "--", "rm", "-f", "/data/blob")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1", help="volume sizes in GiB, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, help="default: a temporary folder in /var/tmp")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.workdir:
+        main(sizes, args.rounds, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="atlas-bench-", dir="/var/tmp") as tmp:
+            main(sizes, args.rounds, Path(tmp))
