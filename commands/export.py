@@ -103,11 +103,13 @@ def looks(command: ExportCommand, inventory: Inventory) -> Looks:
 def plan(command: ExportCommand, inventory: Inventory, now: datetime) -> Plan:
     services = inventory.resolve(command.volumes)
     steps: list[Step] = []
+    # One set for the job's volumes: what a rebuild brings back together.
+    set_name = set_name_for(now)
     for service in services:
         export = VolumeExport(
             volume=service.volume,
             mode=command.mode or service.export_mode,
-            set_name=set_name_for(now),
+            set_name=set_name,
             compression=command.compression,
             encryption=encryption_for(command, service, inventory.encryption),
             backup_name=unique("atlas-export", now),
