@@ -67,9 +67,7 @@ def remake(stack: IncusProject, name: str) -> None:
         stack.run("launch", IMAGE_ALIAS, instance)
     if not stack.run("storage", "volume", "list", stack.pool, volume, "-f", "csv").strip():
         stack.run("storage", "volume", "create", stack.pool, volume)
-    if volume not in json.loads(
-        stack.run("config", "device", "list", instance, "-f", "json") or "[]"
-    ):
+    if volume not in stack.run("config", "device", "list", instance).split():
         stack.run("storage", "volume", "attach", stack.pool, volume, instance, "/data")
     if stack.state(instance) != "Running":
         stack.run("start", instance)
