@@ -86,9 +86,8 @@ def test_a_rebuild_brings_every_service_back_from_the_set(
     recorded = json.loads(
         (agent.backup_dir / set_name / "instances" / "grafana01.json").read_text()
     )
-    assert recorded["image"] and "grafana01-data" in {
-        d.get("source") for d in recorded["devices"].values()
-    }
+    assert recorded["image"]
+    assert "grafana01-data" in {d.get("source") for d in recorded["devices"].values()}
     assert not any(k.startswith("volatile.") for k in recorded["config"])
     damage(stack)
 
@@ -96,7 +95,7 @@ def test_a_rebuild_brings_every_service_back_from_the_set(
     assert dry["state"] == "succeeded", dry
     planned = dry["result"]
     assert planned["dry_run"] is True
-    assert [s["service"] for s in planned["services"]][0] == "step-ca"
+    assert planned["services"][0]["service"] == "step-ca"
     assert {s["how"] for s in planned["services"]} == {"replace"}
     assert all(s["outcome"] == "planned" for s in planned["services"])
     assert [st["op"] for st in planned["services"][0]["steps"]] == [
@@ -126,7 +125,8 @@ def test_a_rebuild_brings_every_service_back_from_the_set(
         assert stack.state(f"{name}01") == "Running"
     # The old data went once the instances ran on the new; no temporary volume is left.
     volumes = stack.run("storage", "volume", "list", stack.pool, "-f", "csv", "-c", "n")
-    assert "pre-import" not in volumes and "-import-" not in volumes
+    assert "pre-import" not in volumes
+    assert "-import-" not in volumes
 
 
 def test_a_missing_volume_gets_a_plain_import_and_a_missing_instance_is_skipped(
@@ -189,7 +189,8 @@ def test_a_compromised_step_ca_backup_is_refused_and_the_plan_says_regenerate(
     assert any("step-ca: regenerate it" in note for note in result["regenerate"])
     row = services_of(job)["step-ca"]
     assert row["outcome"] == "failed"
-    assert "compromised" in row["reason"] and "regenerate" in row["reason"]
+    assert "compromised" in row["reason"]
+    assert "regenerate" in row["reason"]
     assert result["failed"]["step-ca01-data"]["code"] == "compromised"
     assert stack.read("step-ca01", STATE) == "step-ca v2"  # untouched
     assert stack.read("grafana01", STATE) == "grafana v1"
