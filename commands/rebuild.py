@@ -29,7 +29,7 @@ from commands.host_command import run_host_command
 from commands.import_volume import put_in_place, require_usable_backup
 from commands.inventory import Inventory
 from commands.names import temporary
-from commands.ports import CatalogItem, InstanceDefinition
+from commands.ports import CatalogItem, CatalogListing, InstanceDefinition
 from commands.service_checks import health_for
 from commands.steps import error_info
 from commands.usability import regeneration_notes, usability
@@ -89,6 +89,8 @@ class Decided:
     row: RebuildService
     item: CatalogItem | None = None
     definition: InstanceDefinition | None = None
+    # The backup is covered by a compromise mark: the service is refused, not skipped.
+    compromised: bool = False
 
 
 async def execute(command: RebuildCommand, plan: Plan, ctx: JobContext) -> Outcome[RebuildResult]:
@@ -119,7 +121,7 @@ async def execute(command: RebuildCommand, plan: Plan, ctx: JobContext) -> Outco
         total_s=0.0,
         target_rto_s=config.target_rto_s,
     )
-    state_item = _state_backup(ctx, in_set, result)
+    state_item = _state_backup(ctx, listing, command.set, result)
     outcome = Outcome(result)
     if command.dry_run:
         return outcome
@@ -188,6 +190,7 @@ async def _decide(
     )
     if not verdict.usable:
         row.reason = verdict.why
+        part.compromised = True
         return part
     if not await incus.instance_exists(service.instance):
         if ctx.ports.inventory.rebuild.missing_instance == "skip":
@@ -237,18 +240,29 @@ async def _decide(
 
 
 def _state_backup(
-    ctx: JobContext, in_set: list[CatalogItem], result: RebuildResult
+    ctx: JobContext, listing: CatalogListing, set_name: str, result: RebuildResult
 ) -> CatalogItem | None:
-    """The set's state bucket backup, when a state bucket is configured."""
-    found = next((i for i in in_set if isinstance(i.entry.state_bucket, StateBucketInfo)), None)
+    """The state bucket backup to put back, when a state bucket is configured: the set's
+    own, else the newest made no later than the set's newest backup (`state_export`
+    writes a set of its own), so the state matches the volumes."""
     if ctx.ports.inventory.state_bucket.mode == "off":
         result.state_bucket_note = "no state bucket is configured"
         return None
+    states = [i for i in listing.items if isinstance(i.entry.state_bucket, StateBucketInfo)]
+    found = next((i for i in states if i.set_name == set_name), None)
     if found is None:
-        result.state_bucket_note = "the set holds no state bucket backup"
+        in_set = [i for i in listing.items if i.set_name == set_name]
+        newest = max(datetime.fromisoformat(i.entry.created) for i in in_set)
+        found = max(
+            (i for i in states if datetime.fromisoformat(i.entry.created) <= newest),
+            key=lambda i: datetime.fromisoformat(i.entry.created),
+            default=None,
+        )
+    if found is None:
+        result.state_bucket_note = "there is no state bucket backup as old as the set"
         return None
     result.state_bucket = found.backup
-    result.state_bucket_note = "imported" if not result.dry_run else "to import (replace)"
+    result.state_bucket_note = "to import (replace)"
     return found
 
 
@@ -262,6 +276,7 @@ async def _import_state(ctx: JobContext, item: CatalogItem, result: RebuildResul
     ctx.progress(f"rebuild: state bucket from {item.backup}")
     state_plan = state_bucket.plan_import(command, inventory, ctx.now())
     await state_bucket.execute_import(command, state_plan, ctx)
+    result.state_bucket_note = "imported (replace)"
     fault_point("rebuild_state_imported")
 
 
@@ -271,11 +286,12 @@ async def _rebuild_service(
     row = part.row
     service = ctx.ports.inventory.by_name(row.service)
     assert service is not None
+    if part.compromised:
+        row.outcome = "failed"
+        outcome.failed[service.volume] = error_info(Compromised(row.reason))
+        return
     if part.item is None:
         row.outcome = "skipped"
-        if row.reason.startswith("backup ") and "compromised" in row.reason:
-            row.outcome = "failed"
-            outcome.failed[service.volume] = error_info(Compromised(row.reason))
         return
     ctx.checkpoint()
     started = time.monotonic()

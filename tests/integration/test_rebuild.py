@@ -5,6 +5,8 @@ The demo services are busybox containers: their health check reads the marker fi
 the volume (`tests.support.drills.marker_check`), so it passes only on the exported data."""
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from tests.support.harness import ATLAS, AgentHarness, running_agent
 from tests.support.incus_env import IMAGE_ALIAS, IncusProject, incus_project
 
 JOB_TIMEOUT_S = 300.0
+CLI = str(Path(sys.executable).parent / "atlas-backup")
 STATE = "/data/state"
 
 
@@ -194,3 +197,30 @@ def test_a_compromised_step_ca_backup_is_refused_and_the_plan_says_regenerate(
     assert result["failed"]["step-ca01-data"]["code"] == "compromised"
     assert stack.read("step-ca01", STATE) == "step-ca v2"  # untouched
     assert stack.read("grafana01", STATE) == "grafana v1"
+
+
+def test_the_cli_rebuilds_from_a_set_with_confirm_all(
+    agent: AgentHarness, stack: IncusProject
+) -> None:
+    set_name = exported_set(agent, stack)
+    damage(stack)
+    command = [CLI, "rebuild", set_name, "--config", str(agent.workdir / "config.toml")]
+    refused = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False
+    )
+    assert refused.returncode == 2, refused  # off a terminal, no confirm: rejected
+    assert stack.read("loki01", STATE) == "loki v2"
+    done = subprocess.run(
+        [*command, "--confirm", "all", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=JOB_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["state"] == "succeeded"
+    assert printed["result"]["ok"] is True
+    for name in ATLAS:
+        assert stack.read(f"{name}01", STATE) == f"{name} v1"
