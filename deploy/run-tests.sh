@@ -12,6 +12,8 @@ bash deploy/start-incus.sh
 bash deploy/python-env.sh
 # Home Assistant core in its own venv, for tests/integration/test_home_assistant.py.
 bash deploy/homeassistant/install-ha.sh
+# Node-RED, pinned by its package-lock, for tests/integration/test_node_red.py.
+bash deploy/node-red/install-node-red.sh
 bash deploy/build-busybox-image.sh atlas-busybox default
 
 .venv/bin/ruff check .

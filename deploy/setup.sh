@@ -39,6 +39,8 @@ if [ ! -f "$config" ]; then
         sed "s|@PROJECT@|atlas-demo|" "$repo/deploy/config.example.toml"
         printf '\n[encryption]\n# Written by setup.sh for the demo: exports are encrypted with it (gpg --symmetric).\n'
         printf 'passphrase_file = "%s"\n' "$passphrase"
+        # The six services with drill health checks that the busybox containers pass.
+        cat "$repo/deploy/demo-services.toml"
     } > "$config"
     echo "setup: wrote $config for the demo stack in Incus project atlas-demo"
     echo "setup: exports are encrypted with the passphrase in $passphrase (0600);" \

@@ -1,8 +1,9 @@
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from agent.config import load_config, parse_config
+from agent.config import ATLAS_SERVICES, load_config, parse_config
 from schemas.errors import ConfigError
 
 
@@ -94,3 +95,24 @@ def test_the_example_config_parses() -> None:
     config = parse_config(example.read_text().replace("@PROJECT@", "atlas-demo"), str(example))
     assert config.schedules.runbook_defaults
     assert config.agent.timezone == "UTC"
+
+
+def test_the_demo_services_are_the_runbook_table_with_checks_busybox_passes() -> None:
+    """setup.sh appends deploy/demo-services.toml to the demo config, so that the README's
+    `atlas-backup drill` works on the busybox stack: the same six services as the built-in
+    table, each with a health check reading the data demo-stack.sh writes."""
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    text = (deploy / "config.example.toml").read_text().replace("@PROJECT@", "atlas-demo")
+    text += '\n[encryption]\npassphrase_file = "/etc/atlas-backup/passphrase"\n'
+    config = parse_config(text + (deploy / "demo-services.toml").read_text(), "demo config")
+    without_checks = [msgspec.structs.replace(s, health=None) for s in config.services]
+    assert without_checks == list(ATLAS_SERVICES)
+    stack = (deploy / "demo-stack.sh").read_text()
+    assert "echo 'demo data of $service, created" in stack
+    for service in config.services:
+        assert service.health is not None
+        assert service.health.command == [
+            "sh",
+            "-c",
+            f"grep -q '^demo data of {service.name}' /data/README",
+        ]
