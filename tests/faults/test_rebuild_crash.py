@@ -27,6 +27,8 @@ def checked_services() -> list[ServiceConfig]:
 POINTS = [
     ("rebuild_before_services", set()),
     ("import_uploaded", set()),
+    # Swapped in, its instance still stopped: recovery swaps the original back.
+    ("import_swapped", set()),
     ("rebuild_between_services", {"step-ca"}),
 ]
 
