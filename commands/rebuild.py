@@ -38,7 +38,7 @@ from schemas.config import ServiceConfig
 from schemas.errors import (
     AtlasError,
     Compromised,
-    IncusFailure,
+    HookFailed,
     InvalidCommand,
     JobCancelled,
     NotFound,
@@ -65,7 +65,7 @@ def plan(command: RebuildCommand, inventory: Inventory, now: datetime) -> Plan:
     targets = [s.volume for s in services]
     steps = [Step("read_set", command.set, {"decides": "what each service gets"})]
     if inventory.state_bucket.mode != "off":
-        bucket = state_bucket.lock_name(inventory.state_bucket.bucket)
+        bucket = state_bucket.lock_name(_bucket_name(inventory))
         targets.append(bucket)
         steps.append(Step("state_import", bucket, {"if": "the set holds its backup"}))
     if inventory.rebuild.after_state_command:
@@ -80,6 +80,12 @@ def plan(command: RebuildCommand, inventory: Inventory, now: datetime) -> Plan:
             )
         )
     return Plan(targets=tuple(targets), steps=tuple(steps))
+
+
+def _bucket_name(inventory: Inventory) -> str:
+    """The configured state bucket's name, as `state_import` confirms and locks it."""
+    config = inventory.state_bucket
+    return config.bucket if config.mode == "incus" else config.s3_bucket
 
 
 @dataclass
@@ -135,7 +141,7 @@ async def execute(command: RebuildCommand, plan: Plan, ctx: JobContext) -> Outco
                 list(config.after_state_command), config.after_state_timeout_s
             )
             if result.host_command.exit_code != 0:
-                raise IncusFailure(
+                raise HookFailed(
                     f"the host command {config.after_state_command[0]!r} exited with"
                     f" {result.host_command.exit_code}: no volume was touched"
                 )
@@ -270,9 +276,7 @@ async def _import_state(ctx: JobContext, item: CatalogItem, result: RebuildResul
     """`state_import` with `replace`: the current bucket exported first, a lineage
     change refused."""
     inventory = ctx.ports.inventory
-    config = inventory.state_bucket
-    bucket = config.bucket if config.mode == "incus" else config.s3_bucket
-    command = StateImportCommand(backup=item.backup, replace=True, confirm=bucket)
+    command = StateImportCommand(backup=item.backup, replace=True, confirm=_bucket_name(inventory))
     ctx.progress(f"rebuild: state bucket from {item.backup}")
     state_plan = state_bucket.plan_import(command, inventory, ctx.now())
     await state_bucket.execute_import(command, state_plan, ctx)
