@@ -91,6 +91,7 @@ class Agent:
             timezone=config.agent.timezone,
             state_bucket=config.state_bucket,
             grafana_url=config.grafana.url,
+            rebuild=config.rebuild,
         )
         self.incus: Incus = incus or AsyncIncus(IncusClient(config.incus))
         self.sandbox = AsyncSandbox(IncusClient(config.incus))

@@ -52,12 +52,37 @@ def outcome_lines(job: dict[str, Any]) -> list[str]:
     if job.get("action") == "import" and result.get("volume"):
         how = "replaced" if result.get("replaced") else "imported as"
         lines.append(f"  {how} {result['volume']} from {result.get('file', '')}")
+    if job.get("action") == "rebuild":
+        lines += _rebuild_lines(result)
     if job.get("action") == "cancel" and result.get("job"):
         lines.append(f"  job {result['job']} was {result.get('was')}: now {result.get('state')}")
     for target, failure in (result.get("failed") or {}).items():
         lines.append(f"  failed {target}: {failure.get('code', '')}: {failure.get('message', '')}")
     for undone in result.get("undone") or []:
         lines.append(f"  undone: {undone}")
+    return lines
+
+
+def _rebuild_lines(result: dict[str, Any]) -> list[str]:
+    """Each service's part, the host command, the total against the RTO, and what must be
+    regenerated instead."""
+    lines = []
+    if result.get("state_bucket"):
+        lines.append(f"  state bucket {result['state_bucket']}: {result.get('state_bucket_note')}")
+    command = result.get("host_command") or {}
+    if command:
+        lines.append(f"  host command exited {command.get('exit_code')}")
+    for row in result.get("services") or []:
+        line = f"  {row.get('service')}: {row.get('outcome')} ({row.get('how')})"
+        if row.get("outcome") == "rebuilt":
+            line += f" in {duration(float(row.get('seconds', 0)))}"
+        if row.get("reason"):
+            line += f": {row['reason']}"
+        lines.append(line)
+    if result.get("total_s"):
+        total, target = float(result["total_s"]), float(result.get("target_rto_s", 0))
+        lines.append(f"  total {duration(total)} (runbook RTO {duration(target)})")
+    lines += [f"  regenerate: {note}" for note in result.get("regenerate") or []]
     return lines
 
 

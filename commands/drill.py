@@ -29,7 +29,7 @@ from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.journalled import made
 from commands.names import drill_project
-from commands.ports import InstanceDefinition, Sandbox
+from commands.ports import ExecResult, InstanceDefinition
 from commands.service_checks import health_argv, health_for, shown_output
 from commands.snapshot_kinds import counts_as_backup
 from commands.steps import error_info
@@ -183,7 +183,15 @@ async def execute(command: DrillCommand, plan: Plan, ctx: JobContext) -> Outcome
             )
             fault_point("drill_instance_started")
             result.health = await phases.run(
-                ctx, "health check", partial(_healthy, ctx, sandbox, project, service, check)
+                ctx,
+                "health check",
+                partial(
+                    wait_healthy,
+                    ctx,
+                    partial(sandbox.exec_in, project, service.instance),
+                    service,
+                    check,
+                ),
             )
             fault_point("drill_health_checked")
             result.ok = True
@@ -275,10 +283,14 @@ def isolated_definition(definition: InstanceDefinition, volume: str) -> Instance
     )
 
 
-async def _healthy(
-    ctx: JobContext, sandbox: Sandbox, project: str, service: ServiceConfig, check: HealthCheck
+Exec = Callable[[list[str], float], Awaitable[ExecResult]]
+
+
+async def wait_healthy(
+    ctx: JobContext, run: Exec, service: ServiceConfig, check: HealthCheck
 ) -> str:
-    """Run the check until it passes (its output) or `timeout_s` has passed (`DrillFailed`)."""
+    """Run the check through `run` (argv, timeout: an exec in the instance) until it
+    passes (its output) or `timeout_s` has passed (`DrillFailed`)."""
     deadline = time.monotonic() + check.timeout_s
     last = "it never ran"
     while True:
@@ -286,7 +298,7 @@ async def _healthy(
         attempt = max(1.0, min(ATTEMPT_S, deadline - time.monotonic()))
         argv = health_argv(check, attempt)
         try:
-            done = await sandbox.exec_in(project, service.instance, argv, attempt + 5)
+            done = await run(argv, attempt + 5)
         except AtlasError as exc:
             last = str(exc)
         else:

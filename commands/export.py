@@ -9,6 +9,7 @@ keeps running. Every Incus object made on the way, and the `.part` file, is jour
 before it is made and removed afterwards, whatever happens.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -35,6 +36,8 @@ from schemas.results import ExportedFileResult, ExportResult, HookOutput
 from schemas.timefmt import iso
 
 WRITE = "write_backup_file"
+
+log = logging.getLogger(__name__)
 
 
 def set_name_for(now: datetime) -> str:
@@ -100,11 +103,13 @@ def looks(command: ExportCommand, inventory: Inventory) -> Looks:
 def plan(command: ExportCommand, inventory: Inventory, now: datetime) -> Plan:
     services = inventory.resolve(command.volumes)
     steps: list[Step] = []
+    # One set for the job's volumes: what a rebuild brings back together.
+    set_name = set_name_for(now)
     for service in services:
         export = VolumeExport(
             volume=service.volume,
             mode=command.mode or service.export_mode,
-            set_name=set_name_for(now),
+            set_name=set_name,
             compression=command.compression,
             encryption=encryption_for(command, service, inventory.encryption),
             backup_name=unique("atlas-export", now),
@@ -201,6 +206,25 @@ class Done:
 
 
 async def _export_volume(
+    ctx: JobContext, export: VolumeExport, planned_stops: Sequence[str], incus_version: str
+) -> Done:
+    done = await _export_volume_data(ctx, export, planned_stops, incus_version)
+    service = ctx.ports.inventory.require_volume(export.volume, "$.volumes")
+    await _record_definition(ctx, export.set_name, service.instance)
+    return done
+
+
+async def _record_definition(ctx: JobContext, set_name: str, instance: str) -> None:
+    """The instance's definition beside the backup, for a rebuild that must recreate it.
+    The backup stands without it: a failure here is logged, not the export's."""
+    try:
+        definition = await ctx.ports.incus.instance_definition(instance)
+        await ctx.ports.exports.write_definition(set_name, definition)
+    except AtlasError as exc:
+        log.warning("export into %s: instance %s not recorded: %s", set_name, instance, exc)
+
+
+async def _export_volume_data(
     ctx: JobContext, export: VolumeExport, planned_stops: Sequence[str], incus_version: str
 ) -> Done:
     service = ctx.ports.inventory.require_volume(export.volume, "$.volumes")

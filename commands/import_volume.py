@@ -145,9 +145,27 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
         )
     if command.as_ is not None and await ctx.ports.incus.volume_exists(command.as_):
         raise InvalidCommand(f"volume {command.as_!r} exists already - at `$.as`")
-    await _require_usable(ctx, backup)
+    await require_usable_backup(ctx, backup)
     ctx.checkpoint()
     temp = _step(plan, "import_volume").target
+    keep = _step(plan, "swap_volume").detail["keep_old_as"] if command.replace else None
+    planned = [s.target for s in plan.steps if s.op == "stop_instance"]
+    restarted = await put_in_place(ctx, backup, target, temp=temp, keep=keep, planned=planned)
+    return Outcome(_result(backup, target, command.replace, restarted), succeeded=[target])
+
+
+async def put_in_place(
+    ctx: JobContext,
+    backup: BackupFile,
+    target: str,
+    *,
+    temp: str,
+    keep: str | None,
+    planned: list[str],
+) -> list[str]:
+    """Upload the backup as `temp`, then with `keep` swap it in for `target` (the old data
+    kept as `keep` until the `planned` instances, and any others using it, run on the new
+    one), else rename it to `target`. The instances stopped and started again."""
     # Removed only if this job made it (see commands.journalled); on success it is gone,
     # renamed to the target or swapped in.
     async with made(
@@ -163,17 +181,13 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     ):
         fault_point("import_uploaded")
         ctx.checkpoint()
-        if command.replace:
-            swap = _step(plan, "swap_volume")
-            planned = [s.target for s in plan.steps if s.op == "stop_instance"]
-            restarted = await _replace(ctx, target, temp, swap.detail["keep_old_as"], planned)
-        else:
-            await ctx.ports.incus.rename_volume(temp, target)
-            restarted = []
-    return Outcome(_result(backup, target, command.replace, restarted), succeeded=[target])
+        if keep is not None:
+            return await _replace(ctx, target, temp, keep, planned)
+        await ctx.ports.incus.rename_volume(temp, target)
+        return []
 
 
-async def _require_usable(ctx: JobContext, backup: BackupFile) -> None:
+async def require_usable_backup(ctx: JobContext, backup: BackupFile) -> None:
     """Refuse a backup a compromise mark covers: by its manifest entry, or by its time;
     a file outside any manifest has no known time."""
     service = ctx.ports.inventory.by_volume(backup.volume)

@@ -5,7 +5,13 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from commands.facts import Facts
-from schemas.config import EncryptionConfig, RetentionConfig, ServiceConfig, StateBucketConfig
+from schemas.config import (
+    EncryptionConfig,
+    RebuildConfig,
+    RetentionConfig,
+    ServiceConfig,
+    StateBucketConfig,
+)
 from schemas.errors import InvalidCommand
 
 
@@ -23,6 +29,8 @@ class Inventory:
     state_bucket: StateBucketConfig = field(default_factory=StateBucketConfig)
     # `[grafana] url`: "" when the dashboard actions are off.
     grafana_url: str = ""
+    # `[rebuild]`: the order, what a missing instance gets, the host command.
+    rebuild: RebuildConfig = field(default_factory=RebuildConfig)
 
     def seeing(self, facts: Facts) -> "Inventory":
         """This inventory with the facts looked up for one command."""

@@ -322,6 +322,29 @@ class StateBucketConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 << 20
 
 
+# The runbook's RTO table: "Full rebuild: 1 hour".
+FULL_REBUILD_RTO_S = 3600.0
+
+
+class RebuildConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`[rebuild]`: how `rebuild` brings every service back from one backup set."""
+
+    # Service names, rebuilt first in this order; the others follow in `[[services]]`
+    # order. The runbook's order: the CA first, everything else trusts it.
+    order: list[IncusName] = msgspec.field(default_factory=lambda: ["step-ca"])
+    # An instance that no longer exists: `skip` its service (the result says so), or
+    # `recreate` it from the definition the backup set recorded at export.
+    missing_instance: Literal["skip", "recreate"] = "skip"
+    # Run on the agent host after the state bucket and before the volumes (the runbook's
+    # `make init && make apply`): an argv, run without a shell (write `sh -c` for one).
+    after_state_command: list[Annotated[str, msgspec.Meta(max_length=4096)]] = msgspec.field(
+        default_factory=list
+    )
+    after_state_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 1800.0
+    # What the total time is held against.
+    target_rto_s: Positive = FULL_REBUILD_RTO_S
+
+
 class GrafanaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`[grafana]`: dashboards through Grafana's HTTP API (`dashboards_export`/`_import`)."""
 
@@ -363,6 +386,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cli: CliConfig = msgspec.field(default_factory=CliConfig)
     state_bucket: StateBucketConfig = msgspec.field(default_factory=StateBucketConfig)
     grafana: GrafanaConfig = msgspec.field(default_factory=GrafanaConfig)
+    rebuild: RebuildConfig = msgspec.field(default_factory=RebuildConfig)
     homeassistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
 
     def service_for_volume(self, volume: str) -> ServiceConfig | None:

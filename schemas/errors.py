@@ -82,7 +82,8 @@ class CryptoFailure(AtlasError):
 
 
 class HookFailed(AtlasError):
-    """A service hook with `on_error = "abort"` failed: the backup was not taken."""
+    """A service hook with `on_error = "abort"` failed: the backup was not taken; or
+    `[rebuild] after_state_command` failed: the rebuild stopped before the volumes."""
 
     code = "hook_failed"
 

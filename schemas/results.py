@@ -201,6 +201,59 @@ class DrillResult(JobResult, kw_only=True):
     health: str  # the health check's last output, bounded
 
 
+class RebuildStep(msgspec.Struct, kw_only=True):
+    """One step of a rebuild's plan, e.g. `replace_import grafana01-data`."""
+
+    op: str
+    target: str
+    detail: str = ""
+
+
+class RebuildService(msgspec.Struct, kw_only=True):
+    """One service of a rebuild: what was planned for it, and what happened."""
+
+    service: str
+    volume: str
+    instance: str
+    # `<set>/<volume>`, "" when the set holds no backup of the volume.
+    backup: str
+    # `replace`: the safe replace-import; `import`: a plain import (the volume is gone);
+    # `skip`: not rebuilt (`reason` says why).
+    how: Literal["replace", "import", "skip"]
+    recreate_instance: bool
+    steps: list[RebuildStep]
+    # `planned` (a dry run, or not reached), `rebuilt`, `skipped`, `failed`.
+    outcome: Literal["planned", "rebuilt", "skipped", "failed"]
+    reason: str
+    seconds: float
+    target_rto_s: float
+    health: str  # the health check's last output, bounded; "" when none ran
+
+
+class HostCommandResult(msgspec.Struct, kw_only=True):
+    """The configured host command run after the state bucket (`[rebuild]`)."""
+
+    argv: list[str]
+    exit_code: int
+    seconds: float
+    output: str  # stdout and stderr, bounded, secret-looking values masked
+
+
+class RebuildResult(JobResult, kw_only=True):
+    set: str
+    dry_run: bool
+    # The state bucket backup imported (`<set>/<bucket>`), "" when none was.
+    state_bucket: str
+    state_bucket_note: str
+    host_command: HostCommandResult | None
+    services: list[RebuildService]
+    # Services the plan says must be regenerated, not restored (`compromise marks`).
+    regenerate: list[str]
+    ok: bool
+    total_s: float
+    target_rto_s: float
+
+
 class ScheduleListing(msgspec.Struct, kw_only=True):
     """One schedule, as the agent runs it (README, "Schedules")."""
 
@@ -369,6 +422,7 @@ RESULT_TYPES: dict[str, type[JobResult]] = {
     "import": ImportResult,
     "verify": VerifyResult,
     "drill": DrillResult,
+    "rebuild": RebuildResult,
     "status": StatusResult,
     "cancel": CancelResult,
     "prune": PruneResult,

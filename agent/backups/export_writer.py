@@ -8,6 +8,9 @@ size. The set's manifest then gets the file's entry. A set is one export job's o
 folder: a file already there is never overwritten (only `prune` removes a backup).
 """
 
+import dataclasses
+import json
+import re
 import threading
 import zlib
 from collections.abc import Generator, Iterable, Iterator
@@ -19,7 +22,13 @@ import anyio.to_thread
 
 from agent.backups.atomic_file import AtomicFile
 from agent.backups.manifests import new_entry, record_backup
-from agent.backups.paths import PART_SUFFIX, backup_file_name, ensure_set_dir, set_dir
+from agent.backups.paths import (
+    PART_SUFFIX,
+    backup_file_name,
+    ensure_private_dir,
+    ensure_set_dir,
+    set_dir,
+)
 from agent.backups.stoppable import Stop, chunks_in_thread, metered, run_stoppable
 from agent.backups.streams import ChannelClosed, ChunkChannel
 from agent.clock import Clock
@@ -32,10 +41,22 @@ from agent.crypto.keys import (
     normalize_fingerprint,
 )
 from commands.encryption import configured_method
-from commands.ports import BackupStream, Checkpoint, ExportedFile, ExportSpec, ProgressCallback
+from commands.ports import (
+    BackupStream,
+    Checkpoint,
+    ExportedFile,
+    ExportSpec,
+    InstanceDefinition,
+    ProgressCallback,
+)
+from schemas.commands import INCUS_NAME_PATTERN
 from schemas.config import EncryptionConfig
-from schemas.errors import CryptoFailure
+from schemas.errors import CryptoFailure, IntegrityFailure
 from schemas.manifest import EncryptionMethod
+
+# Where a set records each exported instance's definition: `<set>/instances/<name>.json`.
+INSTANCES_DIR = "instances"
+INSTANCE_NAME = re.compile(INCUS_NAME_PATTERN)
 
 # zlib's default, what `gzip` and Incus write; zlib releases the GIL while it deflates.
 GZIP_LEVEL = 6
@@ -123,6 +144,38 @@ class LocalExportFiles:
 
     def part_path(self, spec: ExportSpec) -> str:
         return str(self._final_path(spec)) + PART_SUFFIX
+
+    def _definition_path(self, set_name: str, instance: str) -> Path:
+        if not INSTANCE_NAME.match(instance):
+            raise IntegrityFailure(f"not a valid instance name: {instance!r}")
+        return set_dir(self._root, set_name) / INSTANCES_DIR / f"{instance}.json"
+
+    async def write_definition(self, set_name: str, definition: InstanceDefinition) -> None:
+        def write() -> None:
+            final = self._definition_path(set_name, definition.name)
+            ensure_private_dir(final.parent)
+            data = json.dumps(dataclasses.asdict(definition), indent=2, sort_keys=True)
+            with AtomicFile(final, overwrite=True) as out:
+                out.write(data.encode())
+                out.commit()
+
+        await anyio.to_thread.run_sync(write)
+
+    async def read_definition(self, set_name: str, instance: str) -> InstanceDefinition | None:
+        def read() -> InstanceDefinition | None:
+            path = self._definition_path(set_name, instance)
+            try:
+                raw = json.loads(path.read_bytes())
+                definition = InstanceDefinition(**raw)
+            except FileNotFoundError:
+                return None
+            except (ValueError, TypeError) as exc:
+                raise IntegrityFailure(f"{path}: not an instance definition: {exc}") from None
+            if definition.name != instance:
+                raise IntegrityFailure(f"{path} defines {definition.name!r}, not {instance!r}")
+            return definition
+
+        return await anyio.to_thread.run_sync(read)
 
     async def check_encryption(self) -> EncryptionMethod:
         await anyio.to_thread.run_sync(self._usable_key)

@@ -366,6 +366,13 @@ class IncusClient:
         with self._calling(f"read instance {name!r}", missing=f"instance {name!r}"):
             return str(self._instance(name).get().json()["metadata"]["status"])
 
+    def instance_exists(self, name: str) -> bool:
+        try:
+            self.instance_status(name)
+        except NotFound:
+            return False
+        return True
+
     def stop_instance(self, name: str) -> None:
         """Shut down cleanly within `stop_timeout_s`, else force; a stopped one is left alone."""
         if self.instance_status(name) == "Stopped":

@@ -163,5 +163,11 @@ class AsyncIncus:
     async def instance_definition(self, instance: str) -> InstanceDefinition:
         return await self._run(self._client.instance_definition, instance)
 
+    async def instance_exists(self, instance: str) -> bool:
+        return await self._run(self._client.instance_exists, instance)
+
+    async def create_instance(self, definition: InstanceDefinition) -> None:
+        await self._run(self._client.create_instance, definition)
+
     async def delete_drill_project(self, project: str) -> None:
         await self._run(self._client.remove_drill_project, project)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from commands.ports.incus import BackupStream
+from commands.ports.incus import BackupStream, InstanceDefinition
 from commands.ports.streams import Checkpoint, ProgressCallback
 from schemas.commands import Compression
 from schemas.manifest import (
@@ -69,4 +69,13 @@ class ExportFiles(Protocol):
         """Stream `stream` into the backup file, hashing it; replace that day's file of the
         volume and its manifest entry. Nothing but the `.part` exists until it is whole,
         and no `.part` is left when this raises."""
+        ...
+
+    async def write_definition(self, set_name: str, definition: InstanceDefinition) -> None:
+        """Record the instance's definition in the set (`instances/<instance>.json`,
+        written atomically, replacing an earlier one): what a rebuild recreates it from."""
+        ...
+
+    async def read_definition(self, set_name: str, instance: str) -> InstanceDefinition | None:
+        """The definition the set recorded of the instance; None when it recorded none."""
         ...

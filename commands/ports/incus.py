@@ -168,6 +168,13 @@ class Incus(Protocol):
         """Read the instance's expanded definition; changes nothing."""
         ...
 
+    async def instance_exists(self, instance: str) -> bool: ...
+
+    async def create_instance(self, definition: InstanceDefinition) -> None:
+        """A stopped instance in the agent's project made as `definition` says (its
+        profiles inlined), from its image: a rebuild's recreate."""
+        ...
+
     async def delete_drill_project(self, project: str) -> None:
         """Remove a drill project (`Sandbox`) and all it holds; refuses any other project.
         For recovery, which knows only this port."""

@@ -153,6 +153,9 @@ MAY: Mapping[str, tuple[May, ...]] = {
         May("file", CREATED, "{set}"),
         May("file", WRITTEN, r"{set}/{volume}\.tar(\.zst|\.gz)?(\.gpg)?"),
         May("file", WRITTEN, r"{set}/manifest\.json|{set}/\.manifest\.lock"),
+        # Each exported instance's definition, for a rebuild that must recreate it.
+        May("file", CREATED, r"{set}/instances"),
+        May("file", WRITTEN, r"{set}/instances/{instance}\.json"),
         May("instance", CHANGED, "{instance}"),  # mode stop
     ),
     "import": (

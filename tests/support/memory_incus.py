@@ -359,6 +359,22 @@ class MemoryIncus:
             project="default",
         )
 
+    async def instance_exists(self, instance: str) -> bool:
+        return instance in self.instances
+
+    async def create_instance(self, definition: InstanceDefinition) -> None:
+        self._refuse_taken_instance(definition.name)
+        disks = {
+            name: str(device["source"])
+            for name, device in definition.devices.items()
+            if device.get("type") == "disk" and device.get("source")
+        }
+        self.instances[definition.name] = Instance("Stopped", disks)
+
+    def _refuse_taken_instance(self, name: str) -> None:
+        if name in self.instances:
+            raise Conflict(f"instance {name!r} exists")
+
     async def delete_drill_project(self, project: str) -> None:
         raise IncusFailure("the in-memory Incus has no projects")
 

@@ -144,3 +144,27 @@ def test_destructive_commands_name_what_confirm_must_be() -> None:
     assert confirm_target(build(_args("rebuild", "20261202"))) == "all"
     assert confirm_target(build(_args("import", "--backup", "d/v2", "--as", "v3"))) is None
     assert confirm_target(build(_args("snapshot", "all"))) is None
+
+
+def test_a_rebuild_outcome_names_each_service_the_total_and_what_to_regenerate() -> None:
+    job = {
+        "action": "rebuild",
+        "id": "r1",
+        "state": "partial",
+        "result": {
+            "services": [
+                {"service": "step-ca", "outcome": "failed", "how": "skip", "reason": "compromised"},
+                {"service": "grafana", "outcome": "rebuilt", "how": "replace", "seconds": 11.2},
+            ],
+            "total_s": 68.7,
+            "target_rto_s": 3600,
+            "regenerate": ["step-ca: regenerate it"],
+            "host_command": {"exit_code": 0},
+        },
+    }
+    lines = outcome_lines(job)
+    assert "  host command exited 0" in lines
+    assert "  step-ca: failed (skip): compromised" in lines
+    assert "  grafana: rebuilt (replace) in 11s" in lines
+    assert "  total 1m08s (runbook RTO 1h00m)" in lines
+    assert lines[-1] == "  regenerate: step-ca: regenerate it"
