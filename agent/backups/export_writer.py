@@ -23,6 +23,7 @@ import anyio.to_thread
 from agent.backups.atomic_file import AtomicFile
 from agent.backups.manifests import new_entry, record_backup
 from agent.backups.paths import (
+    INSTANCES_DIR,
     PART_SUFFIX,
     backup_file_name,
     ensure_private_dir,
@@ -55,7 +56,6 @@ from schemas.errors import CryptoFailure, IntegrityFailure
 from schemas.manifest import EncryptionMethod
 
 # Where a set records each exported instance's definition: `<set>/instances/<name>.json`.
-INSTANCES_DIR = "instances"
 INSTANCE_NAME = re.compile(INCUS_NAME_PATTERN)
 
 # zlib's default, what `gzip` and Incus write; zlib releases the GIL while it deflates.

@@ -237,3 +237,8 @@ def file_identity(file: io.BufferedReader) -> tuple[int, int]:
     """(device, inode) of an open file: the same path may later name another file."""
     info = os.fstat(file.fileno())
     return info.st_dev, info.st_ino
+
+
+# Beside a set's backups: the definition of each instance the export stopped or read,
+# `<set>/instances/<instance>.json`, for a rebuild that recreates a missing instance.
+INSTANCES_DIR = "instances"

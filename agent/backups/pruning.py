@@ -21,7 +21,7 @@ from agent.backups.manifests import (
     forget_backup,
     read_manifest,
 )
-from agent.backups.paths import fsync_dir, is_set_name, parse_backup_name
+from agent.backups.paths import INSTANCES_DIR, fsync_dir, is_set_name, parse_backup_name
 from commands.ports import ExportRecord
 from schemas.errors import Conflict, IntegrityFailure, InvalidCommand, StorageFailure
 from schemas.manifest import FileNote
@@ -92,11 +92,21 @@ def remove_set_if_empty(folder: Path) -> bool:
         return True
     if (folder / MANIFEST_NAME).exists() and read_manifest(folder).files:
         return False
+    definitions = folder / INSTANCES_DIR
     if any(
-        not child.name.startswith(".") and child.name != MANIFEST_NAME for child in folder.iterdir()
+        not child.name.startswith(".") and child.name not in (MANIFEST_NAME, INSTANCES_DIR)
+        for child in folder.iterdir()
     ):
         return False  # a backup file, a `.part` being written, anything not ours
+    if definitions.is_dir() and any(
+        not child.name.endswith(".json") or not child.is_file() for child in definitions.iterdir()
+    ):
+        return False  # the instance definitions are the export's; anything else is not
     with contextlib.suppress(FileNotFoundError):
+        if definitions.is_dir():
+            for child in definitions.iterdir():
+                child.unlink(missing_ok=True)
+            definitions.rmdir()
         for name in (MANIFEST_NAME, TEMP_NAME, LOCK_NAME):
             (folder / name).unlink(missing_ok=True)
     try:
