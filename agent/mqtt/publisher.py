@@ -123,7 +123,12 @@ class Publisher:
         await self._transport.publish(topic, b"", qos=1, retain=True)
 
     async def republish_all(self) -> None:
+        """Every retained state again (a broker may have lost them), but the agent's own:
+        its caller publishes that last, so a subscriber that sees `online` finds the rest
+        already retained (the broker keeps one connection's messages in order)."""
         for topic, (payload, expiry_s) in list(self._retained.items()):
+            if topic == self.topics.agent:
+                continue
             await self._transport.publish(topic, payload, qos=1, retain=True, expiry_s=expiry_s)
 
 

@@ -1,0 +1,127 @@
+"""`list` against the Incus CLI loop a script would run: a real Incus project with N custom
+volumes (100 by default) of M snapshots each (20), the agent's `list` (over MQTT, command
+to final state, its result holding every volume and snapshot) against `incus storage
+volume list` plus `incus storage volume snapshot list` for each volume, in turn, in one
+run; medians and the fastest of each.
+
+    .venv/bin/python -m bench.list [--volumes 100] [--snapshots 20] [--rounds 5]
+"""
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from schemas.config import ServiceConfig
+from tests.support.agent_proc import AgentProcess
+from tests.support.broker import running_broker
+from tests.support.client import TestClient
+from tests.support.harness import agent_config, write_config
+from tests.support.incus_env import IncusProject, incus_project
+
+JOB_TIMEOUT_S = 300.0
+
+
+def populate(project: IncusProject, volumes: list[str], snapshots: int) -> None:
+    """The volumes and their snapshots, four CLI calls at a time."""
+
+    def make(volume: str) -> None:
+        project.run("storage", "volume", "create", project.pool, volume)
+        for n in range(snapshots):
+            snapshot = f"backup-202611{n % 28 + 1:02d}-{n:06d}"
+            project.run("storage", "volume", "snapshot", "create", project.pool, volume, snapshot)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(make, volumes))
+
+
+def cli_loop(project: IncusProject, volumes: list[str]) -> float:
+    """What a script does: list the volumes, then each one's snapshots."""
+    start = time.perf_counter()
+    base = ["incus", "--project", project.name, "storage", "volume"]
+    listed = subprocess.run(
+        [*base, "list", project.pool, "--format", "csv"], capture_output=True, check=True
+    )
+    assert len(listed.stdout.splitlines()) >= len(volumes)
+    for volume in volumes:
+        subprocess.run(
+            [*base, "snapshot", "list", project.pool, volume, "--format", "csv"],
+            capture_output=True,
+            check=True,
+        )
+    return time.perf_counter() - start
+
+
+def agent_list(client: TestClient, volumes: int, snapshots: int) -> float:
+    start = time.perf_counter()
+    job = client.run({"action": "list"}, timeout=JOB_TIMEOUT_S)
+    took = time.perf_counter() - start
+    assert job["state"] == "succeeded", job
+    listed = job["result"]["volumes"]
+    assert len(listed) >= volumes, len(listed)
+    assert all(len(v["snapshots"]) == snapshots for v in listed[:volumes]), listed[0]
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--volumes", type=int, default=100)
+    parser.add_argument("--snapshots", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    volumes = [f"bench{i:03d}-data" for i in range(args.volumes)]
+    services = [
+        ServiceConfig(name=f"bench{i:03d}", instance=f"bench{i:03d}", volume=v)
+        for i, v in enumerate(volumes)
+    ]
+    with tempfile.TemporaryDirectory() as tmp, incus_project("atlas-bench") as project:
+        work = Path(tmp)
+        started = time.perf_counter()
+        populate(project, volumes, args.snapshots)
+        print(f"made {args.volumes} volumes x {args.snapshots} snapshots in "
+              f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+        with running_broker(work / "broker") as broker:
+            prefix = f"atlas-bench/list-{uuid.uuid4().hex[:6]}"
+            config = work / "config.toml"
+            write_config(
+                config,
+                agent_config(
+                    port=broker.port,
+                    prefix=prefix,
+                    project=project.name,
+                    workdir=work,
+                    agent={"log_level": "info"},
+                    services=services,
+                ),
+            )
+            client = TestClient(broker.port, prefix)
+            agent = AgentProcess(config, work / "agent.log")
+            agent.start()
+            try:
+                client.wait_for(
+                    lambda r: r.topic == f"{prefix}/agent" and r.json().get("state") == "online",
+                    timeout=60,
+                )
+                agent_list(client, args.volumes, args.snapshots)  # warm-up
+                agent_s, cli_s = [], []
+                for _ in range(args.rounds):
+                    agent_s.append(agent_list(client, args.volumes, args.snapshots))
+                    cli_s.append(cli_loop(project, volumes))
+            finally:
+                agent.stop()
+                client.close()
+    print(f"{args.volumes} volumes x {args.snapshots} snapshots, {args.rounds} rounds, in turn")
+    for name, times in (("agent list", agent_s), ("incus CLI loop", cli_s)):
+        print(
+            f"  {name:<16} median {statistics.median(times):7.3f} s   fastest {min(times):7.3f} s"
+        )
+    ratio = statistics.median(agent_s) / statistics.median(cli_s)
+    print(f"  agent / CLI: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
