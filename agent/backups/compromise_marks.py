@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from agent.backups.manifests import MANIFEST_NAME, mark_compromised
-from agent.backups.paths import ensure_private_dir, fsync_dir, open_regular
+from agent.backups.paths import ensure_private_dir, open_regular, replace_durably
 from schemas.errors import IntegrityFailure, NotFound, StorageFailure
 from schemas.manifest import CompromiseMark, CompromiseMarks
 
@@ -74,16 +74,7 @@ def _write(root: Path, marks: CompromiseMarks) -> None:
     data = msgspec.json.format(msgspec.json.encode(marks), indent=2) + b"\n"
     temp = root / f".{MARKS_NAME}.tmp"
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, root / MARKS_NAME)
-        fsync_dir(root)
+        replace_durably(temp, root / MARKS_NAME, data)
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise StorageFailure(f"{root / MARKS_NAME}: cannot write: {exc.strerror}") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from agent.backups.atomic_file import WrittenFile
-from agent.backups.paths import fsync_dir, open_regular
+from agent.backups.paths import open_regular, replace_durably
 from agent.crypto.keys import EncryptionInfo
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, NotFound, StorageFailure
@@ -240,16 +240,7 @@ def _write(
     data = msgspec.json.format(msgspec.json.encode(updated), indent=2) + b"\n"
     temp = folder / TEMP_NAME
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, folder / MANIFEST_NAME)
-        fsync_dir(folder)
+        replace_durably(temp, folder / MANIFEST_NAME, data)
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise StorageFailure(

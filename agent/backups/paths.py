@@ -135,6 +135,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def replace_durably(temp: Path, final: Path, data: bytes) -> None:
+    """Write `data` to `temp` (0600), fsync it, rename it over `final` and fsync the folder:
+    readers see the old file or the new one, whole. Raises OSError; `temp` may be left."""
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, final)
+    fsync_dir(final.parent)
+
+
 def open_backup_file(path: Path) -> io.BufferedReader:
     """Open a regular file for reading (symlinks followed, for configured key files),
     failing with the project's errors; a FIFO or a device is refused, never waited on."""
