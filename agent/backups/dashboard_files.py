@@ -10,6 +10,7 @@ commit when nothing did.
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from schemas.errors import IntegrityFailure, NotFound, StorageFailure
 
 FOLDER = "grafana-dashboards"
 GIT_TIMEOUT_S = 60
+# A dashboard uid as Grafana makes them: it names a file here, so nothing else is taken.
+UID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 def dashboard_bytes(dashboard: Dashboard) -> bytes:
@@ -64,6 +67,12 @@ class LocalDashboardFiles:
         return await anyio.to_thread.run_sync(self._save, set_name, dashboards)
 
     def _save(self, set_name: str, dashboards: list[Dashboard]) -> SavedDashboards:
+        for dashboard in dashboards:
+            if not UID.fullmatch(dashboard.uid):
+                raise IntegrityFailure(
+                    f"Grafana gave a dashboard uid that is not one: {dashboard.uid!r};"
+                    " nothing was written"
+                )
         folder = ensure_set_dir(self._root, set_name) / FOLDER
         ensure_private_dir(folder)
         files: dict[str, tuple[str, str]] = {}
