@@ -65,6 +65,7 @@ CONNECT_TIMEOUT_S = 5.0  # TCP connect, then TLS handshake, each
 CONNACK_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 KEEPALIVE_TICK_S = 1.0
+PUBLISHES_PER_TURN = 8  # a turn of the event loop at least this often while publishing
 STABLE_CONNECTION_S = 10.0  # a connection up this long resets the reconnect backoff
 
 
@@ -151,6 +152,7 @@ class MqttSession:
         self._closing = False
         self._run_scope: anyio.CancelScope | None = None
         self._stopped = anyio.Event()
+        self._publishes_this_turn = 0
         self._client = self._build_client(incoming_capacity)
 
     # Public API
@@ -255,8 +257,13 @@ class MqttSession:
             log.debug("MQTT not connected: dropped a QoS 0 message on %s", topic)
         else:
             self._queue(message)
-        # Lets the writer task run between publishes without adding a cancellation point.
-        await anyio.lowlevel.cancel_shielded_checkpoint()
+        self._publishes_this_turn += 1
+        if self._publishes_this_turn >= PUBLISHES_PER_TURN or self._client.want_write():
+            # Lets the writer and the reader run (a full socket, paho's in-flight window,
+            # a command waiting) without adding a cancellation point; a turn of the event
+            # loop for every message would cost more than the message.
+            self._publishes_this_turn = 0
+            await anyio.lowlevel.cancel_shielded_checkpoint()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep the session connected until `close()` or cancellation. Runs once per session.

@@ -11,7 +11,8 @@ A job's later states and the per-volume facts are committed without waiting for 
 made durable moments later by `sync_to_disk`, which `keep_synced` runs in a worker
 thread: one fsync for all that piled up. They survive the agent being killed at once
 (the kernel has them); only a power cut in those moments can lose them, and recovery
-then sees the job in its previous state.
+then sees the job in its previous state. While commands keep coming, the next command's
+durable commit syncs them, and no separate fsync competes with it for the disk.
 """
 
 import json
@@ -27,6 +28,8 @@ import anyio
 import msgspec
 
 from schemas.messages import ErrorInfo
+
+SYNC_BATCH_S = 0.1  # how long lazy commits wait for a durable one before their own fsync
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -159,7 +162,7 @@ class Store:
         """A transaction whose commit does not wait for the disk; `sync_to_disk` follows."""
         self._db.execute("PRAGMA synchronous=NORMAL")
         try:
-            with self._transaction() as db:
+            with self._transaction(durable=False) as db:
                 yield db
         finally:
             self._db.execute("PRAGMA synchronous=FULL")
@@ -172,7 +175,12 @@ class Store:
         while not self._unsynced:
             self._wake_syncer = anyio.Event()
             await self._wake_syncer.wait()
-        self._unsynced = False
+
+    def take_unsynced(self) -> bool:
+        """Whether lazy commits still wait for `sync_to_disk` (a durable commit since
+        synced them too); they count as synced from now on."""
+        unsynced, self._unsynced = self._unsynced, False
+        return unsynced
 
     def sync_to_disk(self) -> None:
         """Make every commit so far durable: fsync the write-ahead log, which holds them
@@ -187,7 +195,7 @@ class Store:
             os.close(fd)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -195,6 +203,10 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        if durable:
+            # synchronous=FULL fsynced the write-ahead log, which holds every earlier
+            # commit: the lazy ones are on disk too.
+            self._unsynced = False
 
     # Jobs
 
@@ -371,9 +383,12 @@ def _job_row(r: tuple[Any, ...]) -> JobRow:
     )
 
 
-async def keep_synced(store: Store) -> None:
-    """Make lazy commits durable as they come, one fsync (in a worker thread) for each
-    batch that piled up meanwhile; runs until cancelled."""
+async def keep_synced(store: Store, batch_s: float = SYNC_BATCH_S) -> None:
+    """Make lazy commits durable within `batch_s`, one fsync (in a worker thread) for all
+    that piled up meanwhile, none when a durable commit synced them first (the next
+    command's); runs until cancelled."""
     while True:
         await store.wait_unsynced()
-        await anyio.to_thread.run_sync(store.sync_to_disk)
+        await anyio.sleep(batch_s)
+        if store.take_unsynced():
+            await anyio.to_thread.run_sync(store.sync_to_disk)

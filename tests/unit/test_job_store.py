@@ -114,3 +114,36 @@ async def test_a_new_job_is_synced_before_the_call_returns_and_a_state_change_so
     store.close()
     reopened = Store(tmp_path / "db")
     assert reopened.get_job("j1").state == "succeeded"  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_a_durable_commit_within_the_batch_window_spares_the_lazy_commits_their_fsync(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "db")
+    synced: list[int] = []
+    real_sync = store.sync_to_disk
+
+    def counted_sync() -> None:
+        synced.append(1)
+        real_sync()
+
+    store.sync_to_disk = counted_sync  # type: ignore[method-assign]
+    first = job("j1", admin=False).to_row()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(keep_synced, store, 0.2)
+        assert store.insert_job(first)
+        first.state = "running"
+        store.update_job(first)  # lazy
+        assert store.insert_job(job("j2", admin=False).to_row())  # durable: syncs the WAL
+        await anyio.sleep(0.4)
+        assert synced == []
+
+        first.state = "succeeded"
+        store.update_job(first)  # lazy, and no durable commit follows
+        with anyio.fail_after(5):
+            while not synced:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert synced == [1]
+    store.close()
