@@ -83,7 +83,12 @@ def plan(command: RebuildCommand, inventory: Inventory, now: datetime) -> Plan:
             Step(
                 "rebuild_service",
                 service.name,
-                {"volume": service.volume, "instance": service.instance},
+                {
+                    "volume": service.volume,
+                    "instance": service.instance,
+                    "way_back": "the replaced volume kept until the health check passes,"
+                    " swapped back and the instance started on it on a failure",
+                },
             )
         )
     return Plan(targets=tuple(targets), steps=tuple(steps))
@@ -252,9 +257,10 @@ async def _decide(
         steps.append(
             RebuildStep(
                 op="delete_volume",
-                target=temporary(service.volume, "pre-import", ctx.now()),
-                detail="the old data, once the instance runs and is healthy on the new;"
-                " on a failure it is swapped back and the instance started on it",
+                target=service.volume,
+                detail="the replaced data (kept as <volume>-pre-import-<time>), once the"
+                " instance runs and is healthy on the new; on a failure it is swapped back"
+                " and the instance started on it",
             )
         )
     else:
