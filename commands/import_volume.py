@@ -164,8 +164,11 @@ BringUp = Callable[[Callable[[str], None]], Awaitable[None]]
 
 @dataclass
 class SwapBack:
-    """Whether `put_in_place` put the original back after the new data failed."""
+    """Whether `put_in_place` tried to put the original back after the new data failed
+    (it was swapped out), and whether that worked (else the journal entry stays open and
+    the agent tries again)."""
 
+    tried: bool = False
     done: bool = False
 
 
@@ -281,6 +284,7 @@ async def _replace(
             await bring_up(starting)
     except BaseException as exc:
         if swap_seq:
+            swap_back.tried = True
             with anyio.CancelScope(shield=True):
                 if await _swap_back(
                     ctx, volume, keep, temp, instances, was_running=stopped, cause=exc

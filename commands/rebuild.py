@@ -372,6 +372,11 @@ async def _put_back(ctx: JobContext, set_name: str, service: ServiceConfig, part
                     f"{exc}: the previous {service.volume} is back and"
                     f" {service.instance} runs on it"
                 )
+            elif swap_back.tried:
+                row.rollback = (
+                    f"{exc}: putting the previous {service.volume} back failed too; it is"
+                    " journalled, and the agent tries again until it is back"
+                )
             raise
         return
     row.rollback = nothing_to_roll_back(service.volume)

@@ -79,6 +79,7 @@ async def test_a_failed_health_check_swaps_the_original_back_and_runs_the_instan
         )
     assert incus.volumes == {VOLUME: Volume("old data")}
     assert incus.instances[INSTANCE].status == "Running"
+    assert swap_back.tried is True
     assert swap_back.done is True
     assert job.journal.open == []
     swap = next(e for e in job.journal.entries if e.kind == "volume_swap")
