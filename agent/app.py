@@ -42,19 +42,20 @@ from agent.runtime.events import (
 from agent.runtime.incus_view import IncusView
 from agent.runtime.jobs import Job, from_ms, state_from_row
 from agent.runtime.periodic import every
-from agent.runtime.recovery import recover, retry_undo
+from agent.runtime.recovery import Extra, recover, retry_undo
 from agent.runtime.runner import JobRunner, RunnerDeps
-from agent.runtime.store import JobRow, Store, keep_synced
+from agent.runtime.store import Effect, JobRow, Store, keep_synced
 from agent.scheduling.scheduler import Scheduler, Sleep
 from agent.state_bucket.build import state_bucket
 from agent.status.drills import drill_state
 from agent.status.summary import VolumeSummary
 from agent.status.volumes import build_volume_state, last_job_facts
-from commands.base import Ports
+from commands.base import EffectKind, Ports
 from commands.inventory import Inventory
 from commands.ports import Incus, ServerInfo
 from commands.registry import action_for
 from commands.schedules import age_limits, configured_agent_kinds, resolve, zone
+from commands.state_bucket_swap import undo_replace
 from schemas.commands import AnyCommand
 from schemas.config import Config
 from schemas.errors import AtlasError
@@ -262,7 +263,7 @@ class Agent:
             self._serving.cancel()
 
     async def _recover(self) -> None:
-        report = await recover(self.store, self.incus, self.clock)
+        report = await recover(self.store, self.incus, self.clock, self._undo_extra())
         now = self.clock()
         for row in report.interrupted:
             log.warning("job %s was interrupted: %s", row.id, row.error.message)
@@ -358,9 +359,20 @@ class Agent:
         if facts.get("mqtt_session") != session:
             self.store.set_agent_facts({"mqtt_session": session})
 
+    def _undo_extra(self) -> Extra:
+        """The undos that need more than Incus: a state bucket put back from its safety
+        export needs the bucket and the backup files."""
+
+        async def state_import(incus: Incus, effect: Effect) -> str:
+            return await undo_replace(self.ports, effect.target, effect.data)
+
+        return {EffectKind.STATE_IMPORT: state_import}
+
     async def _retry_undo(self) -> None:
         """Retry the undo of what failed to undo (Incus down at start, or gone mid-job)."""
-        changed = await retry_undo(self.store, self.incus, self.clock, self.runner.running_ids)
+        changed = await retry_undo(
+            self.store, self.incus, self.clock, self.runner.running_ids, self._undo_extra()
+        )
         for row in changed:
             await self.events.emit(JobStateChanged(state_from_row(row, self.clock())))
 

@@ -106,6 +106,9 @@ class EffectKind(StrEnum):
     EXPORT_SNAPSHOT = "export_snapshot"
     PART_FILE = "part_file"
     DRILL_PROJECT = "drill_project"
+    # `state_import` with replace: the bucket removed, the backup going in; recovery puts
+    # the bucket back from the safety export the entry names.
+    STATE_IMPORT = "state_import"
     # Prune: one entry per item removed, so recovery can say what happened to it and
     # finish an export whose manifest entry is gone but whose file is not.
     PRUNED_SNAPSHOT = "pruned_snapshot"

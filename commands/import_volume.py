@@ -8,6 +8,8 @@ instance is stopped, the new volume swapped in and the old one kept as
 the old volume is swapped back and the instance started on it.
 """
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
@@ -154,6 +156,22 @@ async def execute(command: ImportCommand, plan: Plan, ctx: JobContext) -> Outcom
     return Outcome(_result(backup, target, command.replace, restarted), succeeded=[target])
 
 
+# Given to `put_in_place` by `rebuild`: brings the instance up on the swapped-in data and
+# proves it (start, health check); calls its argument with each instance it starts, so
+# the way back starts that one on the original too.
+BringUp = Callable[[Callable[[str], None]], Awaitable[None]]
+
+
+@dataclass
+class SwapBack:
+    """Whether `put_in_place` tried to put the original back after the new data failed
+    (it was swapped out), and whether that worked (else the journal entry stays open and
+    the agent tries again)."""
+
+    tried: bool = False
+    done: bool = False
+
+
 async def put_in_place(
     ctx: JobContext,
     backup: BackupFile,
@@ -162,10 +180,13 @@ async def put_in_place(
     temp: str,
     keep: str | None,
     planned: list[str],
+    bring_up: BringUp | None = None,
+    swap_back: SwapBack | None = None,
 ) -> list[str]:
     """Upload the backup as `temp`, then with `keep` swap it in for `target` (the old data
     kept as `keep` until the `planned` instances, and any others using it, run on the new
-    one), else rename it to `target`. The instances stopped and started again."""
+    one, and `bring_up` passed), else rename it to `target`. The instances stopped and
+    started again. With `keep`, a failure swaps the original back (`swap_back.done`)."""
     # Removed only if this job made it (see commands.journalled); on success it is gone,
     # renamed to the target or swapped in.
     async with made(
@@ -182,7 +203,15 @@ async def put_in_place(
         fault_point("import_uploaded")
         ctx.checkpoint()
         if keep is not None:
-            return await _replace(ctx, target, temp, keep, planned)
+            return await _replace(
+                ctx,
+                target,
+                temp,
+                keep,
+                planned,
+                bring_up=bring_up,
+                swap_back=swap_back or SwapBack(),
+            )
         await ctx.ports.incus.rename_volume(temp, target)
         return []
 
@@ -213,9 +242,17 @@ async def _upload(ctx: JobContext, backup: BackupFile, temp: str) -> None:
 
 
 async def _replace(
-    ctx: JobContext, volume: str, temp: str, keep: str, planned: list[str]
+    ctx: JobContext,
+    volume: str,
+    temp: str,
+    keep: str,
+    planned: list[str],
+    *,
+    bring_up: BringUp | None,
+    swap_back: SwapBack,
 ) -> list[str]:
-    """Swap `temp` in for `volume`; the old data stays as `keep` until the instance runs."""
+    """Swap `temp` in for `volume`; the old data stays as `keep` until the instance runs
+    (and `bring_up` passed)."""
     # The planned instances, and any that began to use the volume since.
     info = await ctx.ports.incus.get_volume(volume)
     instances = [*planned, *sorted(set(info.used_by) - set(planned))]
@@ -228,22 +265,31 @@ async def _replace(
         async with instances_stopped(ctx, instances) as stopped:
             ctx.checkpoint()
             ctx.progress(f"swapping the imported volume in for {volume}")
-            swap_seq = ctx.journal.record(
-                EffectKind.VOLUME_SWAP,
-                volume,
-                # `stopped`: what runs again once the original is back, whatever it does now.
-                {"replacement": temp, "keep_as": keep, "disks": disks, "stopped": stopped},
-            )
+            # `stopped`: what runs again once the original is back, whatever it does now.
+            swap = {"replacement": temp, "keep_as": keep, "disks": disks, "stopped": stopped}
+            swap_seq = ctx.journal.record(EffectKind.VOLUME_SWAP, volume, swap)
             fault_point("import_swapping")
             await swap_volume(ctx.ports.incus, volume, temp, keep)
             fault_point("import_swapped")
         await _require_running(ctx, stopped)
+        if bring_up is not None:
+
+            def starting(instance: str) -> None:
+                # Started on the new data by `bring_up`: started on the original too, if
+                # the way back is taken (here or by recovery).
+                if instance not in stopped:
+                    stopped.append(instance)
+                    ctx.journal.update(swap_seq, swap)
+
+            await bring_up(starting)
     except BaseException as exc:
         if swap_seq:
+            swap_back.tried = True
             with anyio.CancelScope(shield=True):
                 if await _swap_back(
                     ctx, volume, keep, temp, instances, was_running=stopped, cause=exc
                 ):
+                    swap_back.done = True
                     ctx.journal.resolve(swap_seq)
         raise
     # Proven: the old data may go. Journalled so a crash here still removes it.
@@ -278,6 +324,9 @@ async def _swap_back(
     False when that failed too, leaving the journal entry open for recovery to retry."""
     ctx.progress(f"swapping the original {volume} back")
     try:
+        # Any that began to use it since (an instance `bring_up` made) stop for the swap.
+        users = (await ctx.ports.incus.get_volume(volume)).used_by
+        instances = [*instances, *sorted(set(users) - set(instances))]
         async with instances_stopped(ctx, instances):
             if await ctx.ports.incus.volume_exists(keep):
                 await swap_volume(ctx.ports.incus, volume, keep, temp)

@@ -10,13 +10,20 @@ A backup a compromise mark covers is refused, naming why; the plan says which se
 must be regenerated instead (step-ca). Before the services: the state bucket, when one is
 configured and the set holds its backup, then the configured host command.
 
+Where a volume is replaced, the old one is kept until the instance runs on the new data
+and passes its health check; if either fails, the old volume is swapped back, the
+instance started on it, and the service reported `failed` with `rolled_back` (the rebuild
+goes on with the next services, as on any service's failure, and ends not `ok`). A plain
+import has nothing to roll back to, and says so.
+
 Everything destructive goes through the import's journalled steps, so an agent killed at
 any point leaves each volume either old or new and every instance it stopped running
-after its next start.
+after its next start; killed before the health check passed, the old volume goes back.
 """
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -26,7 +33,7 @@ from commands.base import JobContext, Outcome, Plan, Step
 from commands.drill import wait_healthy
 from commands.faults import fault_point
 from commands.host_command import run_host_command
-from commands.import_volume import put_in_place, require_usable_backup
+from commands.import_volume import SwapBack, put_in_place, require_usable_backup
 from commands.inventory import Inventory
 from commands.names import temporary
 from commands.ports import CatalogItem, CatalogListing, InstanceDefinition
@@ -76,7 +83,12 @@ def plan(command: RebuildCommand, inventory: Inventory, now: datetime) -> Plan:
             Step(
                 "rebuild_service",
                 service.name,
-                {"volume": service.volume, "instance": service.instance},
+                {
+                    "volume": service.volume,
+                    "instance": service.instance,
+                    "way_back": "the replaced volume kept until the health check passes,"
+                    " swapped back and the instance started on it on a failure",
+                },
             )
         )
     return Plan(targets=tuple(targets), steps=tuple(steps))
@@ -241,6 +253,18 @@ async def _decide(
     steps.append(RebuildStep(op="start_instance", target=service.instance))
     if health_for(service) is not None:
         steps.append(RebuildStep(op="health_check", target=service.instance))
+    if exists:
+        steps.append(
+            RebuildStep(
+                op="delete_volume",
+                target=service.volume,
+                detail="the replaced data (kept as <volume>-pre-import-<time>), once the"
+                " instance runs and is healthy on the new; on a failure it is swapped back"
+                " and the instance started on it",
+            )
+        )
+    else:
+        row.rollback = nothing_to_roll_back(service.volume)
     row.steps = steps
     return part
 
@@ -320,28 +344,73 @@ async def _put_back(ctx: JobContext, set_name: str, service: ServiceConfig, part
     await require_usable_backup(ctx, backup)
     now = ctx.now()
     temp = temporary(service.volume, "import", now)
+    bring_up = partial(_bring_up, ctx, service, part)
     if await incus.volume_exists(service.volume):
         users = (await incus.get_volume(service.volume)).used_by
         planned = [service.instance, *sorted(set(users) - {service.instance})]
         if part.definition is not None:
             planned = [i for i in planned if i != service.instance]
         keep = temporary(service.volume, "pre-import", now)
-        await put_in_place(ctx, backup, service.volume, temp=temp, keep=keep, planned=planned)
-    else:
-        await put_in_place(ctx, backup, service.volume, temp=temp, keep=None, planned=[])
-        if part.definition is None:
-            await _attach_recorded_disks(ctx, set_name, service)
+        swap_back = SwapBack()
+        try:
+            # The replaced volume is kept until the instance runs on the new data and
+            # passes its health check; on a failure it is swapped back and started on.
+            await put_in_place(
+                ctx,
+                backup,
+                service.volume,
+                temp=temp,
+                keep=keep,
+                planned=planned,
+                bring_up=bring_up,
+                swap_back=swap_back,
+            )
+        except AtlasError as exc:
+            if swap_back.done:
+                row.rolled_back = True
+                row.rollback = (
+                    f"{exc}: the previous {service.volume} is back and"
+                    f" {service.instance} runs on it"
+                )
+            elif swap_back.tried:
+                row.rollback = (
+                    f"{exc}: putting the previous {service.volume} back failed too; it is"
+                    " journalled, and the agent tries again until it is back"
+                )
+            raise
+        return
+    row.rollback = nothing_to_roll_back(service.volume)
+    await put_in_place(ctx, backup, service.volume, temp=temp, keep=None, planned=[])
+    if part.definition is None:
+        await _attach_recorded_disks(ctx, set_name, service)
+    await bring_up(lambda _instance: None)
+
+
+def nothing_to_roll_back(volume: str) -> str:
+    return f"{volume} did not exist before the rebuild: a failure has nothing to roll back to"
+
+
+async def _bring_up(
+    ctx: JobContext, service: ServiceConfig, part: Decided, starting: Callable[[str], None]
+) -> None:
+    """The instance on the rebuilt volume: recreated if it was gone, started, healthy.
+    `starting` hears of the start first, so a way back starts it on the original too."""
+    incus = ctx.ports.incus
     fault_point("rebuild_service_imported")
     if part.definition is not None:
         ctx.progress(f"rebuild: recreating {service.instance}")
         await incus.create_instance(part.definition)
     if await incus.instance_status(service.instance) != "Running":
         ctx.progress(f"rebuild: starting {service.instance}")
+        starting(service.instance)
         await incus.start_instance(service.instance)
     check = health_for(service)
     if check is not None:
         ctx.progress(f"rebuild: health check of {service.name}")
-        row.health = await wait_healthy(ctx, partial(incus.exec, service.instance), service, check)
+        fault_point("rebuild_checking_health")
+        part.row.health = await wait_healthy(
+            ctx, partial(incus.exec, service.instance), service, check
+        )
 
 
 async def _attach_recorded_disks(ctx: JobContext, set_name: str, service: ServiceConfig) -> None:

@@ -10,19 +10,24 @@ new Incus bucket beside the current one, or `replace`: the current bucket is exp
 first (the way back), its states' lineages compared with the backup's (a different
 lineage is another infrastructure's history: refused unless `allow_lineage_change`),
 then removed and the backup put in its place; on failure the safety export goes back.
+The replace is journalled before the remove (`state_import`, naming the safety export),
+so an agent killed before the backup is whole in puts the bucket back at its next start:
+exactly the safety export's objects (a half-imported Incus bucket removed first, an S3
+bucket's objects all removed first).
 """
 
-import gzip
 from collections.abc import AsyncIterator
 from datetime import datetime
 
 import anyio
 
-from commands.base import JobContext, Outcome, Plan, Step
+from commands.base import EffectKind, JobContext, Outcome, Plan, Step
 from commands.export import set_name_for
+from commands.faults import fault_point
 from commands.inventory import Inventory
 from commands.names import temporary
-from commands.ports import BackupFile, ExportedFile, ExportSpec, StateBucket
+from commands.ports import ExportedFile, ExportSpec, StateBucket
+from commands.state_bucket_swap import load_backup, put_back
 from commands.tfstate import lineage_changes, read_tarball, states_of
 from commands.usability import require_usable
 from schemas.commands import StateExportCommand, StateImportCommand
@@ -186,7 +191,15 @@ def plan_import(command: StateImportCommand, inventory: Inventory, now: datetime
                 },
             ),
             Step("compare_lineage", bucket, {"allow_change": command.allow_lineage_change}),
-            Step("remove_bucket", bucket, {"mode": mode}),
+            Step(
+                "remove_bucket",
+                bucket,
+                {
+                    "mode": mode,
+                    "journalled": "the safety export goes back on a failure, or at the"
+                    " agent's next start if it is killed before the upload is whole",
+                },
+            ),
         ]
     steps.append(Step("upload_bucket", target, {"from": command.backup, "mode": mode}))
     return Plan(targets=(lock_name(target),), steps=tuple(steps))
@@ -204,32 +217,7 @@ async def _read_backup(ctx: JobContext, ref: str) -> tuple[bytes, StateBucketInf
         datetime.fromisoformat(item.entry.created),
         item.entry,
     )
-    # Not `locate`: its head check takes only volume backups (`type: custom`), which keeps
-    # a bucket's tarball from ever being imported as a volume. The checksum and then the
-    # tarball's own reading check this one.
-    entry = item.entry
-    backup = BackupFile(
-        path=f"{item.set_name}/{entry.file}",
-        set_name=item.set_name,
-        file_name=entry.file,
-        volume=entry.volume,
-        size=entry.size,
-        plaintext_size=entry.plaintext_size,
-        sha256=entry.sha256,
-        encrypted=entry.encrypted,
-        compression=entry.compression,
-        in_manifest=True,
-    )
-    await ctx.ports.backups.verify_checksum(
-        backup, lambda done, total: ctx.progress("verifying checksum", done, total), ctx.checkpoint
-    )
-
-    def read() -> bytes:
-        with ctx.ports.backups.open_plaintext(backup, ctx.checkpoint) as plaintext:
-            data = plaintext.read(-1)
-        return gzip.decompress(data) if backup.compression == "gzip" else data
-
-    data = await anyio.to_thread.run_sync(read)
+    data = await load_backup(ctx.ports, item, ctx.checkpoint, ctx.progress)
     states = states_of(read_tarball(data).objects)
     if states != info.states:
         raise IntegrityFailure(f"{ref}: its states differ from what its manifest entry says")
@@ -284,27 +272,33 @@ async def execute_import(
 async def _replace(
     ctx: JobContext, bucket: StateBucket, data: bytes, current: ExportedFile | None
 ) -> None:
-    """Remove the bucket and put the backup in; on failure put the current one back."""
+    """Remove the bucket and put the backup in; on failure put the current one back.
+    Journalled before the remove, so an agent killed before the backup is whole in puts
+    the current bucket back at its next start (`undo_replace`)."""
     ctx.progress(f"replacing state bucket {bucket.name}")
-    try:
-        if current is not None:
-            await bucket.remove()
+    if current is None:  # nothing to remove, nothing to put back
         await bucket.upload(data, bucket.name)
+        return
+    seq = ctx.journal.record(
+        EffectKind.STATE_IMPORT,
+        bucket.name,
+        {"mode": bucket.mode, "safety_backup": current.backup},
+    )
+    fault_point("state_import_exported")
+    try:
+        await bucket.remove()
+        fault_point("state_import_removed")
+        await bucket.upload(data, bucket.name)
+        fault_point("state_import_uploaded")
     except BaseException as exc:
-        if current is not None:
-            with anyio.CancelScope(shield=True):
-                await _put_back(ctx, bucket, current, exc)
+        with anyio.CancelScope(shield=True):
+            ctx.progress(f"putting state bucket {bucket.name} back from {current.backup}")
+            try:
+                await put_back(ctx.ports, bucket, current.backup)
+            except AtlasError as failed:
+                # The entry stays open: the agent tries again (at its next start at latest).
+                exc.add_note(f"putting the bucket back from {current.backup} failed too: {failed}")
+            else:
+                ctx.journal.resolve(seq)
         raise
-
-
-async def _put_back(
-    ctx: JobContext, bucket: StateBucket, current: ExportedFile, cause: BaseException
-) -> None:
-    ctx.progress(f"putting state bucket {bucket.name} back from {current.backup}")
-    try:
-        data, _ = await _read_backup(ctx, current.backup)
-        if bucket.mode == "incus" and await bucket.exists(bucket.name):
-            await bucket.remove()  # half imported
-        await bucket.upload(data, bucket.name)
-    except AtlasError as exc:
-        cause.add_note(f"putting the bucket back from {current.backup} failed too: {exc}")
+    ctx.journal.resolve(seq)

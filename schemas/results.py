@@ -228,6 +228,11 @@ class RebuildService(msgspec.Struct, kw_only=True):
     seconds: float
     target_rto_s: float
     health: str  # the health check's last output, bounded; "" when none ran
+    # The volume it replaced put back (and the instance started on it) after the
+    # instance or its health check failed on the restored data; `rollback` says why, or
+    # why there was nothing to roll back to (a plain import: the volume did not exist).
+    rolled_back: bool = False
+    rollback: str = ""
 
 
 class HostCommandResult(msgspec.Struct, kw_only=True):

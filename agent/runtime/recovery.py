@@ -2,14 +2,16 @@
 
 Each journalled side effect that was never resolved is undone, newest first; a thing a
 job was making (a temporary volume, snapshot or server-side backup) is removed only if
-the job made it, by the rule of `commands.journalled`. Jobs that
+the job made it, by the rule of `commands.journalled`; a state bucket a `state_import`
+was replacing is put back from its safety export (`commands.state_bucket.undo_replace`,
+given as `extra`: it needs the bucket and the backup files). Jobs that
 were running become `interrupted`, with what was undone; queued jobs run again. An undo
 that fails (Incus down at start-up) is tried again by `retry_undo` until it succeeds, as is
 a clean-up a job could not make itself (Incus gone mid-job).
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,12 @@ async def _swap_back(incus: Incus, effect: Effect) -> str:
     if not await incus.volume_exists(keep):
         what = f"{volume} was never swapped"
     else:
-        running = [i for i in disks if await incus.instance_status(i) == "Running"]
+        # Those whose disks the swap moved, and any that began to use the volume since
+        # (an instance a rebuild recreated on the new data).
+        there = await incus.volume_exists(volume)
+        users = (await incus.get_volume(volume)).used_by if there else ()
+        using = [*disks, *sorted(set(users) - set(disks))]
+        running = [i for i in using if await incus.instance_status(i) == "Running"]
         for instance in running:
             await incus.stop_instance(instance)
         if await incus.volume_exists(volume):
@@ -128,6 +135,16 @@ async def _delete_drill_project(incus: Incus, effect: Effect) -> str:
     return f"removed drill project {project} and what it held"
 
 
+async def _state_import_elsewhere(incus: Incus, effect: Effect) -> str:
+    """A state bucket replace is undone by the agent's own `state_import` undo (it needs
+    the bucket and the backup files, which `recover` gets as `extra`); without it, the
+    entry stays open and is tried again."""
+    raise AtlasError(
+        f"state bucket {effect.target}: no state bucket port to put it back from"
+        f" {effect.data.get('safety_backup')}"
+    )
+
+
 async def _pruned_snapshot(incus: Incus, effect: Effect) -> str:
     """A snapshot delete is whole or not done: say which."""
     name = str(effect.data["name"])
@@ -163,6 +180,7 @@ UNDO: dict[EffectKind, Undo] = {
     EffectKind.EXPORT_SNAPSHOT: _delete_export_snapshot,
     EffectKind.PART_FILE: _remove_part_file,
     EffectKind.DRILL_PROJECT: _delete_drill_project,
+    EffectKind.STATE_IMPORT: _state_import_elsewhere,
     EffectKind.PRUNED_SNAPSHOT: _pruned_snapshot,
     EffectKind.PRUNED_VOLUME: _pruned_volume,
     EffectKind.PRUNED_EXPORT: _pruned_export,
@@ -186,11 +204,22 @@ class RecoveryReport:
     requeue: list[JobRow] = field(default_factory=list)
 
 
+# Undos that need more than Incus (the state bucket, the backup files), given by the agent.
+Extra = Mapping[EffectKind, Undo]
+
+
 async def _undo(
-    store: Store, incus: Incus, clock: Clock, effects: list[Effect], report: RecoveryReport
+    store: Store,
+    incus: Incus,
+    clock: Clock,
+    effects: list[Effect],
+    report: RecoveryReport,
+    *,
+    extra: Extra,
 ) -> None:
     for effect in effects:
-        undo = undo_for(effect.kind)
+        undo = extra.get(EffectKind(effect.kind)) if effect.kind in UNDO else None
+        undo = undo or undo_for(effect.kind)
         if undo is None:
             log.error("journal entry %s of unknown kind %r left as is", effect.seq, effect.kind)
             continue
@@ -223,9 +252,11 @@ def with_undo(result: dict[str, Any], undone: list[str], pending: list[str]) -> 
     return kept | undo
 
 
-async def recover(store: Store, incus: Incus, clock: Clock) -> RecoveryReport:
+async def recover(
+    store: Store, incus: Incus, clock: Clock, extra: Extra | None = None
+) -> RecoveryReport:
     report = RecoveryReport()
-    await _undo(store, incus, clock, store.open_effects(), report)
+    await _undo(store, incus, clock, store.open_effects(), report, extra=extra or {})
     now_ms = epoch_ms(clock())
     for row in store.jobs_in_state("running"):
         undone = report.undone.get(row.id, [])
@@ -246,7 +277,7 @@ async def recover(store: Store, incus: Incus, clock: Clock) -> RecoveryReport:
 
 
 async def retry_undo(
-    store: Store, incus: Incus, clock: Clock, running: Collection[str]
+    store: Store, incus: Incus, clock: Clock, running: Collection[str], extra: Extra | None = None
 ) -> list[JobRow]:
     """Undo again what jobs no longer `running` left open; the jobs whose record changed.
 
@@ -256,7 +287,7 @@ async def retry_undo(
     if not effects:
         return []
     report = RecoveryReport()
-    await _undo(store, incus, clock, effects, report)
+    await _undo(store, incus, clock, effects, report, extra=extra or {})
     changed: list[JobRow] = []
     for job_id, undone in report.undone.items():
         row = store.get_job(job_id)

@@ -14,6 +14,7 @@ import anyio.to_thread
 import yaml
 
 from agent.backups.paths import open_backup_file
+from commands.faults import fault_point
 from commands.ports import StateBucketMode
 from commands.tfstate import read_tarball, write_tarball
 from schemas.config import StateBucketConfig
@@ -141,7 +142,9 @@ class S3StateBucket:
 
     async def upload(self, tarball: bytes, name: str) -> None:
         def work() -> None:
-            for key, body in read_tarball(tarball).objects.items():
+            for count, (key, body) in enumerate(read_tarball(tarball).objects.items()):
+                if count == 1:
+                    fault_point("state_upload_partial")  # one object in, the rest not
                 self._call(f"write {key!r}", "put_object", Bucket=name, Key=key, Body=body)
 
         await anyio.to_thread.run_sync(work)

@@ -1,6 +1,7 @@
 """A rebuild killed (-9, as a power cut) before its first service, in the middle of one
 (the backup uploaded, not yet swapped in: the import's own fault point, which the
-rebuild's import goes through), and between two: after the agent's next start every
+rebuild's import goes through; swapped in; running on the new data before its health
+check passed), and between two: after the agent's next start every
 volume holds its old or its new content whole, every instance runs, nothing is left over
 (`assert_stack_intact`), and the job is `interrupted`."""
 
@@ -29,6 +30,9 @@ POINTS = [
     ("import_uploaded", set()),
     # Swapped in, its instance still stopped: recovery swaps the original back.
     ("import_swapped", set()),
+    # Swapped in, its instance running on the new data, not yet proven healthy: the old
+    # volume is kept until then, and recovery swaps it back.
+    ("rebuild_checking_health", set()),
     ("rebuild_between_services", {"step-ca"}),
 ]
 
@@ -51,6 +55,8 @@ def test_a_rebuild_killed_leaves_every_volume_whole_and_every_instance_running(
     agent.start()  # recovery runs before the agent takes commands
     job = agent.job(job_id, timeout=JOB_TIMEOUT_S)
     assert job["state"] == "interrupted", job
+    if point == "rebuild_checking_health":
+        assert "swapped the original step-ca01-data back in" in job["result"]["undone"]
     for name in ATLAS:
         assert atlas.state(f"{name}01") == "Running"
         expected = "exported" if name in rebuilt else "current"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.broker import Broker
-from tests.support.drills import MARKER, service
+from tests.support.drills import MARKER, fingerprint, service
 from tests.support.harness import ATLAS, AgentHarness, running_agent
 from tests.support.incus_env import IMAGE_ALIAS, IncusProject, incus_project
 
@@ -107,6 +107,7 @@ def test_a_rebuild_brings_every_service_back_from_the_set(
         "swap_volume",
         "start_instance",
         "health_check",
+        "delete_volume",
     ]
     assert planned["host_command"] is None
     for name in ATLAS:  # a dry run changes nothing
@@ -132,6 +133,51 @@ def test_a_rebuild_brings_every_service_back_from_the_set(
     assert "-import-" not in volumes
 
 
+def test_a_service_failing_its_health_check_on_the_restored_data_gets_its_volume_back(
+    agent: AgentHarness, stack: IncusProject
+) -> None:
+    """grafana's backup holds data its health check refuses: the volume it replaced is
+    swapped back, byte for byte, the instance runs on it, and the rebuild goes on."""
+    for name in ATLAS:
+        stack.write(f"{name}01", MARKER, f"{name} ok" if name != "grafana" else "damaged")
+        stack.write(f"{name}01", STATE, f"{name} v1")
+    exported = run(agent, action="export", volumes="all")
+    assert exported["state"] == "succeeded", exported
+    set_name = str(exported["result"]["files"][0]["backup"]).split("/")[0]
+    damage(stack)
+    stack.write("grafana01", MARKER, "grafana ok")
+    stack.run(
+        "exec", "grafana01", "--", "sh", "-c", "head -c 1048576 /dev/urandom > /data/blob"
+    )  # fmt: skip
+    before = fingerprint(stack, "grafana")
+
+    job = run(agent, action="rebuild", set=set_name, confirm="all")
+    assert job["state"] == "partial", job
+    assert job["result"]["ok"] is False
+    rows = services_of(job)
+    grafana = rows["grafana"]
+    assert grafana["outcome"] == "failed", grafana
+    assert grafana["rolled_back"] is True
+    assert "did not pass its health check" in grafana["rollback"]
+    assert "the previous grafana01-data is back and grafana01 runs on it" in grafana["rollback"]
+    assert job["result"]["failed"]["grafana01-data"]["code"] == "drill_failed"
+    after = fingerprint(stack, "grafana")
+    assert after["files"] == before["files"]  # the blob and the rest, byte for byte
+    assert after["volume"] == before["volume"]
+    assert after["snapshots"] == before["snapshots"]
+    assert after["status"] == "Running"
+    # The rebuild went on with the other services.
+    for name in ATLAS:
+        if name != "grafana":
+            assert rows[name]["outcome"] == "rebuilt", rows[name]
+            assert rows[name]["rolled_back"] is False
+            assert stack.read(f"{name}01", STATE) == f"{name} v1"
+    volumes = stack.run("storage", "volume", "list", stack.pool, "-f", "csv", "-c", "n")
+    assert "pre-import" not in volumes
+    assert "-import-" not in volumes
+    stack.run("exec", "grafana01", "--", "rm", "/data/blob")
+
+
 def test_a_missing_volume_gets_a_plain_import_and_a_missing_instance_is_skipped(
     agent: AgentHarness, stack: IncusProject
 ) -> None:
@@ -148,6 +194,7 @@ def test_a_missing_volume_gets_a_plain_import_and_a_missing_instance_is_skipped(
         rows = services_of(job)
         assert rows["grafana"]["how"] == "import"
         assert rows["grafana"]["outcome"] == "rebuilt", rows["grafana"]
+        assert "nothing to roll back to" in rows["grafana"]["rollback"]
         assert stack.read("grafana01", STATE) == "grafana v1"
         assert stack.state("grafana01") == "Running"
         assert rows["alertmanager"]["outcome"] == "skipped"

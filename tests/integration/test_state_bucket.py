@@ -8,10 +8,6 @@ real S3 server, moto's server mode, started as a process on a free port.
 """
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +31,7 @@ from tests.support.broker import Broker
 from tests.support.fake_incus_buckets import FakeBucket, FakeIncusBuckets, fake_incus_buckets
 from tests.support.harness import running_agent
 from tests.support.incus_env import IncusProject
+from tests.support.moto_s3 import moto_s3
 from tests.support.state_job import StateJob, state_job
 
 LINEAGE = "8d6b5a7e-1f7c-4f43-9f0e-4c1f2b5a9a11"
@@ -216,34 +213,10 @@ def test_a_compromised_state_backup_is_refused(incus: Any) -> None:
 # -- S3 mode, against a real S3 server (moto's)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("moto's S3 server did not start") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(10)
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

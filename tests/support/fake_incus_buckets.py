@@ -48,6 +48,11 @@ class FakeIncusBuckets:
     requests: list[str] = field(default_factory=list)
     # Makes the next import's operation fail, as Incus does when the upload breaks.
     fail_next_import: bool = False
+    # Makes the next import stop half way, as Incus is while a client's upload runs: the
+    # bucket made with part of the objects, and no answer until `release` is set (a test
+    # kills the client meanwhile).
+    hang_next_import: bool = False
+    release: threading.Event = field(default_factory=threading.Event)
 
     def tarball(self, name: str) -> bytes:
         bucket = self.buckets[name]
@@ -156,7 +161,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._operation("Failure", "Failed importing bucket: upload broke")
         tarball = read_tarball(data)
         index = yaml.safe_load(tarball.index)
-        state.buckets[name] = FakeBucket(dict(tarball.objects), index["config"]["bucket_keys"])
+        keys = index["config"]["bucket_keys"]
+        if state.hang_next_import:
+            state.hang_next_import = False
+            half = list(tarball.objects.items())[: max(1, len(tarball.objects) // 2)]
+            state.buckets[name] = FakeBucket(dict(half), keys)
+            state.release.wait(60)
+            return None
+        state.buckets[name] = FakeBucket(dict(tarball.objects), keys)
         return self._operation("Success", "")
 
     def _operation(self, status: str, err: str) -> None:
@@ -215,6 +227,7 @@ def fake_incus_buckets(folder: Path, pool: str = "local") -> Iterator[tuple[str,
     try:
         yield path, state
     finally:
+        state.release.set()
         server.shutdown()
         server.server_close()
         os.unlink(path)

@@ -14,7 +14,7 @@ from agent.backups.catalog import BackupCatalog
 from agent.backups.export_writer import LocalExportFiles
 from agent.crypto.gpg import GpgHome
 from agent.runtime.store import Store
-from commands.base import JobContext, Ports
+from commands.base import JobContext, Journal, Ports
 from commands.inventory import Inventory
 from commands.ports import ArchiveInspector, Incus, Sandbox, StateBucket
 from schemas.config import ATLAS_SERVICES, EncryptionConfig, StateBucketConfig
@@ -25,7 +25,9 @@ from tests.support.memory_job import RecordingJournal
 @dataclass
 class StateJob:
     ports: Ports
-    journal: RecordingJournal = field(default_factory=RecordingJournal)
+    store: Store
+    # Recorded in memory; a test of a killed job journals in `store` (`StoreJournal`).
+    journal: Journal = field(default_factory=RecordingJournal)
     job_id: str = "state-1"
     phases: list[str] = field(default_factory=list)
 
@@ -67,7 +69,7 @@ def state_job(
         state_bucket=bucket,
     )
     try:
-        yield StateJob(ports), inventory
+        yield StateJob(ports, store), inventory
     finally:
         store.close()
         gpg.close()
