@@ -213,10 +213,26 @@ def test_watch_draws_every_volume_on_a_terminal_until_ctrl_c(agent: AgentHarness
             if select.select([leader], [], [], 1)[0]:
                 screen += os.read(leader, 65536)
         watch.send_signal(signal.SIGINT)
-        assert watch.wait(timeout=10) == 0
+        assert exit_code_while_draining(watch, leader, timeout_s=30) == 0
     finally:
         watch.kill()
         os.close(leader)
+
+
+def exit_code_while_draining(
+    process: subprocess.Popen[bytes], leader: int, timeout_s: float
+) -> int:
+    """Wait for `process` to exit, reading its terminal meanwhile: a last redraw into a
+    full pty would block it, and its Ctrl-C handling with it."""
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None:
+        assert time.monotonic() < deadline, "the process did not exit after Ctrl-C"
+        if select.select([leader], [], [], 0.2)[0]:
+            try:
+                os.read(leader, 65536)
+            except OSError:  # EIO: the process closed its side
+                break
+    return process.wait(timeout=max(1.0, deadline - time.monotonic()))
 
 
 def test_on_a_terminal_restore_asks_to_confirm_and_draws_its_progress(
