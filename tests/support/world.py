@@ -1,7 +1,8 @@
 """Everything a job could touch, observed from outside the agent in one pass: for each
-Incus project, its custom volumes (config, creation time, users), their snapshots and
-server-side backups, and its instances (status, config, devices); and the files under the
-backup directory (kind, size, mtime, inode, link target).
+Incus project, its custom volumes (config, creation time, users), their snapshots
+(description too: it holds the prune protection) and server-side backups, its storage
+buckets and its instances (status, config, devices); and the files under the backup
+directory (kind, size, mtime, inode, link target).
 
 Incus is read over its unix socket with plain HTTP GETs (a few milliseconds each), not
 the CLI, so a test can afford an observation before and after every example.
@@ -19,7 +20,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 SOCKET = "/var/lib/incus/unix.socket"
-Kind = Literal["volume", "snapshot", "backup", "instance", "file"]
+Kind = Literal["volume", "snapshot", "backup", "bucket", "instance", "file"]
 How = Literal["created", "deleted", "changed"]
 
 
@@ -106,7 +107,7 @@ def _incus_objects(reader: IncusReader, project: str, pool: str) -> dict[Obj, st
         name = str(volume["name"])
         if "/" in name:
             found[Obj("snapshot", project, name)] = _canonical(
-                {"created_at": volume["created_at"], "config": volume["config"]}
+                {k: volume[k] for k in ("created_at", "config", "description")}
             )
             continue
         found[Obj("volume", project, name)] = _canonical(
@@ -120,6 +121,10 @@ def _incus_objects(reader: IncusReader, project: str, pool: str) -> dict[Obj, st
             found[Obj("backup", project, f"{name}/{backup['name']}")] = _canonical(
                 {k: backup[k] for k in ("created_at", "expires_at")}
             )
+    for bucket in reader.get(f"/1.0/storage-pools/{pool}/buckets?project={project}&recursion=1"):
+        found[Obj("bucket", project, str(bucket["name"]))] = _canonical(
+            {k: bucket.get(k) for k in ("config", "description")}
+        )
     for instance in reader.get(f"/1.0/instances?project={project}&recursion=1"):
         found[Obj("instance", project, str(instance["name"]))] = _canonical(
             {k: instance[k] for k in ("status", "config", "devices")}
