@@ -73,7 +73,17 @@ from tests.support.harness import ATLAS, AgentHarness, prepare_agent
 from tests.support.incus_env import IncusProject, incus, incus_project
 from tests.support.incus_proxy import IncusProxy, incus_proxy
 from tests.support.state_job import state_job
-from tests.support.world import Change, How, IncusReader, Kind, Obj, World, changes, observe
+from tests.support.world import (
+    Change,
+    How,
+    IncusReader,
+    Kind,
+    Obj,
+    World,
+    changes,
+    files_under,
+    observe,
+)
 
 PREFIX = "atlas/backup"  # the module has a broker of its own: the real default prefix
 HA_PREFIX = "homeassistant"
@@ -657,12 +667,7 @@ class Stage:
         """The files of the agent's work folder outside the backup directory (its state
         folder and log aside) and of the folder the backup directory's links point to,
         named `../<path>`: no pattern in `MAY` matches one, so any change there fails."""
-        workdir = self.agent.workdir
-        beside = {
-            obj: mark
-            for obj, mark in observe(self.reader, [], "", workdir).items()
-            if obj.name.split("/")[0] not in ("backup", "state", "agent.log")
-        }
+        beside = files_under(self.agent.workdir, skip=("backup", "state", "agent.log"))
         return {Obj("file", "", f"../{obj.name}"): mark for obj, mark in beside.items()}
 
     def render(self, value: str) -> str:
@@ -1319,7 +1324,7 @@ def run_case(case: Case, stage: Stage) -> None:
             + "\n".join(f"  {c}" for c in bad)
         ) from failure
     asked = stage.proxy.requests[asked_from:]
-    if outside := asked_outside(asked, stage.atlas.name, stage.projects()):
+    if outside := asked_outside(asked, stage.atlas.name, stage.projects):
         raise AskedOutside(
             f"{sent.action} {sent.payload!r}: the agent asked Incus for\n  " + "\n  ".join(outside)
         ) from failure
@@ -1334,7 +1339,7 @@ _CHANGING = re.compile(rb"\A(POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.[01]\r\n")
 _PROJECT_NAME = re.compile(rb'"name":\s*"([^"]*)"')
 
 
-def asked_outside(asked: list[bytes], project: str, projects: set[str]) -> list[str]:
+def asked_outside(asked: list[bytes], project: str, projects: Callable[[], set[str]]) -> list[str]:
     """Of the agent's requests that change something, those aimed anywhere but its
     project or a drill project (`atlas-drill-...`) it made, removed and left no trace of;
     each as `METHOD target`. Attributable to the agent alone: other tests share incusd."""
@@ -1365,7 +1370,8 @@ def asked_outside(asked: list[bytes], project: str, projects: set[str]) -> list[
         elif not (where == [project] or (len(where) == 1 and where[0] in made)):
             wrong.append(f"{method} {target}")
     wrong += [f"project {name!r} made and not removed" for name in sorted(made - removed)]
-    wrong += [f"project {name!r} still there" for name in sorted(made & projects)]
+    if made:  # those there now: read only when needed
+        wrong += [f"project {name!r} still there" for name in sorted(made & projects())]
     return wrong
 
 
@@ -1534,7 +1540,7 @@ def test_requests_outside_the_agents_project_are_found() -> None:
         request(f"POST /1.0/instances?project={drill}"),
         request(f"DELETE /1.0/projects/{drill}"),
     ]
-    assert asked_outside(fine, mine, {mine}) == []
+    assert asked_outside(fine, mine, lambda: {mine}) == []
     wrong = [
         request("DELETE /1.0/storage-pools/local/volumes/custom/victim?project=atlas-decoy-1"),
         request(f"DELETE /1.0/storage-pools/local/volumes/custom/victim?project={mine}&project=x"),
@@ -1542,8 +1548,8 @@ def test_requests_outside_the_agents_project_are_found() -> None:
         request("POST /1.0/projects", json.dumps({"name": "victim"})),
         request("PUT /1.0"),
     ]
-    assert len(asked_outside(wrong, mine, {mine})) == len(wrong) + 1  # `victim` left too
-    assert asked_outside(fine[2:4], mine, {mine, drill}) == [
+    assert len(asked_outside(wrong, mine, lambda: {mine})) == len(wrong) + 1  # `victim` left
+    assert asked_outside(fine[2:4], mine, lambda: {mine, drill}) == [
         f"project {drill!r} made and not removed",
         f"project {drill!r} still there",
     ]

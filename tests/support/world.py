@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -144,12 +144,15 @@ def _file_fingerprint(path: Path) -> str:
     )
 
 
-def _files(backup_dir: Path) -> dict[Obj, str]:
+def files_under(folder: Path, *, skip: Collection[str] = ()) -> dict[Obj, str]:
+    """Every file, folder and link under `folder` but the top-level entries `skip`."""
     found: dict[Obj, str] = {}
-    for top, dirs, files in os.walk(backup_dir, followlinks=False):
-        for entry in (*dirs, *files):
+    for top, dirs, names in os.walk(folder, followlinks=False):
+        if top == str(folder):
+            dirs[:] = [d for d in dirs if d not in skip]
+        for entry in (*dirs, *(n for n in names if top != str(folder) or n not in skip)):
             path = Path(top) / entry
-            found[Obj("file", "", str(path.relative_to(backup_dir)))] = _file_fingerprint(path)
+            found[Obj("file", "", str(path.relative_to(folder)))] = _file_fingerprint(path)
     return found
 
 
@@ -157,7 +160,7 @@ def observe(reader: IncusReader, projects: Iterable[str], pool: str, backup_dir:
     world: dict[Obj, str] = {}
     for project in projects:
         world |= _incus_objects(reader, project, pool)
-    return world | _files(backup_dir)
+    return world | files_under(backup_dir)
 
 
 def changes(before: World, after: World) -> list[Change]:
