@@ -3,30 +3,44 @@ agent as a process, a real Mosquitto and a real Incus project (issue 8, "Tests")
 
 Each example sends one command, waits for its answer and, when accepted, for its job's
 final state, then asks for `status`, and compares the world (`tests.support.world`)
-before and after: no volume, snapshot, server-side backup, instance or backup file may
-be created, changed or deleted beyond what the command may do by the contract (`MAY`,
-below). Decoys stand where a name cut short or decoded in a URL would land: `victim`
-for `victim?x` and `victim#x`, `victim/snap0` and a backup of `victim` for `victim/snapshots/...`,
-`victim` in a second project for `victim?project=...`, and files around the backup
-directory (a runbook tarball, the agent's own set, links out, a set whose file is a link).
+before and after: no volume, snapshot, server-side backup, bucket, instance or backup
+file may be created, changed or deleted beyond what the command may do by the contract
+(`MAY`, below), and no file beside the backup directory at all (the agent's work folder,
+the folder its links point to). The agent reaches Incus through a proxy that keeps its
+requests (`tests.support.incus_proxy`): none may change anything outside its project,
+and a project it makes must be a drill's (`atlas-drill-...`), removed by the job's end;
+its Grafana (`tests.support.fake_grafana`) gets only the dashboards a valid
+`dashboards_import` names. Decoys stand where a name cut short or decoded in a URL
+would land: `victim` for `victim?x` and `victim#x`, `victim/snap0` and a backup of
+`victim` for `victim/snapshots/...`, `victim` in a second project for
+`victim?project=...`, and files around the backup directory (a runbook tarball, the
+agent's own set, links out, a set whose file is a link).
 
 Every command is also answered, on the topic the contract names (`<p>/response`, or a
 `reply_to` / Response Topic it allows), accepted or rejected with a field path, and the
 agent still serves afterwards. Hostile topics have a test of their own: they fail most
 examples they are in, which would hide the name findings behind them.
 
+Every action of the contract is generated; those added after the first property
+(`LATER_ACTIONS`, with `drill` and `rebuild`) get a few examples each and their known
+cases, to keep CI short. The agent has a state bucket (which this Incus cannot host: no
+MinIO, so bucket jobs end at Incus) and a Grafana, and the backup directory holds a state
+bucket backup and a dashboards set, so that each of these actions gets past its checks.
+
 One agent process serves every example. Each example starts from the same decoys (what
-an earlier one deleted is made again, what it left is removed), and an agent that
-stopped answering is restarted before its example ends, so examples stay independent
-and shrink.
-`{set}`, `{decoy_project}`, `{backup_dir}`, `{outside}`, `{known_job}` and `{fresh}` in
-a generated value are filled in when it is sent.
+an earlier one deleted is made again, what it left is removed; backup files come back
+from hard links kept at the start, so a compromise mark or a pruned export does not
+carry over), and an agent that stopped answering is restarted before its example ends,
+so examples stay independent and shrink.
+`{set}`, `{state_set}`, `{dash_set}`, `{decoy_project}`, `{backup_dir}`, `{outside}`,
+`{known_job}` and `{fresh}` in a generated value are filled in when it is sent.
 """
 
 import contextlib
 import json
 import os
 import re
+import shutil
 import string
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -34,20 +48,42 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from schemas.config import ADMIN_ACTIONS
+from agent.incus.client import IncusClient
+from agent.state_bucket.incus_bucket import IncusStateBucket
+from commands import state_bucket
+from commands.names import is_drill_project
+from commands.state_bucket import SERVICE as STATE_SERVICE
+from schemas.commands import ACTIONS as CONTRACT_ACTIONS
+from schemas.commands import StateExportCommand
+from schemas.config import ADMIN_ACTIONS, IncusConfig, StateBucketConfig
 from tests.support.backups import SET as CATALOG_SET
 from tests.support.backups import catalog_backup, cli_export
 from tests.support.broker import Broker
 from tests.support.client import Received, TestClient, response_properties
+from tests.support.fake_grafana import FakeGrafana, fake_grafana
+from tests.support.fake_incus_buckets import FakeBucket, fake_incus_buckets
 from tests.support.harness import ATLAS, AgentHarness, prepare_agent
 from tests.support.incus_env import IncusProject, incus, incus_project
-from tests.support.world import Change, How, IncusReader, Kind, Obj, World, changes, observe
+from tests.support.incus_proxy import IncusProxy, incus_proxy
+from tests.support.state_job import state_job
+from tests.support.world import (
+    Change,
+    How,
+    IncusReader,
+    Kind,
+    Obj,
+    World,
+    changes,
+    files_under,
+    observe,
+)
 
 PREFIX = "atlas/backup"  # the module has a broker of its own: the real default prefix
 HA_PREFIX = "homeassistant"
@@ -59,6 +95,9 @@ DECOY_BACKUP = f"b0-{uuid.uuid4().hex[:6]}"
 BASELINE_BACKUPS = (f"victim/{DECOY_BACKUP}",)
 RUNBOOK_VICTIM = "victim-20241126.tar.gz"
 RUNBOOK_GRAFANA = "grafana01-data-20241126.tar.gz"
+STATE_BUCKET = "tfstate"  # configured; Incus here has no bucket of that name (no MinIO)
+GRAFANA_TOKEN = "glsa_hostile-names-0123456789abcdef"
+DASHBOARD_UIDS = ("node-exporter", "mqtt")
 NAME_MAX_EXAMPLES = 70
 TOPIC_MAX_EXAMPLES = 25
 ANSWER_TIMEOUT_S = 10.0
@@ -112,6 +151,15 @@ class TouchedChanged(PropertyFailure):
     """Something was changed (or an instance left stopped) that the command may not change."""
 
 
+class AskedOutside(PropertyFailure):
+    """The agent asked Incus to change something outside its project: another project
+    (the decoy's, `default`), the server, or a project it made and left behind."""
+
+
+class TouchedGrafana(PropertyFailure):
+    """A dashboard was written to Grafana that the command did not name."""
+
+
 TOUCHED: Mapping[str, type[PropertyFailure]] = {
     "deleted": TouchedDeleted,
     "created": TouchedCreated,
@@ -140,6 +188,10 @@ CHANGED: frozenset[How] = frozenset({"changed"})
 DELETED: frozenset[How] = frozenset({"deleted"})
 WRITTEN: frozenset[How] = frozenset({"created", "changed"})
 
+PROTECTION = (
+    May("snapshot", CHANGED, "{volume}/{snapshot}"),  # the mark in its description
+    May("file", WRITTEN, r"{backup_set}/manifest\.json|{backup_set}/\.manifest\.lock"),
+)
 MAY: Mapping[str, tuple[May, ...]] = {
     "snapshot": (
         May("snapshot", CREATED, "{volume}/{name}"),
@@ -168,9 +220,42 @@ MAY: Mapping[str, tuple[May, ...]] = {
     "list": (),
     "status": (),
     "cancel": (),
+    # Only what the agent made and the policy lets go; the stage's backups are all kept
+    # (manual snapshots, each volume's newest export).
     "prune": (),
-    "drill": (),
+    "drill": (),  # its project is the agent's own, and gone by the end (`asked_outside`)
     "rebuild": (),
+    "protect": PROTECTION,
+    "unprotect": PROTECTION,
+    "mark_compromised": (
+        May("file", WRITTEN, r"{marks}"),
+        May("file", WRITTEN, r"{marked_set}/manifest\.json|{marked_set}/\.manifest\.lock"),
+    ),
+    # Incus here cannot host a bucket (no MinIO): these end at Incus, as on a host whose
+    # bucket is gone; what they would write on success is listed all the same.
+    "state_export": (
+        May("file", CREATED, "{new_set}"),
+        May("file", WRITTEN, r"{new_set}/tfstate\.tar\.gz\.gpg"),
+        May("file", WRITTEN, r"{new_set}/manifest\.json|{new_set}/\.manifest\.lock"),
+    ),
+    "state_import": (
+        May("bucket", CREATED, "{bucket_as}"),
+        May("bucket", frozenset({"created", "changed", "deleted"}), "{bucket_replaced}"),
+        # Replace: the current bucket exported first, the way back.
+        May("file", CREATED, "{bucket_safety_set}"),
+        May("file", WRITTEN, r"{bucket_safety_set}/tfstate-pre-import-[-0-9a-f]+\.tar\.gz\.gpg"),
+        May(
+            "file",
+            WRITTEN,
+            r"{bucket_safety_set}/manifest\.json|{bucket_safety_set}/\.manifest\.lock",
+        ),
+    ),
+    "dashboards_export": (
+        May("file", CREATED, "{new_set}"),
+        May("file", CREATED, "{new_set}/grafana-dashboards"),
+        May("file", WRITTEN, r"{new_set}/grafana-dashboards/[A-Za-z0-9_-]{{1,40}}\.json"),
+    ),
+    "dashboards_import": (),  # into Grafana only (`grafana_writes`)
 }
 
 
@@ -271,6 +356,24 @@ backup_refs: st.SearchStrategy[str] = st.one_of(
     st.builds(lambda n: "{set}/" + n, names),
     st.builds(lambda a, b: f"{a}/{b}", names, names),
 )  # fmt: skip
+# The later actions' references also aim at the state bucket's and the dashboards' sets.
+LATER_HOSTILE: Mapping[str, st.SearchStrategy[object]] = {
+    "backup": st.one_of(
+        backup_refs,
+        st.sampled_from([
+            "{state_set}/" + STATE_BUCKET, "{state_set}/tfstate?x", "{state_set}/victim",
+            "{dash_set}/grafana-dashboards", "{state_set}/grafana01-data",
+            f"{CATALOG_SET}/victim", "{set}/mosquitto01-data",
+        ]),
+    ),
+    "set": st.one_of(
+        names,
+        st.sampled_from([
+            "{dash_set}", "{state_set}", "{set}", CATALOG_SET, "manual", "{dash_set}/..",
+            "{dash_set}/grafana-dashboards", "{dash_set}?x",
+        ]),
+    ),
+}  # fmt: skip
 REPLY_TOPICS = [
     f"{PREFIX}/agent", f"{PREFIX}/volumes/grafana01-data", f"{PREFIX}/jobs/x", f"{PREFIX}/events",
     f"{PREFIX}/cmd", f"{PREFIX}/cmd/admin", f"{PREFIX}/drills/grafana", PREFIX, f"{PREFIX}/",
@@ -341,6 +444,11 @@ def _optional(draw: st.DrawFn, strategy: st.SearchStrategy[Any], p_absent: int =
     return None if draw(st.integers(0, 4)) < p_absent else draw(strategy)
 
 
+PROTECTION_FIELDS: Mapping[str, st.SearchStrategy[object]] = {
+    "volume": st.just("grafana01-data"),
+    "snapshot": st.just("snap0"),
+    "backup": st.just("{set}/grafana01-data"),
+}
 # A valid value for each field of each action: a command gets one or two hostile fields
 # and valid ones elsewhere, so that it reaches the code behind the first check.
 VALID: Mapping[str, Mapping[str, st.SearchStrategy[object]]] = {
@@ -366,6 +474,22 @@ VALID: Mapping[str, Mapping[str, st.SearchStrategy[object]]] = {
     "drill": {"service": st.just("grafana")},
     "rebuild": {"set": st.just("{set}"), "confirm": st.just("all")},
     "status": {},
+    # The actions added after the property: `test_hostile_names_through_each_later_action`.
+    "prune": {"volumes": st.sampled_from([["grafana01-data"], "all"])},
+    "protect": PROTECTION_FIELDS,
+    "unprotect": PROTECTION_FIELDS,
+    "mark_compromised": {
+        "service": st.sampled_from(["grafana", STATE_SERVICE]),
+        "reason": st.just("hostile names test"),
+    },
+    "state_export": {},
+    "state_import": {
+        "backup": st.just("{state_set}/" + STATE_BUCKET),
+        "as": st.just("tfstate-copy"),
+        "confirm": st.just(STATE_BUCKET),
+    },
+    "dashboards_export": {},
+    "dashboards_import": {"set": st.just("{dash_set}"), "uids": st.sampled_from(["all", ["mqtt"]])},
 }
 HOSTILE: Mapping[str, st.SearchStrategy[object]] = {
     "volumes": volume_lists,
@@ -379,6 +503,12 @@ HOSTILE: Mapping[str, st.SearchStrategy[object]] = {
     "job": names,
     "service": names,
     "set": names,
+    "uids": st.one_of(
+        st.lists(st.one_of(names, st.sampled_from(DASHBOARD_UIDS)), min_size=1, max_size=3),
+        names,
+        st.just([]),
+    ),
+    "reason": st.one_of(hostile_names, st.sampled_from(["x" * 501, "{set}", "$(reboot)"])),
 }
 
 
@@ -394,6 +524,19 @@ def action_fields(draw: st.DrawFn, action: str) -> dict[str, object]:
         )
         if target in ("replace", "both"):
             keys.append("confirm")
+    elif action == "state_import":
+        target = draw(st.sampled_from(["as", "as", "replace", "both", "neither"]))
+        keys = ["backup"] + (["as"] if target in ("as", "both") else [])
+        if target in ("replace", "both"):
+            keys.append("confirm")
+    elif action in ("protect", "unprotect"):
+        target = draw(st.sampled_from(["snapshot", "snapshot", "backup", "both", "neither"]))
+        keys = {
+            "snapshot": ["volume", "snapshot"],
+            "backup": ["backup"],
+            "both": ["volume", "snapshot", "backup"],
+            "neither": [],
+        }[target]
     elif action == "verify":
         keys = [draw(st.sampled_from(["backup", "volumes"]))]
     elif action in ("restore", "rebuild"):
@@ -404,22 +547,28 @@ def action_fields(draw: st.DrawFn, action: str) -> dict[str, object]:
         hostile.add(draw(st.sampled_from(first)))
         if draw(st.integers(0, 3)) == 3:
             hostile.add(draw(st.sampled_from(keys)))
-    fields = {k: draw(HOSTILE[k] if k in hostile else VALID[action][k]) for k in keys}
-    if action == "import" and "confirm" in fields:
+    pool = {**HOSTILE, **LATER_HOSTILE} if action in LATER_ACTIONS else HOSTILE
+    fields = {k: draw(pool[k] if k in hostile else VALID[action][k]) for k in keys}
+    if action in ("import", "state_import") and "confirm" in fields:
         fields["replace"] = True
     if action == "snapshot" and draw(st.integers(0, 4)) == 4:
         fields["quiesce"] = True
     return fields
 
 
-ACTIONS = list(VALID)
+# The actions the first property draws from, as it always has (its examples stay the
+# same); the later ones each get a few examples of their own.
+ACTIONS = ["snapshot", "restore", "export", "import", "verify", "list", "cancel", "drill",
+           "rebuild", "status"]  # fmt: skip
+LATER_ACTIONS = [a for a in VALID if a not in ACTIONS]
 
 
 @st.composite
-def cases(draw: st.DrawFn, hostile_topics: bool) -> Case:
+def cases(draw: st.DrawFn, hostile_topics: bool, action: str | None = None) -> Case:
     """Hostile names, files and references (and ids); with `hostile_topics`, hostile
-    `reply_to` and Response Topics too, which would otherwise fail most examples first."""
-    action = draw(st.sampled_from(
+    `reply_to` and Response Topics too, which would otherwise fail most examples first.
+    `action`: only that one."""
+    action = action or draw(st.sampled_from(
         ["import"] * 8 + ["snapshot"] * 2 + ["restore"] * 2 + ["verify"] * 2 + ACTIONS
     ))  # fmt: skip
     fields = draw(action_fields(action))
@@ -460,9 +609,19 @@ class Stage:
         outside: Path,
         known_job: str,
         set_name: str,
+        proxy: IncusProxy,
+        grafana: FakeGrafana,
+        vault: Path,
     ) -> None:
         self.atlas, self.decoy, self.agent, self.reader = atlas, decoy, agent, reader
         self.outside, self.known_job, self.set_name = outside, known_job, set_name
+        # The agent's way to Incus, which keeps what it asked; its Grafana; hard links to
+        # the baseline's backup files, to put back what an example deleted or rewrote.
+        self.proxy, self.grafana, self.vault = proxy, grafana, vault
+        self.state_set = self.dash_set = ""
+        # The world as the last example left it, when nothing touched it since: an
+        # observation is most of an example's time (Incus lists volumes slowly).
+        self.seen: World | None = None
         # What each backup file holds (by its real path), as its index.yaml says.
         self.holds: dict[str, str] = {}
         self.baseline: World = {}
@@ -496,9 +655,20 @@ class Stage:
         return self.agent.backup_dir
 
     def observe(self) -> World:
-        return observe(
+        world = observe(
             self.reader, [self.atlas.name, self.decoy.name], self.atlas.pool, self.backup_dir
         )
+        return {**world, **self._files_beside()}
+
+    def projects(self) -> set[str]:
+        return {url.rsplit("/", 1)[-1] for url in self.reader.get("/1.0/projects")}
+
+    def _files_beside(self) -> World:
+        """The files of the agent's work folder outside the backup directory (its state
+        folder and log aside) and of the folder the backup directory's links point to,
+        named `../<path>`: no pattern in `MAY` matches one, so any change there fails."""
+        beside = files_under(self.agent.workdir, skip=("backup", "state", "agent.log"))
+        return {Obj("file", "", f"../{obj.name}"): mark for obj, mark in beside.items()}
 
     def render(self, value: str) -> str:
         for token, real in (
@@ -506,6 +676,8 @@ class Stage:
             ("{backup_dir}", str(self.backup_dir)),
             ("{outside}", str(self.outside)),
             ("{set}", self.set_name),
+            ("{state_set}", self.state_set),
+            ("{dash_set}", self.dash_set),
             ("{known_job}", self.known_job),
         ):
             value = value.replace(token, real)
@@ -518,9 +690,12 @@ class Stage:
     def restore_baseline(self) -> World:
         """Undo what earlier examples left (allowed or not), so each example starts from
         the same decoys: examples stay independent, and shrinking works after damage."""
-        world = self.observe()
+        world, self.seen = self.seen or self.observe(), None
         order = {"volume": 0, "snapshot": 1, "backup": 2}
-        found = sorted(changes(self.baseline, world), key=lambda c: order.get(c.obj.kind, 3))
+        found = sorted(
+            changes(self.baseline, world),
+            key=lambda c: (order.get(c.obj.kind, 3), c.obj.name.count("/")),
+        )
         undone = [self._undo(change) for change in found]
         return self.observe() if any(undone) else world
 
@@ -545,6 +720,14 @@ class Stage:
                 snapshot,
                 check=False,
             )
+        elif obj.kind == "snapshot" and how == "changed":  # a protection mark
+            volume, _, snapshot = obj.name.partition("/")
+            url = (
+                f"/1.0/storage-pools/{project.pool}/volumes/custom/{volume}"
+                f"/snapshots/{snapshot}?project={project.name}"
+            )
+            body = json.dumps({"description": json.loads(change.before or "{}")["description"]})
+            incus("query", "-X", "PATCH", "-d", body, url, check=False)
         elif obj.kind == "snapshot" and how == "deleted":
             volume, _, snapshot = obj.name.partition("/")
             project.run(
@@ -559,10 +742,42 @@ class Stage:
             )
         elif obj.kind == "backup":
             self._undo_backup(project, obj, how)
+        elif obj.kind == "file" and not obj.name.startswith("../"):
+            return self._undo_file(change)
         elif obj.kind == "instance" and '"Running"' not in (change.after or ""):
             project.run("start", obj.name, check=False)
         else:
             return False
+        return True
+
+    def keep_files(self) -> None:
+        """Hard-link the baseline's regular files into the vault (outside what is observed)."""
+        for obj, mark in self.baseline.items():
+            if obj.kind == "file" and not obj.name.startswith("../") and '"file": true' in mark:
+                kept = self.vault / obj.name
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                os.link(self.backup_dir / obj.name, kept)
+
+    def _undo_file(self, change: Change) -> bool:
+        """Remove what an example made; put back the baseline's file, folder or link
+        (the very inode: a file comes back from the vault) that it deleted or changed."""
+        path = self.backup_dir / change.obj.name
+        if change.how == "changed" and '"dir": true' in (change.before or ""):
+            return False  # a folder made again: its inode changed, nothing else can
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        if change.how == "created":
+            return True
+        before = json.loads(change.before or "{}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if "link" in before:
+            path.symlink_to(before["link"])
+        elif before.get("dir"):
+            path.mkdir(mode=0o700)
+        else:
+            os.link(self.vault / change.obj.name, path)
         return True
 
     def _undo_backup(self, project: IncusProject, obj: Obj, how: How) -> None:
@@ -581,7 +796,12 @@ def make_backup(project: IncusProject, volume: str, name: str) -> None:
     incus("query", "-X", "POST", "--wait", "-d", body, f"{url}?project={project.name}")
 
 
-def start_agent(broker: Broker, project: str, workdir: Path) -> AgentHarness:
+def start_agent(
+    broker: Broker, project: str, workdir: Path, proxy: IncusProxy, grafana: FakeGrafana
+) -> AgentHarness:
+    token = workdir.parent / f"{workdir.name}-grafana.token"
+    token.write_text(GRAFANA_TOKEN + "\n")
+    token.chmod(0o600)
     harness = prepare_agent(
         broker.port,
         project,
@@ -589,9 +809,37 @@ def start_agent(broker: Broker, project: str, workdir: Path) -> AgentHarness:
         prefix=PREFIX,
         # Everything: answers may go anywhere a hostile `reply_to` says.
         client=lambda prefix: TestClient(broker.port, prefix, subscriptions=("#", "$atlas/#")),
+        incus={"socket": str(proxy.path)},
+        state_bucket={"mode": "incus", "bucket": STATE_BUCKET},
+        grafana={"url": grafana.url, "token_file": str(token)},
     )
     harness.start()
     return harness
+
+
+def place_state_backup(stage: Stage, workdir: Path) -> None:
+    """A state bucket backup in the catalog, made by the agent's own code from a stand-in
+    for Incus's bucket API (`state_export` on this Incus ends at its missing bucket)."""
+    with fake_incus_buckets(workdir) as (socket_path, fake):
+        state = json.dumps({"version": 4, "serial": 3, "lineage": "l-1", "resources": []})
+        fake.buckets[STATE_BUCKET] = FakeBucket({"atlas/terraform.tfstate": state.encode()}, [])
+        config = StateBucketConfig(mode="incus", bucket=STATE_BUCKET)
+        client = IncusClient(IncusConfig(socket=socket_path, pool="local"))
+        bucket = IncusStateBucket(client, "local", STATE_BUCKET, config.max_bytes)
+        with state_job(workdir, bucket, config, backup_dir=stage.backup_dir) as (job, inventory):
+            command = StateExportCommand()
+            plan = state_bucket.plan_export(command, inventory, datetime.now(UTC))
+            outcome = anyio.run(state_bucket.execute_export, command, plan, job.context)
+    stage.state_set = str(outcome.result.backup).partition("/")[0]
+
+
+def place_dashboards(stage: Stage) -> None:
+    """A set of Grafana's dashboards, exported by the agent."""
+    for uid in DASHBOARD_UIDS:
+        stage.grafana.add(uid, f"Dashboard {uid}")
+    job = stage.agent.client.run({"action": "dashboards_export"}, timeout=JOB_TIMEOUT_S)
+    assert job["state"] == "succeeded", job
+    stage.dash_set = str(job["result"]["set"])
 
 
 def place_backup_files(stage: Stage) -> None:
@@ -627,6 +875,9 @@ def stage(
     broker: Broker, atlas: IncusProject, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stage]:
     with contextlib.ExitStack() as stack:
+        workdir = tmp_path_factory.mktemp("hostile")
+        proxy = stack.enter_context(incus_proxy(workdir.parent / f"{workdir.name}-incus.sock"))
+        grafana = stack.enter_context(fake_grafana(GRAFANA_TOKEN))
         decoy = stack.enter_context(incus_project("atlas-decoy"))
         decoy.run("storage", "volume", "create", decoy.pool, "victim")
         decoy.run("storage", "volume", "snapshot", "create", decoy.pool, "victim", "snap0")
@@ -636,10 +887,9 @@ def stage(
             atlas.run("storage", "volume", "snapshot", "create", atlas.pool, *snapshot.split("/"))
         for backup in BASELINE_BACKUPS:
             make_backup(atlas, *backup.split("/"))
-        workdir = tmp_path_factory.mktemp("hostile")
         outside = workdir / "outside"
         outside.mkdir()
-        agent = start_agent(broker, atlas.name, workdir)
+        agent = start_agent(broker, atlas.name, workdir, proxy, grafana)
         stack.callback(agent.client.close)
         stack.callback(agent.process.stop)
         reader = IncusReader()
@@ -658,11 +908,17 @@ def stage(
             outside=outside,
             known_job=job["id"],
             set_name=set_name,
+            proxy=proxy,
+            grafana=grafana,
+            vault=tmp_path_factory.mktemp("hostile-vault"),
         )
         for volume in ("grafana01-data", "mosquitto01-data"):
             stage.holds[str(agent.backup_dir / set_name / f"{volume}.tar.zst")] = volume
         place_backup_files(stage)
+        place_state_backup(stage, tmp_path_factory.mktemp("hostile-state"))
+        place_dashboards(stage)
         stage.baseline = stage.observe()
+        stage.keep_files()
         yield stage
         print(agent.process.log()[-20000:])
 
@@ -746,6 +1002,8 @@ def bindings(sent: Sent, stage: Stage, before: World) -> dict[str, list[str]] | 
         return None
     if sent.action == "import":
         bound |= _import_bindings(p, stage, before)
+    elif sent.action in LATER_ACTIONS:
+        bound |= _later_bindings(p, stage, before, today)
     elif volumes:
         bound |= {
             "volume": [re.escape(v) for v in volumes],
@@ -778,6 +1036,45 @@ def _import_bindings(p: Mapping[str, object], stage: Stage, before: World) -> di
         return {}
     if _valid(new) and new not in existing and not p.get("replace"):
         return {"as": [re.escape(str(new))]}
+    return {}
+
+
+def _later_bindings(
+    p: Mapping[str, object], stage: Stage, before: World, today: str
+) -> dict[str, list[str]]:
+    """What a valid command of a later action may touch (its files, snapshot or bucket)."""
+    action, project, new_set = str(p["action"]), stage.atlas.name, rf"{today}-\d{{6}}-[0-9a-f]{{6}}"
+    if action in ("protect", "unprotect"):
+        volume, snapshot, backup = p.get("volume"), p.get("snapshot"), p.get("backup")
+        if backup is not None and volume is None and snapshot is None:
+            set_name, _, of = str(backup).partition("/")
+            if BACKUP_REF.fullmatch(str(backup)) and of in SERVICES:
+                return {"backup_set": [re.escape(set_name)]}
+        elif (
+            backup is None
+            and volume in SERVICES
+            and _valid(snapshot)
+            and Obj("snapshot", project, f"{volume}/{snapshot}") in before
+        ):
+            return {"volume": [re.escape(str(volume))], "snapshot": [re.escape(str(snapshot))]}
+        return {}
+    if action == "mark_compromised":
+        reason, service = p.get("reason"), p.get("service")
+        valid_reason = isinstance(reason, str) and 0 < len(reason) <= 500
+        if service in (*ATLAS, STATE_SERVICE) and valid_reason:
+            marks = [r"compromised\.json", r"\.compromised\.lock"]
+            return {"marks": marks, "marked_set": [r"[^/]+"]}
+        return {}
+    if action == "state_export":
+        return {"new_set": [new_set]}
+    if action == "state_import" and isinstance(p.get("backup"), str):
+        if p.get("replace") is True and "as" not in p and p.get("confirm") == STATE_BUCKET:
+            return {"bucket_replaced": [STATE_BUCKET], "bucket_safety_set": [new_set]}
+        if _valid(p.get("as")) and not p.get("replace"):
+            return {"bucket_as": [re.escape(str(p["as"]))]}
+        return {}
+    if action == "dashboards_export":
+        return {"new_set": [new_set]}
     return {}
 
 
@@ -992,6 +1289,8 @@ def settle(sent: Sent, stage: Stage) -> None:
 def run_case(case: Case, stage: Stage) -> None:
     before = stage.restore_baseline()
     sent, made = prepare(case, stage)
+    asked_from, saved_from = len(stage.proxy.requests), len(stage.grafana.saved)
+    dashboards = set(stage.grafana.dashboards)
     try:
         before = stage.observe() if made else before
         # What the command may touch depends on the files it names: read while they exist.
@@ -1000,11 +1299,14 @@ def run_case(case: Case, stage: Stage) -> None:
             failure = exchange(sent, stage)
         except PropertyFailure as exc:
             failure = exc
-        if not stage.healthy and failure is not None:
+        restarted = not stage.healthy and failure is not None
+        if restarted and failure is not None:
             failure.args = (f"{failure.args[0]}; {stage.recover_agent()}",)
         after = stage.observe()
     finally:
         _remove(made)
+    # Files put in place are gone again, and a restarted agent may still be recovering.
+    stage.seen = None if made or restarted else after
     bad = [c for c in changes(before, after) if not allowed(c, sent, bound, stage.atlas.name)]
     bad += [
         Change(o, "changed", before[o], after[o])
@@ -1021,8 +1323,80 @@ def run_case(case: Case, stage: Stage) -> None:
             f" {sent.response_topic!r}) changed what it may not:\n"
             + "\n".join(f"  {c}" for c in bad)
         ) from failure
+    asked = stage.proxy.requests[asked_from:]
+    if outside := asked_outside(asked, stage.atlas.name, stage.projects):
+        raise AskedOutside(
+            f"{sent.action} {sent.payload!r}: the agent asked Incus for\n  " + "\n  ".join(outside)
+        ) from failure
+    saved = [str(body["dashboard"].get("uid")) for body in stage.grafana.saved[saved_from:]]
+    if wrong := grafana_writes(sent, stage, bound, saved, dashboards):
+        raise TouchedGrafana(f"{sent.action} {sent.payload!r}: {wrong}") from failure
     if failure is not None:
         raise failure
+
+
+_CHANGING = re.compile(rb"\A(POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.[01]\r\n")
+_PROJECT_NAME = re.compile(rb'"name":\s*"([^"]*)"')
+
+
+def asked_outside(asked: list[bytes], project: str, projects: Callable[[], set[str]]) -> list[str]:
+    """Of the agent's requests that change something, those aimed anywhere but its
+    project or a drill project (`atlas-drill-...`) it made, removed and left no trace of;
+    each as `METHOD target`. Attributable to the agent alone: other tests share incusd."""
+    wrong: list[str] = []
+    made: set[str] = set()
+    removed: set[str] = set()
+    for request in asked:
+        match = _CHANGING.match(request)
+        if match is None:
+            continue
+        method, target = match.group(1).decode(), match.group(2).decode(errors="replace")
+        url = urlsplit(target)
+        where = parse_qs(url.query).get("project", [])
+        if url.path == "/1.0/projects" and method == "POST":
+            named = _PROJECT_NAME.search(request)
+            name = named.group(1).decode(errors="replace") if named else "?"
+            made.add(name)
+            if not is_drill_project(name):
+                wrong.append(f"{method} {target} (project {name!r})")
+        elif url.path.startswith("/1.0/projects/"):
+            name = unquote(url.path.removeprefix("/1.0/projects/"))
+            if method == "DELETE" and name in made:
+                removed.add(name)
+            else:
+                wrong.append(f"{method} {target}")
+        elif url.path.startswith("/1.0/operations/"):
+            continue  # an operation of its own, cancelled
+        elif not (where == [project] or (len(where) == 1 and where[0] in made)):
+            wrong.append(f"{method} {target}")
+    wrong += [f"project {name!r} made and not removed" for name in sorted(made - removed)]
+    if made:  # those there now: read only when needed
+        wrong += [f"project {name!r} still there" for name in sorted(made & projects())]
+    return wrong
+
+
+def grafana_writes(
+    sent: Sent,
+    stage: Stage,
+    bound: Mapping[str, list[str]] | None,
+    saved: list[str],
+    before: set[str],
+) -> str:
+    """What is wrong with the dashboards written to Grafana: only a valid
+    `dashboards_import` of the stage's dashboard set writes, and only the ones it names."""
+    created = sorted(set(stage.grafana.dashboards) - before)
+    if created:
+        return f"dashboards {created} created in Grafana"
+    if not saved:
+        return ""
+    p = sent.payload
+    uids = p.get("uids", "all")
+    named = DASHBOARD_UIDS if uids == "all" else uids if isinstance(uids, list) else []
+    if sent.action != "dashboards_import" or bound is None or p.get("set") != stage.dash_set:
+        return f"dashboards {saved} written to Grafana"
+    if not set(saved) <= set(named):
+        return f"dashboards {saved} written to Grafana for {uids!r}"
+    return ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -1118,3 +1492,80 @@ def test_hostile_reply_topics_are_refused_and_every_command_is_answered(
     stage: Stage, case: Case
 ) -> None:
     run_case(case, stage)
+
+
+# ---------------------------------------------------------------------------------------
+# The actions added after the first property: a few examples each, and their known cases
+# ---------------------------------------------------------------------------------------
+
+# Per action: the property's examples are few (CI time), the cases below always run.
+LATER_MAX_EXAMPLES = 3
+EACH_ACTION = [*LATER_ACTIONS, "drill", "rebuild"]
+
+LATER_EXAMPLES = [
+    # Accepted, each touching what is its own: a snapshot's description, a manifest note,
+    # the compromise marks (put back before the next example), a new set.
+    Case("protect", {"volume": "grafana01-data", "snapshot": "snap0"}),
+    Case("unprotect", {"backup": "{set}/grafana01-data"}),
+    Case("mark_compromised", {"service": "grafana", "reason": "hostile names"}),
+    Case("prune", {"volumes": "all"}),
+    Case("dashboards_export", {}),
+    Case("dashboards_import", {"set": "{dash_set}", "uids": ["mqtt"]}),
+    # Accepted, then ending at Incus (it holds no bucket here) before anything changes.
+    Case("state_export", {}),
+    Case("state_import", {"backup": "{state_set}/" + STATE_BUCKET, "as": "tfstate-copy"}),
+    Case("state_import", {"backup": "{state_set}/tfstate", "replace": True, "confirm": "tfstate"}),
+    # The decoy's snapshot; a volume's backup taken for the state bucket's.
+    Case("protect", {"volume": "victim", "snapshot": "snap0"}),
+    Case("state_import", {"backup": "{set}/grafana01-data", "as": "tfstate-copy"}),
+]
+
+
+def test_every_action_of_the_contract_is_generated() -> None:
+    assert sorted(VALID) == sorted(CONTRACT_ACTIONS)
+    assert set(MAY) == set(VALID)
+
+
+def test_requests_outside_the_agents_project_are_found() -> None:
+    """`asked_outside` on requests as the proxy keeps them (no Incus needed)."""
+    mine, drill = "atlas-it-1", "atlas-drill-20261202-080000-abcdef"
+
+    def request(line: str, body: str = "") -> bytes:
+        return f"{line} HTTP/1.1\r\nHost: incus\r\n\r\n{body}".encode()
+
+    fine = [
+        request("GET /1.0/storage-pools/local/volumes?project=atlas-decoy-1"),
+        request(f"PUT /1.0/storage-pools/local/volumes/custom/v/snapshots/s?project={mine}"),
+        request("POST /1.0/projects", json.dumps({"name": drill, "config": {}})),
+        request(f"POST /1.0/instances?project={drill}"),
+        request(f"DELETE /1.0/projects/{drill}"),
+    ]
+    assert asked_outside(fine, mine, lambda: {mine}) == []
+    wrong = [
+        request("DELETE /1.0/storage-pools/local/volumes/custom/victim?project=atlas-decoy-1"),
+        request(f"DELETE /1.0/storage-pools/local/volumes/custom/victim?project={mine}&project=x"),
+        request("PATCH /1.0/storage-pools/local/volumes/custom/victim"),  # `default`
+        request("POST /1.0/projects", json.dumps({"name": "victim"})),
+        request("PUT /1.0"),
+    ]
+    assert len(asked_outside(wrong, mine, lambda: {mine})) == len(wrong) + 1  # `victim` left
+    assert asked_outside(fine[2:4], mine, lambda: {mine, drill}) == [
+        f"project {drill!r} made and not removed",
+        f"project {drill!r} still there",
+    ]
+
+
+@pytest.mark.parametrize("case", LATER_EXAMPLES, ids=lambda c: c.action)
+def test_later_actions_known_cases_touch_nothing_beyond_the_jobs_own(
+    stage: Stage, case: Case
+) -> None:
+    run_case(case, stage)
+
+
+@pytest.mark.parametrize("action", EACH_ACTION)
+@settings(SETTINGS, max_examples=LATER_MAX_EXAMPLES)
+@given(data=st.data())
+def test_hostile_names_through_each_later_action(
+    stage: Stage, action: str, data: st.DataObject
+) -> None:
+    run_case(data.draw(cases(hostile_topics=False, action=action), label="case"), stage)

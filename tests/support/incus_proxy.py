@@ -4,6 +4,9 @@ alone, while the daemon serves everyone else as usual.
 `forward` passes everything through; `down` closes each connection at once (as a stopped
 daemon would); `hang` accepts and answers nothing (as a stuck daemon would). `hang_on`
 forwards until a request matching a pattern arrives, which it swallows, then hangs.
+`requests` records each request the agent sent, as its first bytes (request line,
+headers, and the start of a body): what a test can hold against the agent alone, on a
+daemon other clients change too.
 """
 
 import re
@@ -17,6 +20,9 @@ from typing import Literal
 INCUS_SOCKET = "/var/lib/incus/unix.socket"
 Mode = Literal["forward", "down", "hang"]
 CHUNK = 65536
+# A request starts a chunk on its connection (the client waits for each answer).
+_REQUEST_LINE = re.compile(rb"\A[A-Z]+ \S+ HTTP/1\.[01]\r\n")
+KEPT_BYTES = 4096
 
 
 class IncusProxy:
@@ -25,6 +31,7 @@ class IncusProxy:
         self.upstream = upstream
         self.mode: Mode = "forward"
         self.swallowed: list[bytes] = []  # the requests a `hang_on` pattern matched
+        self.requests: list[bytes] = []  # the first bytes of every request forwarded
         self._trigger: re.Pattern[bytes] | None = None
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
@@ -87,7 +94,19 @@ class IncusProxy:
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
+    def _record(self, data: bytes, kept: int | None) -> int | None:
+        """Keep a request's first bytes, its body's start too when it comes in a chunk of
+        its own; the index of the request this connection is sending."""
+        if _REQUEST_LINE.match(data):
+            self.requests.append(data[:KEPT_BYTES])
+            return len(self.requests) - 1
+        if kept is not None and len(self.requests[kept]) < KEPT_BYTES:
+            room = KEPT_BYTES - len(self.requests[kept])
+            self.requests[kept] += data[:room]
+        return kept
+
     def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        kept: int | None = None
         while True:
             try:
                 data = source.recv(CHUNK)
@@ -98,6 +117,8 @@ class IncusProxy:
                     sink.shutdown(socket.SHUT_WR)
                 return
             with self._lock:
+                if requests:
+                    kept = self._record(data, kept)
                 if requests and self._trigger is not None and self._trigger.search(data):
                     self.swallowed.append(data)
                     self.mode, self._trigger = "hang", None

@@ -48,9 +48,14 @@ class StateJob:
 
 @contextmanager
 def state_job(
-    workdir: Path, bucket: StateBucket, config: StateBucketConfig
+    workdir: Path,
+    bucket: StateBucket,
+    config: StateBucketConfig,
+    *,
+    backup_dir: Path | None = None,
 ) -> Iterator[tuple[StateJob, Inventory]]:
-    backup_dir, state_dir = workdir / "backups", workdir / "state"
+    """The job context, working in `workdir` (its backups in `backup_dir` if given)."""
+    backup_dir, state_dir = backup_dir or workdir / "backups", workdir / "state"
     passphrase = workdir / "passphrase"
     passphrase.write_text(TEST_PASSPHRASE)
     encryption = EncryptionConfig(passphrase_file=str(passphrase))

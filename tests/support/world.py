@@ -1,7 +1,8 @@
 """Everything a job could touch, observed from outside the agent in one pass: for each
-Incus project, its custom volumes (config, creation time, users), their snapshots and
-server-side backups, and its instances (status, config, devices); and the files under the
-backup directory (kind, size, mtime, inode, link target).
+Incus project, its custom volumes (config, creation time, users), their snapshots
+(description too: it holds the prune protection) and server-side backups, its storage
+buckets and its instances (status, config, devices); and the files under the backup
+directory (kind, size, mtime, inode, link target).
 
 Incus is read over its unix socket with plain HTTP GETs (a few milliseconds each), not
 the CLI, so a test can afford an observation before and after every example.
@@ -12,14 +13,14 @@ import json
 import os
 import socket
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
 SOCKET = "/var/lib/incus/unix.socket"
-Kind = Literal["volume", "snapshot", "backup", "instance", "file"]
+Kind = Literal["volume", "snapshot", "backup", "bucket", "instance", "file"]
 How = Literal["created", "deleted", "changed"]
 
 
@@ -106,7 +107,7 @@ def _incus_objects(reader: IncusReader, project: str, pool: str) -> dict[Obj, st
         name = str(volume["name"])
         if "/" in name:
             found[Obj("snapshot", project, name)] = _canonical(
-                {"created_at": volume["created_at"], "config": volume["config"]}
+                {k: volume[k] for k in ("created_at", "config", "description")}
             )
             continue
         found[Obj("volume", project, name)] = _canonical(
@@ -120,6 +121,10 @@ def _incus_objects(reader: IncusReader, project: str, pool: str) -> dict[Obj, st
             found[Obj("backup", project, f"{name}/{backup['name']}")] = _canonical(
                 {k: backup[k] for k in ("created_at", "expires_at")}
             )
+    for bucket in reader.get(f"/1.0/storage-pools/{pool}/buckets?project={project}&recursion=1"):
+        found[Obj("bucket", project, str(bucket["name"]))] = _canonical(
+            {k: bucket.get(k) for k in ("config", "description")}
+        )
     for instance in reader.get(f"/1.0/instances?project={project}&recursion=1"):
         found[Obj("instance", project, str(instance["name"]))] = _canonical(
             {k: instance[k] for k in ("status", "config", "devices")}
@@ -139,12 +144,15 @@ def _file_fingerprint(path: Path) -> str:
     )
 
 
-def _files(backup_dir: Path) -> dict[Obj, str]:
+def files_under(folder: Path, *, skip: Collection[str] = ()) -> dict[Obj, str]:
+    """Every file, folder and link under `folder` but the top-level entries `skip`."""
     found: dict[Obj, str] = {}
-    for top, dirs, files in os.walk(backup_dir, followlinks=False):
-        for entry in (*dirs, *files):
+    for top, dirs, names in os.walk(folder, followlinks=False):
+        if top == str(folder):
+            dirs[:] = [d for d in dirs if d not in skip]
+        for entry in (*dirs, *(n for n in names if top != str(folder) or n not in skip)):
             path = Path(top) / entry
-            found[Obj("file", "", str(path.relative_to(backup_dir)))] = _file_fingerprint(path)
+            found[Obj("file", "", str(path.relative_to(folder)))] = _file_fingerprint(path)
     return found
 
 
@@ -152,7 +160,7 @@ def observe(reader: IncusReader, projects: Iterable[str], pool: str, backup_dir:
     world: dict[Obj, str] = {}
     for project in projects:
         world |= _incus_objects(reader, project, pool)
-    return world | _files(backup_dir)
+    return world | files_under(backup_dir)
 
 
 def changes(before: World, after: World) -> list[Change]:
