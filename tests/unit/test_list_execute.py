@@ -1,6 +1,7 @@
-"""`list` against the in-memory Incus: one listing of the pool answers for every volume,
-with what reading each volume gave (users, snapshots oldest first, protection, missing
-volumes), and a listing that fails fails the job as a failed read did."""
+"""`list` against the in-memory Incus: one listing of the pool answers for all (or most)
+of the configured volumes with what reading each volume gives (users, snapshots oldest
+first, protection, missing volumes); a few are read one by one, to the same result; a
+read that fails fails the job."""
 
 import pytest
 
@@ -72,19 +73,39 @@ async def test_every_volume_comes_from_one_listing_as_reading_each_gave_it(
 
 
 @pytest.mark.anyio
-async def test_a_few_volumes_are_one_listing_too(incus: MemoryIncus) -> None:
-    result = await listed(incus, ListCommand(volumes=[MISSING, "grafana01-data"]))
+async def test_half_of_the_volumes_are_one_listing(incus: MemoryIncus) -> None:
+    half = [s.volume for s in ATLAS_SERVICES[: len(ATLAS_SERVICES) // 2]]
+
+    result = await listed(incus, ListCommand(volumes=half))
 
     assert incus.calls == [("list_volumes",)]
     assert [(v.volume, v.exists) for v in result.volumes] == [
-        (MISSING, False),
         ("grafana01-data", True),
+        ("prometheus01-data", True),
+        (MISSING, False),
     ]
 
 
 @pytest.mark.anyio
-async def test_a_listing_that_fails_fails_the_job(incus: MemoryIncus) -> None:
-    incus.fail("list_volumes", IncusFailure("Incus is restarting"))
+async def test_a_few_volumes_are_read_one_by_one_to_the_same_result(incus: MemoryIncus) -> None:
+    few = ListCommand(volumes=[MISSING, "grafana01-data"])
+
+    result = await listed(incus, few)
+
+    assert incus.calls == [("get_volume", MISSING), ("get_volume", "grafana01-data")]
+    every = {v.volume: v for v in (await listed(incus, ListCommand())).volumes}
+    assert result.volumes == [every[MISSING], every["grafana01-data"]]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("command", "op"),
+    [(ListCommand(), "list_volumes"), (ListCommand(volumes=["grafana01-data"]), "get_volume")],
+)
+async def test_a_read_that_fails_fails_the_job(
+    incus: MemoryIncus, command: ListCommand, op: str
+) -> None:
+    incus.fail(op, IncusFailure("Incus is restarting"))
 
     with pytest.raises(IncusFailure, match="restarting"):
-        await listed(incus, ListCommand())
+        await listed(incus, command)
