@@ -10,6 +10,7 @@ turn, in one run; medians and the fastest of each:
 
 and, to show what reading the pool once saves, the requests `list` made before it did:
 each volume and its snapshots read in turn through the agent's Incus client (2 x N).
+Last, the agent's `list` of one volume, which reads that volume alone.
 
     .venv/bin/python -m bench.list [--volumes 100] [--snapshots 20] [--rounds 5]
 """
@@ -88,14 +89,16 @@ def each_volume(project: IncusProject, volumes: list[str], snapshots: int) -> fl
     return took
 
 
-def agent_list(client: TestClient, volumes: int, snapshots: int) -> float:
+def agent_list(client: TestClient, volumes: list[str], snapshots: int, *, only: bool) -> float:
+    """The agent's `list`: of every volume, or `only` of these."""
+    command = {"action": "list", **({"volumes": volumes} if only else {})}
     start = time.perf_counter()
-    job = client.run({"action": "list"}, timeout=JOB_TIMEOUT_S)
+    job = client.run(command, timeout=JOB_TIMEOUT_S)
     took = time.perf_counter() - start
     assert job["state"] == "succeeded", job
     listed = job["result"]["volumes"]
-    assert len(listed) >= volumes, len(listed)
-    assert all(len(v["snapshots"]) == snapshots for v in listed[:volumes]), listed[0]
+    assert [v["volume"] for v in listed] == volumes, len(listed)
+    assert all(len(v["snapshots"]) == snapshots for v in listed), listed[0]
     return took
 
 
@@ -138,17 +141,19 @@ def main() -> None:
                     lambda r: r.topic == f"{prefix}/agent" and r.json().get("state") == "online",
                     timeout=60,
                 )
-                agent_list(client, args.volumes, args.snapshots)  # warm-up
+                agent_list(client, volumes, args.snapshots, only=False)  # warm-up
                 agent_s: list[float] = []
                 loop_s: list[float] = []
                 listing_s: list[float] = []
                 each_s: list[float] = []
+                one_s: list[float] = []
                 for n in range(args.rounds):
-                    agent_s.append(agent_list(client, args.volumes, args.snapshots))
+                    agent_s.append(agent_list(client, volumes, args.snapshots, only=False))
+                    one_s.append(agent_list(client, volumes[:1], args.snapshots, only=True))
                     loop_s.append(cli_loop(project, volumes))
                     listing_s.append(cli_listing(project, volumes, args.snapshots))
                     each_s.append(each_volume(project, volumes, args.snapshots))
-                    took = (agent_s[-1], loop_s[-1], listing_s[-1], each_s[-1])
+                    took = (agent_s[-1], loop_s[-1], listing_s[-1], each_s[-1], one_s[-1])
                     print(f"round {n + 1}: " + "  ".join(f"{t:.2f} s" for t in took), flush=True)
             finally:
                 agent.stop()
@@ -159,12 +164,13 @@ def main() -> None:
         ("CLI loop (list, then each volume's snapshots)", loop_s),
         ("CLI, one `incus storage volume list`", listing_s),
         ("API, each volume and its snapshots (list before)", each_s),
+        ("agent list of one volume (read alone)", one_s),
     )
     for name, times in cases:
         print(
             f"  {name:<49} median {statistics.median(times):7.3f} s   fastest {min(times):7.3f} s"
         )
-    for name, times in cases[1:]:
+    for name, times in cases[1:4]:
         ratio = statistics.median(agent_s) / statistics.median(times)
         fastest = min(agent_s) / min(times)
         print(f"  agent / {name}: {ratio:.3f} (fastest {fastest:.3f})")
