@@ -27,79 +27,38 @@ for both and not counted.
 """
 
 import argparse
-import os
-import resource
-import statistics
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from agent.crypto.gpg_args import symmetric_args
-from schemas.config import ServiceConfig
-from tests.support.broker import running_broker
+from bench.compare import (
+    INSTANCE,
+    JOB_TIMEOUT_S,
+    VOLUME,
+    Case,
+    Row,
+    Run,
+    agent_cpu_s,
+    bench_stack,
+    children_cpu_s,
+    fill_volume,
+    measure,
+    table,
+    vm_hwm_kib,
+)
 from tests.support.export_checks import instance_pid
-from tests.support.harness import AgentHarness, running_agent
-from tests.support.incus_env import IncusProject, incus_project
-
-INSTANCE, VOLUME = "bench01", "bench01-data"
-SERVICES = [ServiceConfig(name="bench", instance=INSTANCE, volume=VOLUME)]
-JOB_TIMEOUT_S = 3600.0
-MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Run:
-    wall_s: float
-    downtime_s: float
-    size: int
-    cpu_s: float  # of the agent (and its gpg), or of the CLI processes (and gpg)
-    hwm_kib: int = 0
-
-
-@dataclass
-class Row:
-    label: str
-    baseline: str = ""  # the label of the row this one is compared with
-    runs: list[Run] | None = None
-
-    def median(self, field: str) -> float:
-        return float(statistics.median(getattr(r, field) for r in self.runs or []))
-
-
-def vm_hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
-
-
-def agent_cpu_s(pid: int) -> float:
-    """User and system time of the agent and its finished children (gpg)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+from tests.support.harness import AgentHarness
+from tests.support.incus_env import IncusProject
 
 
 def fsync_file(path: Path) -> None:
     """In a child process (`sync FILE` fsyncs it), so its CPU counts with the CLI's."""
     subprocess.run(["sync", str(path)], check=True)
-
-
-def fill_volume(project: IncusProject, gib: int) -> None:
-    project.run("exec", INSTANCE, "--", "sh", "-c",
-                f"rm -f /data/blob && dd if=/dev/urandom of=/data/blob bs=1M count={gib * 1024}"
-                " 2>/dev/null && sync")  # fmt: skip
 
 
 class Cases:
@@ -132,7 +91,7 @@ class Cases:
         wall = time.monotonic() - started
         size = out.stat().st_size
         out.unlink()
-        return Run(wall, downtime, size, children_cpu_s() - cpu)
+        return Run(wall, children_cpu_s() - cpu, size, downtime_s=downtime)
 
     def _gpg(self, clear: Path) -> Path:
         sealed = clear.with_name(clear.name + ".gpg")
@@ -167,17 +126,17 @@ class Cases:
         agent = self.agent.process.pid
         return Run(
             wall,
-            float(file["downtime_s"]),
-            int(file["size"]),
             agent_cpu_s(agent) - cpu,
+            int(file["size"]),
             vm_hwm_kib(agent),
+            float(file["downtime_s"]),
         )
 
 
-def rows_for(cases: Cases, with_gzip: bool) -> list[tuple[Row, Callable[[], Run]]]:
+def rows_for(cases: Cases, with_gzip: bool) -> list[Case]:
     cli, agent = cases.cli, cases.agent_export
     cli_zstd, runbook, runbook_gpg = "cli export", "runbook", "runbook + gpg"
-    rows: list[tuple[Row, Callable[[], Run]]] = [
+    rows: list[Case] = [
         (Row(cli_zstd), cli),
         (Row("agent, instance already stopped", cli_zstd), partial(agent, stopped=True)),
         (Row(runbook), partial(cli, stop=True)),
@@ -197,70 +156,14 @@ def rows_for(cases: Cases, with_gzip: bool) -> list[tuple[Row, Callable[[], Run]
     return rows
 
 
-def measure(cases: Cases, rounds: int, with_gzip: bool) -> list[Row]:
-    rows = rows_for(cases, with_gzip)
-    for row, _ in rows:
-        row.runs = []
-    for _ in range(rounds):
-        for row, run in rows:
-            os.sync()
-            assert row.runs is not None
-            row.runs.append(run())
-    return [row for row, _ in rows]
-
-
-def table(gib: int, rows: list[Row], idle_hwm_kib: int) -> str:
-    """Medians, with the fastest run beside them: on a shared machine the fastest is the
-    least disturbed, and both ratios are shown."""
-    by_label = {row.label: row for row in rows}
-    lines = [
-        f"\n{gib} GiB of /dev/urandom, {len(rows[0].runs or [])} rounds"
-        f" (agent VmHWM when idle: {idle_hwm_kib / 1024:.1f} MiB)",
-        f"{'case':<32} {'median s':>8} {'ratio':>6} {'min s':>6} {'ratio':>6} {'MB/s':>6}"
-        f" {'CPU s':>5} {'file MiB':>8} {'downtime s':>10} {'agent VmHWM MiB':>15}",
-    ]
-    for row in rows:
-        median, fastest = row.median("wall_s"), min(r.wall_s for r in row.runs or [])
-        ratios = ("", "")
-        if row.baseline:
-            base = by_label[row.baseline]
-            base_fastest = min(r.wall_s for r in base.runs or [])
-            ratios = (f"{median / base.median('wall_s'):.3f}", f"{fastest / base_fastest:.3f}")
-        hwm = max(r.hwm_kib for r in row.runs or [])
-        lines.append(
-            f"{row.label:<32} {median:8.2f} {ratios[0]:>6} {fastest:6.2f} {ratios[1]:>6}"
-            f" {gib * 1024 * MIB / 1e6 / median:6.1f} {row.median('cpu_s'):5.2f}"
-            f" {row.median('size') / MIB:8.1f}"
-            f" {row.median('downtime_s'):10.2f} {(f'{hwm / 1024:.1f}' if hwm else ''):>15}"
-        )
-    return "\n".join(lines)
-
-
-@contextmanager
-def bench_stack(workdir: Path) -> Iterator[tuple[IncusProject, AgentHarness]]:
-    with (
-        running_broker(workdir / "broker") as broker,
-        incus_project("atlas-bench") as project,
-    ):
-        project.make_service(INSTANCE, VOLUME)
-        (workdir / "agent").mkdir(mode=0o700)
-        with running_agent(
-            broker.port,
-            project.name,
-            workdir / "agent",
-            passphrase="bench passphrase",
-            services=SERVICES,
-        ) as agent:
-            yield project, agent
-
-
 def main(sizes: list[int], rounds: int, with_gzip: bool, workdir: Path) -> None:
     with bench_stack(workdir) as (project, agent):
         idle = vm_hwm_kib(agent.process.pid)
         cases = Cases(project, agent, workdir)
         for gib in sizes:
             fill_volume(project, gib)
-            print(table(gib, measure(cases, rounds, with_gzip), idle), flush=True)
+            rows = measure(rows_for(cases, with_gzip), rounds)
+            print(table(gib, rows, idle, downtime=True), flush=True)
 
 
 def parse_args() -> argparse.Namespace:

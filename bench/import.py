@@ -23,12 +23,10 @@ is the same for both and not counted.
 """
 
 import argparse
-import statistics
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -36,15 +34,19 @@ from pathlib import Path
 
 from agent.backups.manifests import entry_for_file, read_manifest, record_backup
 from agent.backups.paths import ensure_set_dir
-from bench.export import (
+from bench.compare import (
     INSTANCE,
     JOB_TIMEOUT_S,
-    MIB,
     VOLUME,
+    Case,
+    Row,
+    Run,
     agent_cpu_s,
     bench_stack,
     children_cpu_s,
     fill_volume,
+    measure,
+    table,
     vm_hwm_kib,
 )
 from tests.support.harness import AgentHarness
@@ -54,29 +56,15 @@ COMPRESSIONS = ("none", "zstd")
 
 
 @dataclass(frozen=True)
-class Run:
-    wall_s: float
-    cpu_s: float  # of the agent (and its gpg), or of the CLI processes (and gpg)
-    hwm_kib: int = 0
-
-
-@dataclass
-class Row:
-    label: str
-    file_size: int
-    baseline: str = ""  # the label of the row this one is compared with
-    runs: list[Run] | None = None
-
-    def median(self, field: str) -> float:
-        return float(statistics.median(getattr(r, field) for r in self.runs or []))
-
-
-@dataclass(frozen=True)
 class BackupFile:
     relative: str  # to the agent's backup directory, as `import` takes it
     path: Path
     compression: str
     encrypted: bool
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
 
     @property
     def kind(self) -> str:
@@ -148,7 +136,7 @@ class Cases:
         wall = time.monotonic() - started
         cpu_s = children_cpu_s() - cpu
         self._delete(name)
-        return Run(wall, cpu_s)
+        return Run(wall, cpu_s, backup.size)
 
     def agent_import(self, backup: BackupFile) -> Run:
         name = f"agent-{uuid.uuid4().hex[:6]}"
@@ -163,59 +151,20 @@ class Cases:
             raise RuntimeError(f"the agent's import failed: {job['error']}")
         if not job["result"]["checksum_verified"]:
             raise RuntimeError("the agent imported without checking the manifest's sha256")
-        run = Run(wall, agent_cpu_s(agent) - cpu, vm_hwm_kib(agent))
+        run = Run(wall, agent_cpu_s(agent) - cpu, backup.size, vm_hwm_kib(agent))
         self._delete(name)
         return run
 
 
-def rows_for(cases: Cases, files: list[BackupFile]) -> list[tuple[Row, Callable[[], Run]]]:
-    rows: list[tuple[Row, Callable[[], Run]]] = []
+def rows_for(cases: Cases, files: list[BackupFile]) -> list[Case]:
+    rows: list[Case] = []
     for backup in files:
-        size = backup.path.stat().st_size
         cli = f"cli {'gpg | ' if backup.encrypted else ''}import ({backup.kind})"
         rows += [
-            (Row(cli, size), partial(cases.cli, backup)),
-            (Row(f"agent ({backup.kind})", size, cli), partial(cases.agent_import, backup)),
+            (Row(cli), partial(cases.cli, backup)),
+            (Row(f"agent ({backup.kind})", cli), partial(cases.agent_import, backup)),
         ]
     return rows
-
-
-def measure(cases: Cases, files: list[BackupFile], rounds: int) -> list[Row]:
-    rows = rows_for(cases, files)
-    for row, _ in rows:
-        row.runs = []
-    for _ in range(rounds):
-        for row, run in rows:
-            subprocess.run(["sync"], check=True)
-            assert row.runs is not None
-            row.runs.append(run())
-    return [row for row, _ in rows]
-
-
-def table(gib: int, rows: list[Row], idle_hwm_kib: int) -> str:
-    """Medians, with the fastest run beside them: on a shared machine the fastest is the
-    least disturbed, and both ratios are shown."""
-    by_label = {row.label: row for row in rows}
-    lines = [
-        f"\n{gib} GiB of /dev/urandom, {len(rows[0].runs or [])} rounds"
-        f" (agent VmHWM when idle: {idle_hwm_kib / 1024:.1f} MiB)",
-        f"{'case':<32} {'median s':>8} {'ratio':>6} {'min s':>6} {'ratio':>6} {'MB/s':>6}"
-        f" {'CPU s':>5} {'file MiB':>8} {'agent VmHWM MiB':>15}",
-    ]
-    for row in rows:
-        median, fastest = row.median("wall_s"), min(r.wall_s for r in row.runs or [])
-        ratios = ("", "")
-        if row.baseline:
-            base = by_label[row.baseline]
-            base_fastest = min(r.wall_s for r in base.runs or [])
-            ratios = (f"{median / base.median('wall_s'):.3f}", f"{fastest / base_fastest:.3f}")
-        hwm = max(r.hwm_kib for r in row.runs or [])
-        lines.append(
-            f"{row.label:<32} {median:8.2f} {ratios[0]:>6} {fastest:6.2f} {ratios[1]:>6}"
-            f" {gib * 1024 * MIB / 1e6 / median:6.1f} {row.median('cpu_s'):5.2f}"
-            f" {row.file_size / MIB:8.1f} {(f'{hwm / 1024:.1f}' if hwm else ''):>15}"
-        )
-    return "\n".join(lines)
 
 
 def main(sizes: list[int], rounds: int, workdir: Path) -> None:
@@ -226,7 +175,7 @@ def main(sizes: list[int], rounds: int, workdir: Path) -> None:
             fill_volume(project, gib)
             files = cases.make_files()
             try:
-                print(table(gib, measure(cases, files, rounds), idle), flush=True)
+                print(table(gib, measure(rows_for(cases, files), rounds), idle), flush=True)
             finally:
                 for backup in files:
                     backup.path.unlink()

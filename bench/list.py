@@ -1,8 +1,16 @@
-"""`list` against the Incus CLI loop a script would run: a real Incus project with N custom
-volumes (100 by default) of M snapshots each (20), the agent's `list` (over MQTT, command
-to final state, its result holding every volume and snapshot) against `incus storage
-volume list` plus `incus storage volume snapshot list` for each volume, in turn, in one
-run; medians and the fastest of each.
+"""`list` against the Incus CLI: a real Incus project with N custom volumes (100 by
+default) of M snapshots each (20), the agent's `list` (over MQTT, command to final state,
+its result holding every volume and snapshot) against two ways of asking the CLI, in
+turn, in one run; medians and the fastest of each:
+
+- the CLI loop a script would run: `incus storage volume list`, then `incus storage
+  volume snapshot list` for each volume (1 + N requests);
+- one `incus storage volume list <pool>`: the same single recursive listing the agent
+  reads (snapshots included as `volume/snapshot`), printed as CSV: the floor.
+
+and, to show what reading the pool once saves, the requests `list` made before it did:
+each volume and its snapshots read in turn through the agent's Incus client (2 x N).
+Last, the agent's `list` of one volume, which reads that volume alone.
 
     .venv/bin/python -m bench.list [--volumes 100] [--snapshots 20] [--rounds 5]
 """
@@ -16,7 +24,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from schemas.config import ServiceConfig
+from agent.incus.client import IncusClient
+from schemas.config import IncusConfig, ServiceConfig
 from tests.support.agent_proc import AgentProcess
 from tests.support.broker import running_broker
 from tests.support.client import TestClient
@@ -56,14 +65,40 @@ def cli_loop(project: IncusProject, volumes: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def agent_list(client: TestClient, volumes: int, snapshots: int) -> float:
+def cli_listing(project: IncusProject, volumes: list[str], snapshots: int) -> float:
+    """One listing of the pool, snapshots included: the request the agent makes."""
     start = time.perf_counter()
-    job = client.run({"action": "list"}, timeout=JOB_TIMEOUT_S)
+    listed = subprocess.run(
+        ["incus", "--project", project.name, "storage", "volume", "list", project.pool,
+         "--format", "csv"],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    took = time.perf_counter() - start
+    assert len(listed.stdout.splitlines()) >= len(volumes) * (snapshots + 1)
+    return took
+
+
+def each_volume(project: IncusProject, volumes: list[str], snapshots: int) -> float:
+    """Each volume, then its snapshots, read in turn: what `list` asked Incus before."""
+    client = IncusClient(IncusConfig(project=project.name, pool=project.pool))
+    start = time.perf_counter()
+    read = [client.get_volume(volume) for volume in volumes]
+    took = time.perf_counter() - start
+    assert all(len(info.snapshots) == snapshots for info in read)
+    return took
+
+
+def agent_list(client: TestClient, volumes: list[str], snapshots: int, *, only: bool) -> float:
+    """The agent's `list`: of every volume, or `only` of these."""
+    command = {"action": "list", **({"volumes": volumes} if only else {})}
+    start = time.perf_counter()
+    job = client.run(command, timeout=JOB_TIMEOUT_S)
     took = time.perf_counter() - start
     assert job["state"] == "succeeded", job
     listed = job["result"]["volumes"]
-    assert len(listed) >= volumes, len(listed)
-    assert all(len(v["snapshots"]) == snapshots for v in listed[:volumes]), listed[0]
+    assert [v["volume"] for v in listed] == volumes, len(listed)
+    assert all(len(v["snapshots"]) == snapshots for v in listed), listed[0]
     return took
 
 
@@ -106,21 +141,39 @@ def main() -> None:
                     lambda r: r.topic == f"{prefix}/agent" and r.json().get("state") == "online",
                     timeout=60,
                 )
-                agent_list(client, args.volumes, args.snapshots)  # warm-up
-                agent_s, cli_s = [], []
-                for _ in range(args.rounds):
-                    agent_s.append(agent_list(client, args.volumes, args.snapshots))
-                    cli_s.append(cli_loop(project, volumes))
+                agent_list(client, volumes, args.snapshots, only=False)  # warm-up
+                agent_s: list[float] = []
+                loop_s: list[float] = []
+                listing_s: list[float] = []
+                each_s: list[float] = []
+                one_s: list[float] = []
+                for n in range(args.rounds):
+                    agent_s.append(agent_list(client, volumes, args.snapshots, only=False))
+                    one_s.append(agent_list(client, volumes[:1], args.snapshots, only=True))
+                    loop_s.append(cli_loop(project, volumes))
+                    listing_s.append(cli_listing(project, volumes, args.snapshots))
+                    each_s.append(each_volume(project, volumes, args.snapshots))
+                    took = (agent_s[-1], loop_s[-1], listing_s[-1], each_s[-1], one_s[-1])
+                    print(f"round {n + 1}: " + "  ".join(f"{t:.2f} s" for t in took), flush=True)
             finally:
                 agent.stop()
                 client.close()
     print(f"{args.volumes} volumes x {args.snapshots} snapshots, {args.rounds} rounds, in turn")
-    for name, times in (("agent list", agent_s), ("incus CLI loop", cli_s)):
+    cases = (
+        ("agent list", agent_s),
+        ("CLI loop (list, then each volume's snapshots)", loop_s),
+        ("CLI, one `incus storage volume list`", listing_s),
+        ("API, each volume and its snapshots (list before)", each_s),
+        ("agent list of one volume (read alone)", one_s),
+    )
+    for name, times in cases:
         print(
-            f"  {name:<16} median {statistics.median(times):7.3f} s   fastest {min(times):7.3f} s"
+            f"  {name:<49} median {statistics.median(times):7.3f} s   fastest {min(times):7.3f} s"
         )
-    ratio = statistics.median(agent_s) / statistics.median(cli_s)
-    print(f"  agent / CLI: {ratio:.3f}")
+    for name, times in cases[1:4]:
+        ratio = statistics.median(agent_s) / statistics.median(times)
+        fastest = min(agent_s) / min(times)
+        print(f"  agent / {name}: {ratio:.3f} (fastest {fastest:.3f})")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """`list`: the configured volumes as Incus has them, their instances and snapshots, and
 the catalog: each volume's exported backups with their manifest data, newest first."""
 
+from contextlib import suppress
 from datetime import datetime
 
 import msgspec
 
 from commands.base import JobContext, Outcome, Plan, Step
 from commands.inventory import Inventory
-from commands.ports import CatalogListing
+from commands.ports import CatalogListing, SnapshotInfo, VolumeInfo
 from commands.protection import is_protected
 from schemas.commands import ListCommand
 from schemas.errors import AtlasError, NotFound
@@ -29,6 +30,32 @@ async def _catalog(ctx: JobContext) -> CatalogListing:
         return CatalogListing(items=(), problems=(str(exc),))
 
 
+async def _in_incus(ctx: JobContext, volumes: list[str]) -> dict[str, VolumeInfo]:
+    """The named volumes Incus has, by name. One listing of the pool gives every volume
+    with its users and snapshots, where reading a volume takes two requests; but Incus
+    spends its time on each entry it lists, so the pool (the agent's volumes) is listed
+    only for at least half of the configured volumes (`list` of all, the usual case), and
+    fewer are read one by one."""
+    if not volumes:
+        return {}
+    if 2 * len(volumes) >= len(ctx.ports.inventory.services):
+        return {info.name: info for info in await ctx.ports.incus.list_volumes()}
+    found: dict[str, VolumeInfo] = {}
+    for volume in volumes:
+        with suppress(NotFound):  # missing: listed with `exists` false
+            found[volume] = await ctx.ports.incus.get_volume(volume)
+    return found
+
+
+def _listed(snapshot: SnapshotInfo) -> ListedSnapshot:
+    return ListedSnapshot(
+        name=snapshot.name,
+        created=iso(snapshot.created),
+        created_ts=epoch_ms(snapshot.created),
+        protected=is_protected(snapshot.description),
+    )
+
+
 async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome[ListResult]:
     catalog = await _catalog(ctx)
     backups: dict[str, list[ListedBackup]] = {}
@@ -42,35 +69,23 @@ async def execute(command: ListCommand, plan: Plan, ctx: JobContext) -> Outcome[
             **msgspec.structs.asdict(item.entry),
         )
         backups.setdefault(item.entry.volume, []).append(listed)
+    in_incus = await _in_incus(ctx, [step.target for step in plan.steps])
     volumes: list[ListedVolume] = []
     for step in plan.steps:
         service = ctx.ports.inventory.require_volume(step.target, "$.volumes")
-        entry = ListedVolume(
-            volume=service.volume,
-            service=service.name,
-            instance=service.instance,
-            criticality=service.criticality,
-            backups=backups.get(service.volume, []),
-            exists=False,
-            used_by=[],
-            snapshots=[],
-        )
-        try:
-            info = await ctx.ports.incus.get_volume(service.volume)
-        except NotFound:
-            volumes.append(entry)
-            continue
-        entry.exists, entry.used_by = True, list(info.used_by)
-        entry.snapshots = [
-            ListedSnapshot(
-                name=s.name,
-                created=iso(s.created),
-                created_ts=epoch_ms(s.created),
-                protected=is_protected(s.description),
+        info = in_incus.get(service.volume)
+        volumes.append(
+            ListedVolume(
+                volume=service.volume,
+                service=service.name,
+                instance=service.instance,
+                criticality=service.criticality,
+                backups=backups.get(service.volume, []),
+                exists=info is not None,
+                used_by=list(info.used_by) if info else [],
+                snapshots=[_listed(s) for s in info.snapshots] if info else [],
             )
-            for s in info.snapshots
-        ]
-        volumes.append(entry)
+        )
     return Outcome(
         ListResult(volumes=volumes, catalog_problems=list(catalog.problems)),
         succeeded=[v.volume for v in volumes],

@@ -406,7 +406,8 @@ class IncusClient:
     # -- volumes
 
     def list_volumes(self) -> list[VolumeInfo]:
-        """The custom volumes of the pool in the project, by name, without snapshots."""
+        """The custom volumes of the pool in the project, by name, with their users and
+        snapshots: one request (Incus lists snapshots beside their volume as `volume/snap`)."""
         pool = self._config.pool
         with self._calling(f"list the volumes of pool {pool!r}", missing=f"pool {pool!r}"):
             entries = self._volumes().get(params={"recursion": 1}).json()["metadata"]
