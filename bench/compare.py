@@ -122,5 +122,6 @@ def bench_stack(workdir: Path) -> Iterator[tuple[IncusProject, AgentHarness]]:
             workdir / "agent",
             passphrase="bench passphrase",
             services=SERVICES,
+            agent={"log_level": "info"},  # as shipped, not the test harness's debug
         ) as agent:
             yield project, agent
