@@ -19,5 +19,13 @@ class BinaryReader(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+@runtime_checkable
+class VerifiedReader(BinaryReader, Protocol):
+    """A backup's plaintext whose check against the manifest may end after its last read:
+    `verified()` returns once it passed, and raises `IntegrityFailure` if it did not."""
+
+    async def verified(self) -> None: ...
+
+
 # What an import streams to Incus: a binary file, or its bytes in chunks; never read whole.
 ImportSource = BinaryReader | Iterable[bytes]

@@ -372,20 +372,22 @@ async def test_a_backup_made_after_the_mark_imports(incus: MemoryIncus) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 @pytest.mark.parametrize("command", [REPLACE, AS_COPY], ids=["replace", "as"])
 async def test_a_backup_altered_after_its_manifest_is_refused_before_the_original_is_touched(
-    incus: MemoryIncus, command: ImportCommand
+    incus: MemoryIncus, command: ImportCommand, encrypted: bool
 ) -> None:
     plan = planned(incus, command)
     temp, _ = names(plan)
-    job = MemoryJob(
-        incus, backups=MemoryBackups(backup_file(VOLUME), "imported data", altered=True)
-    )
+    backup = replace(backup_file(VOLUME), encrypted=encrypted)
+    job = MemoryJob(incus, backups=MemoryBackups(backup, "imported data", altered=True))
 
     with pytest.raises(IntegrityFailure, match="differs from the manifest"):
         await import_volume.execute(command, plan, job.context)
 
-    # The upload failed on its last read: no instance stopped, nothing renamed.
+    # The upload failed on its last read (encrypted), or the hash after it while Incus
+    # made the volume (plain): the temporary volume removed, no instance stopped,
+    # nothing renamed.
     assert incus.changes == [("import_backup", temp), ("delete_volume", temp)]
     assert incus.volumes == {VOLUME: Volume("old data")}
     assert incus.instances[INSTANCE].status == "Running"
