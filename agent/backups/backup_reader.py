@@ -79,7 +79,7 @@ class _Checked:
             raise io.UnsupportedOperation("tell")
         return int(tell())
 
-    async def verified(self) -> None:
+    async def verified(self, *, read_whole: bool = True) -> None:
         """Nothing left to wait for: no manifest to check against."""
 
 
@@ -106,10 +106,11 @@ class _Verified(_Checked):
             self._file.require_recorded()
         return chunk
 
-    async def verified(self) -> None:
+    async def verified(self, *, read_whole: bool = True) -> None:
         """Checked by the read that ended the plaintext; again, should nobody have read it
         to its end."""
-        self._file.require_recorded()
+        if read_whole or self._file.reached_end.is_set():
+            self._file.require_recorded()
 
 
 class _Rehashed(_Checked):
@@ -120,7 +121,10 @@ class _Rehashed(_Checked):
         super().__init__(file, checkpoint)
         self._file = file
 
-    async def verified(self) -> None:
+    async def verified(self, *, read_whole: bool = True) -> None:
+        if not read_whole and not self._file.reached_end.is_set():
+            return
+
         def wait(stop: Stop) -> None:
             def between_chunks() -> None:
                 stop.check()

@@ -190,7 +190,11 @@ def test_a_plain_file_altered_at_its_size_is_refused_after_incus_unpacked_it(
     flip_byte(backup, size * 3 // 4)
     assert backup.stat().st_size == size
     original = volume_digest(atlas, "alertmanager01")
-    command = {"action": "import", "backup": f"{SET}/alertmanager01-data", "as": "am-altered"}
+    command: dict[str, object] = {
+        "action": "import",
+        "backup": f"{SET}/alertmanager01-data",
+        "as": "am-altered",
+    }
     job = _expect_failure_without_harm(agent, atlas, command, "integrity_error")
     assert "differs from the manifest" in str(job["error"])
     assert "am-altered" not in atlas.volumes()

@@ -130,7 +130,7 @@ _ALTERED = "sha256 differs from the manifest's: the file was altered"
 
 
 class _Read(io.BytesIO):
-    async def verified(self) -> None:
+    async def verified(self, *, read_whole: bool = True) -> None:
         pass
 
 
@@ -147,8 +147,9 @@ class _AlteredAtEnd(_Read):
 class _AlteredAfter(_Read):
     """Data read whole, refused once hashed: a checked plain backup that does not match."""
 
-    async def verified(self) -> None:
-        raise IntegrityFailure(_ALTERED)
+    async def verified(self, *, read_whole: bool = True) -> None:
+        if read_whole or self.tell() == len(self.getbuffer()):
+            raise IntegrityFailure(_ALTERED)
 
 
 @dataclass

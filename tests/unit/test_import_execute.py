@@ -292,6 +292,45 @@ async def test_an_import_that_conflicts_is_never_undone(incus: MemoryIncus) -> N
 
 
 @pytest.mark.anyio
+async def test_a_damaged_plain_file_that_incus_cannot_unpack_is_refused_as_damaged(
+    incus: MemoryIncus,
+) -> None:
+    plan = planned(incus, AS_COPY)
+    temp, _ = names(plan)
+    job = MemoryJob(
+        incus, backups=MemoryBackups(backup_file(VOLUME), "imported data", altered=True)
+    )
+
+    def unpack_fails() -> None:
+        raise IncusFailure("tar: Restored data doesn't match checksum")
+
+    incus.after("import_backup", unpack_fails)  # after reading the file whole
+
+    # The hash names the cause; Incus's complaint is its symptom.
+    with pytest.raises(IntegrityFailure, match="differs from the manifest"):
+        await import_volume.execute(AS_COPY, plan, job.context)
+    assert incus.changes == [("import_backup", temp), ("delete_volume", temp)]
+    assert incus.volumes == {VOLUME: Volume("old data")}
+    assert job.journal.open == []
+
+
+@pytest.mark.anyio
+async def test_an_upload_that_fails_before_the_file_was_read_keeps_its_own_error(
+    incus: MemoryIncus,
+) -> None:
+    plan = planned(incus, AS_COPY)
+    temp, _ = names(plan)
+    job = MemoryJob(
+        incus, backups=MemoryBackups(backup_file(VOLUME), "imported data", altered=True)
+    )
+    incus.fail("import_backup", Conflict(f"volume {temp!r} exists"))
+
+    with pytest.raises(Conflict):  # not "unverified": nothing of the file was judged
+        await import_volume.execute(AS_COPY, plan, job.context)
+    assert incus.volumes == {VOLUME: Volume("old data")}
+
+
+@pytest.mark.anyio
 async def test_a_temporary_name_taken_before_the_import_is_left_alone(
     incus: MemoryIncus,
 ) -> None:
