@@ -14,6 +14,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import logging
 import os
 import posixpath
 import re
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import tarfile
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +37,8 @@ from agent.backups.streams import CHUNK_SIZE, Readable, iter_chunks
 from commands.ports import ArchiveIndex, Checkpoint, ProgressCallback
 from schemas.commands import INCUS_NAME_PATTERN, Compression
 from schemas.errors import IntegrityFailure, JobCancelled, StorageFailure
+
+log = logging.getLogger(__name__)
 
 INDEX_NAME = "backup/index.yaml"
 VOLUME_ROOT = "backup/volume"
@@ -233,10 +237,12 @@ class RehashedReader:
         return self.done
 
     def _hash(self) -> None:
+        started = time.monotonic()
         try:
             self._outcome.append(self._check())
         except BaseException as exc:
             self._outcome.append(exc)
+        log.debug("%s: hashed after its upload in %.2f s", self._label, time.monotonic() - started)
 
     def _check(self) -> BaseException | None:
         digest = hashlib.sha256()
