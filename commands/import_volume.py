@@ -1,9 +1,10 @@
 """`import`: a backup file becomes a volume again, and the original is never lost first.
 
 The backup is imported (decrypted on the fly) under a temporary name and checked against
-its manifest in the same pass: a mismatch fails the upload, and the temporary volume
-goes. With `as` it is renamed to the new name beside the original. With `replace`, the
-instance is stopped, the new volume swapped in and the old one kept as
+its manifest: an encrypted file as it is fed to gpg (a mismatch fails the upload), a plain
+one hashed again while Incus unpacks it (a mismatch fails the job after it); either way
+the temporary volume goes. With `as` it is renamed to the new name beside the original.
+With `replace`, the instance is stopped, the new volume swapped in and the old one kept as
 `<volume>-pre-import-<ts>` until the instance runs again on the new data; on any failure
 the old volume is swapped back and the instance started on it.
 """
@@ -26,7 +27,7 @@ from commands.steps import instances_stopped
 from commands.usability import require_usable
 from commands.volume_swap import swap_volume
 from schemas.commands import ImportCommand
-from schemas.errors import AtlasError, Conflict, IncusFailure, InvalidCommand
+from schemas.errors import AtlasError, Conflict, IncusFailure, IntegrityFailure, InvalidCommand
 from schemas.results import ImportResult
 
 
@@ -230,15 +231,28 @@ async def require_usable_backup(ctx: JobContext, backup: BackupFile) -> None:
 
 
 async def _upload(ctx: JobContext, backup: BackupFile, temp: str) -> None:
-    """Upload under the temporary name, checking the file against its manifest on the
-    way: a mismatch fails the upload's last read, so Incus never completes the volume
-    (and `made` removes whatever it holds of it); the original is not touched yet."""
+    """Upload under the temporary name, checking the file against its manifest: the
+    upload counts only once the check passed. A mismatch fails the upload's last read
+    (encrypted: Incus never completes the volume), or `verified()` after Incus made it
+    (plain: hashed while Incus unpacks); either way `made` removes whatever Incus holds
+    under the temporary name, and the original is not touched yet."""
     phase = f"importing {backup.file_name} as {temp}, verifying its checksum"
     ctx.progress(phase, 0, backup.plaintext_size)
     with ctx.ports.backups.open_verified(backup, ctx.checkpoint) as plaintext:
-        await ctx.ports.incus.import_backup(
-            temp, plaintext, lambda done, _total: ctx.progress(phase, done, backup.plaintext_size)
-        )
+        try:
+            await ctx.ports.incus.import_backup(
+                temp,
+                plaintext,
+                lambda done, _total: ctx.progress(phase, done, backup.plaintext_size),
+            )
+        except AtlasError as exc:
+            if not isinstance(exc, IntegrityFailure):
+                # Incus's complaint about a damaged file (tar, zstd) names a symptom: a
+                # file read whole whose hash differs is refused as that.
+                await plaintext.verified(read_whole=False)
+            raise
+        fault_point("import_unverified")  # Incus made it; the hash may still run
+        await plaintext.verified()
 
 
 async def _replace(

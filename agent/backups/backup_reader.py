@@ -19,7 +19,12 @@ from pathlib import Path
 
 import anyio
 
-from agent.backups.archive_check import ChecksummedReader, read_head, verify_checksum
+from agent.backups.archive_check import (
+    ChecksummedReader,
+    RehashedReader,
+    read_head,
+    verify_checksum,
+)
 from agent.backups.manifests import MANIFEST_NAME, entry_for_file, find_entry, read_manifest
 from agent.backups.paths import (
     file_identity,
@@ -74,6 +79,9 @@ class _Checked:
             raise io.UnsupportedOperation("tell")
         return int(tell())
 
+    async def verified(self, *, read_whole: bool = True) -> None:
+        """Nothing left to wait for: no manifest to check against."""
+
 
 # How long the end of the plaintext may come before gpg's feed read the end of the file
 # (gpg can exit once it has the last packet): a moment, normally.
@@ -97,6 +105,35 @@ class _Verified(_Checked):
             self._file.reached_end.wait(_FEED_END_S)
             self._file.require_recorded()
         return chunk
+
+    async def verified(self, *, read_whole: bool = True) -> None:
+        """Checked by the read that ended the plaintext; again, should nobody have read it
+        to its end."""
+        if read_whole or self._file.reached_end.is_set():
+            self._file.require_recorded()
+
+
+class _Rehashed(_Checked):
+    """A plain file, read at full speed; `verified()` waits for its hash, which a worker
+    thread computes once it was read to its end (`RehashedReader`)."""
+
+    def __init__(self, file: RehashedReader, checkpoint: Checkpoint | None) -> None:
+        super().__init__(file, checkpoint)
+        self._file = file
+
+    async def verified(self, *, read_whole: bool = True) -> None:
+        if not read_whole and not self._file.reached_end.is_set():
+            return
+
+        def wait(stop: Stop) -> None:
+            def between_chunks() -> None:
+                stop.check()
+                if self._checkpoint is not None:
+                    self._checkpoint()
+
+            self._file.require_recorded(between_chunks)
+
+        await run_stoppable(wait)
 
 
 class LocalBackupFiles:
@@ -255,10 +292,14 @@ class LocalBackupFiles:
         label = f"{backup.set_name}/{backup.file_name}"
         # The manifest's sha256 is of the file as written: the ciphertext when encrypted.
         with self._reopen(backup) as source:
-            file = ChecksummedReader(source, backup.size, backup.sha256, label=label)
             if not backup.encrypted:
-                yield _Verified(file, file, checkpoint)
+                rehashed = RehashedReader(source, backup.size, backup.sha256, label=label)
+                try:
+                    yield _Rehashed(rehashed, checkpoint)
+                finally:
+                    rehashed.close()
                 return
+            file = ChecksummedReader(source, backup.size, backup.sha256, label=label)
             with self._decrypted(file, backup.file_name) as plaintext:
                 yield _Verified(plaintext, file, checkpoint)
 

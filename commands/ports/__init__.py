@@ -53,6 +53,7 @@ from commands.ports.streams import (
     Checkpoint,
     ImportSource,
     ProgressCallback,
+    VerifiedReader,
 )
 
 __all__ = [
@@ -87,5 +88,6 @@ __all__ = [
     "SnapshotInfo",
     "StateBucket",
     "StateBucketMode",
+    "VerifiedReader",
     "VolumeInfo",
 ]

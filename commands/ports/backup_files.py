@@ -4,7 +4,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from commands.ports.streams import BinaryReader, Checkpoint, ProgressCallback
+from commands.ports.streams import BinaryReader, Checkpoint, ProgressCallback, VerifiedReader
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,18 @@ class BackupFiles(Protocol):
 
     def open_verified(
         self, backup: BackupFile, checkpoint: Checkpoint | None = None
-    ) -> AbstractContextManager[BinaryReader]:
-        """As `open_plaintext`, with the file checked against its manifest in the same
-        pass: the file's bytes (the ciphertext when encrypted) are hashed as they are
-        read, and the read that would end the plaintext raises `IntegrityFailure` instead
-        when size or sha256 differ from the manifest's, or the file was not read whole.
-        So whoever reads it to its end (an Incus upload) never completes on altered data.
-        A file without a manifest has nothing to check against: its plaintext as is."""
+    ) -> AbstractContextManager[VerifiedReader]:
+        """As `open_plaintext`, with the file checked against its manifest: an upload of
+        it counts only once `verified()` returned after its last read, and a mismatch in
+        size or sha256, a file not read whole or changed since it was opened raise
+        `IntegrityFailure` (from a read, or from `verified()`). Whatever was made of the
+        bytes read must then be thrown away.
+
+        An encrypted file's ciphertext is hashed as gpg is fed, and the read that would
+        end the plaintext raises already, so an Incus upload never completes. A plain
+        file is read at full speed, and hashed again in a worker thread once read to its
+        end (`pread`, page cache hot), while Incus unpacks what it received;
+        `verified()` waits for that hash. A read past the manifest's size raises at once
+        either way. A file without a manifest has nothing to check against: its plaintext
+        as is, `verified()` returning at once."""
         ...

@@ -154,6 +154,8 @@ PHASES = [
     Phase(RESTORE, "restoring"),
     # Killed after the restore but before its journal entry closed: undone, as unproven.
     Phase(RESTORE, "restored"),
+    # Incus made the temporary volume, its hash not yet checked: removed, as unverified.
+    Phase(IMPORT_REPLACE, "import_unverified"),
     Phase(IMPORT_REPLACE, "import_uploaded"),
     Phase(IMPORT_REPLACE, "instance_stopped"),
     Phase(IMPORT_REPLACE, "import_swapping"),

@@ -176,6 +176,33 @@ def test_a_backup_altered_after_its_manifest_is_refused_at_the_end_of_its_upload
     assert volume_digest(atlas, "alertmanager01") == original
 
 
+def test_a_plain_file_altered_at_its_size_is_refused_after_incus_unpacked_it(
+    agent: AgentHarness, atlas: IncusProject
+) -> None:
+    atlas.write("alertmanager01", "/data/state", "original")
+    atlas.run(
+        "exec", "alertmanager01", "--", "sh", "-c", "head -c 2000000 /dev/urandom > /data/blob"
+    )
+    # Uncompressed: the altered tarball stays valid, so Incus makes the volume from it,
+    # and only the hash computed while it unpacks can refuse it.
+    backup = catalog_backup(atlas, "alertmanager01-data", agent.backup_dir, compression="none")
+    size = backup.stat().st_size
+    flip_byte(backup, size * 3 // 4)
+    assert backup.stat().st_size == size
+    original = volume_digest(atlas, "alertmanager01")
+    command: dict[str, object] = {
+        "action": "import",
+        "backup": f"{SET}/alertmanager01-data",
+        "as": "am-altered",
+    }
+    job = _expect_failure_without_harm(agent, atlas, command, "integrity_error")
+    assert "differs from the manifest" in str(job["error"])
+    assert "am-altered" not in atlas.volumes()
+    # The temporary volume Incus made was removed; the original is byte-identical.
+    assert "removing the imported volume" in agent.log
+    assert volume_digest(atlas, "alertmanager01") == original
+
+
 def test_an_encrypted_import_keeps_the_agents_memory_flat(
     agent: AgentHarness, atlas: IncusProject
 ) -> None:

@@ -39,21 +39,23 @@ def catalog_backup(
     *,
     passphrase: Path | None = None,
     gpg_home: Path | None = None,
+    compression: Compression = "zstd",
 ) -> Path:
     """A backup in `<backup_dir>/<SET>/` with its manifest entry, optionally encrypted."""
     folder = ensure_set_dir(backup_dir, SET)
-    plain = folder / f"{volume}.tar.zst.src"
-    cli_export(project, volume, plain)
+    name = backup_file_name(volume, compression, False)
+    plain = folder / f"{name}.src"
+    cli_export(project, volume, plain, compression)
     now = datetime.now(UTC)
     encryption = None
     if passphrase is None:
-        target = folder / f"{volume}.tar.zst"
+        target = folder / name
         with AtomicFile(target, overwrite=True) as out, plain.open("rb") as source:
             while chunk := source.read(1 << 20):
                 out.write(chunk)
             written = out.commit()
     else:
-        target = folder / f"{volume}.tar.zst.gpg"
+        target = folder / backup_file_name(volume, compression, True)
         home = GpgHome(gpg_home or backup_dir.parent / "test-gnupg")
         with AtomicFile(target, overwrite=True) as out, plain.open("rb") as source:
             encryption = home.encrypt_stream(source, out, PassphraseFile(passphrase))
@@ -65,7 +67,7 @@ def catalog_backup(
         service=volume.split("01-", maxsplit=1)[0],
         instance=volume[:-5],
         source_snapshot="",
-        compression="zstd",
+        compression=compression,
         encryption=encryption,
         created=now,
         agent_version="test",

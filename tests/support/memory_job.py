@@ -21,6 +21,7 @@ from commands.ports import (
     ExportFiles,
     ProgressCallback,
     Sandbox,
+    VerifiedReader,
 )
 from schemas.config import ATLAS_SERVICES
 from schemas.errors import IntegrityFailure
@@ -90,8 +91,9 @@ class MemoryBackups:
 
     backup: BackupFile
     data: str
-    # The file was altered after its manifest was written: `open_verified` refuses it at
-    # the end of its data, as `LocalBackupFiles` does.
+    # The file was altered after its manifest was written: `open_verified` refuses it as
+    # `LocalBackupFiles` does: encrypted, at the end of its data (the upload fails);
+    # plain, in `verified()` once the upload is done (Incus made the volume).
     altered: bool = False
 
     async def locate(self, backup: str | None, file: str | None) -> BackupFile:
@@ -114,18 +116,40 @@ class MemoryBackups:
     @contextmanager
     def open_verified(
         self, backup: BackupFile, checkpoint: Checkpoint | None = None
-    ) -> Iterator[BinaryReader]:
-        yield _Altered(self.data.encode()) if self.altered else io.BytesIO(self.data.encode())
+    ) -> Iterator[VerifiedReader]:
+        data = self.data.encode()
+        if not self.altered:
+            yield _Read(data)
+        elif backup.encrypted:
+            yield _AlteredAtEnd(data)
+        else:
+            yield _AlteredAfter(data)
 
 
-class _Altered(io.BytesIO):
-    """Data whose last read raises, as a checked backup file that does not match."""
+_ALTERED = "sha256 differs from the manifest's: the file was altered"
+
+
+class _Read(io.BytesIO):
+    async def verified(self, *, read_whole: bool = True) -> None:
+        pass
+
+
+class _AlteredAtEnd(_Read):
+    """Data whose last read raises, as a checked encrypted backup that does not match."""
 
     def read(self, size: int | None = -1, /) -> bytes:
         chunk = super().read(size)
         if not chunk or size is None or size < 0:
-            raise IntegrityFailure("sha256 differs from the manifest's: the file was altered")
+            raise IntegrityFailure(_ALTERED)
         return chunk
+
+
+class _AlteredAfter(_Read):
+    """Data read whole, refused once hashed: a checked plain backup that does not match."""
+
+    async def verified(self, *, read_whole: bool = True) -> None:
+        if read_whole or self.tell() == len(self.getbuffer()):
+            raise IntegrityFailure(_ALTERED)
 
 
 @dataclass

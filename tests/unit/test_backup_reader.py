@@ -351,7 +351,7 @@ async def test_the_checksum_and_the_plaintext_are_the_located_file(
         assert plaintext.read() == path.read_bytes()
 
 
-# -- reading verified: the manifest's sha256 checked in the same pass
+# -- reading verified: the manifest's sha256 checked before the upload counts
 
 
 @pytest.mark.anyio
@@ -364,28 +364,74 @@ async def test_a_verified_read_of_an_intact_file_gives_its_bytes(
     with files.open_verified(backup) as plaintext:
         while chunk := plaintext.read(1 << 16):
             read += chunk
+        await plaintext.verified()
     assert bytes(read) == path.read_bytes()
 
 
+def flip(path: Path, offset: int) -> None:
+    with path.open("r+b") as file:  # in place: the same file, its size unchanged
+        file.seek(offset)
+        byte = file.read(1)
+        file.seek(-1, os.SEEK_CUR)
+        file.write(bytes([byte[0] ^ 0xFF]))
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize("change", ["flip", "append"])
-async def test_a_verified_read_of_an_altered_file_fails_instead_of_ending(
-    files: LocalBackupFiles, root: Path, change: str
+async def test_a_plain_file_altered_in_place_is_refused_once_hashed_after_its_read(
+    files: LocalBackupFiles, root: Path
 ) -> None:
     path = catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
     backup = await files.locate(f"{SET}/grafana01-data", None)
-    with path.open("r+b") as file:  # in place, after it was located
-        if change == "flip":
-            file.seek(path.stat().st_size - 100)
-            byte = file.read(1)
-            file.seek(-1, os.SEEK_CUR)
-            file.write(bytes([byte[0] ^ 0xFF]))
-        else:
-            file.seek(0, os.SEEK_END)
-            file.write(b"more")
-    message = "differs from the manifest" if change == "flip" else "longer than"
-    with files.open_verified(backup) as plaintext, pytest.raises(IntegrityFailure, match=message):
+    flip(path, path.stat().st_size - 100)
+    with files.open_verified(backup) as plaintext:
+        drain(plaintext)  # read whole at full speed, as the upload does
+        with pytest.raises(IntegrityFailure, match="differs from the manifest"):
+            await plaintext.verified()
+
+
+@pytest.mark.anyio
+async def test_a_plain_file_longer_than_its_manifest_fails_the_read(
+    files: LocalBackupFiles, root: Path
+) -> None:
+    path = catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+    with path.open("ab") as file:
+        file.write(b"more")
+    with (
+        files.open_verified(backup) as plaintext,
+        pytest.raises(IntegrityFailure, match="longer than"),
+    ):
         drain(plaintext)
+
+
+@pytest.mark.anyio
+async def test_a_plain_file_written_to_between_the_upload_and_the_hash_is_refused(
+    files: LocalBackupFiles, root: Path
+) -> None:
+    path = catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+    with files.open_verified(backup) as plaintext:
+        while len(plaintext.read(1 << 16)) == 1 << 16:  # all of it, not yet its end
+            pass
+        # Altered and put back: the bytes hashed would match, but not be those uploaded.
+        time.sleep(0.02)  # past a tick of the coarse clock the kernel stamps ctime with
+        flip(path, 1000)
+        flip(path, 1000)
+        assert plaintext.read(1 << 16) == b""
+        with pytest.raises(IntegrityFailure, match="changed while it was imported"):
+            await plaintext.verified()
+
+
+@pytest.mark.anyio
+async def test_a_plain_file_not_read_to_its_end_is_not_verified(
+    files: LocalBackupFiles, root: Path
+) -> None:
+    catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+    with files.open_verified(backup) as plaintext:
+        plaintext.read(1 << 16)
+        with pytest.raises(IntegrityFailure, match="not read to its end"):
+            await plaintext.verified()
 
 
 @pytest.mark.anyio

@@ -292,6 +292,45 @@ async def test_an_import_that_conflicts_is_never_undone(incus: MemoryIncus) -> N
 
 
 @pytest.mark.anyio
+async def test_a_damaged_plain_file_that_incus_cannot_unpack_is_refused_as_damaged(
+    incus: MemoryIncus,
+) -> None:
+    plan = planned(incus, AS_COPY)
+    temp, _ = names(plan)
+    job = MemoryJob(
+        incus, backups=MemoryBackups(backup_file(VOLUME), "imported data", altered=True)
+    )
+
+    def unpack_fails() -> None:
+        raise IncusFailure("tar: Restored data doesn't match checksum")
+
+    incus.after("import_backup", unpack_fails)  # after reading the file whole
+
+    # The hash names the cause; Incus's complaint is its symptom.
+    with pytest.raises(IntegrityFailure, match="differs from the manifest"):
+        await import_volume.execute(AS_COPY, plan, job.context)
+    assert incus.changes == [("import_backup", temp), ("delete_volume", temp)]
+    assert incus.volumes == {VOLUME: Volume("old data")}
+    assert job.journal.open == []
+
+
+@pytest.mark.anyio
+async def test_an_upload_that_fails_before_the_file_was_read_keeps_its_own_error(
+    incus: MemoryIncus,
+) -> None:
+    plan = planned(incus, AS_COPY)
+    temp, _ = names(plan)
+    job = MemoryJob(
+        incus, backups=MemoryBackups(backup_file(VOLUME), "imported data", altered=True)
+    )
+    incus.fail("import_backup", Conflict(f"volume {temp!r} exists"))
+
+    with pytest.raises(Conflict):  # not "unverified": nothing of the file was judged
+        await import_volume.execute(AS_COPY, plan, job.context)
+    assert incus.volumes == {VOLUME: Volume("old data")}
+
+
+@pytest.mark.anyio
 async def test_a_temporary_name_taken_before_the_import_is_left_alone(
     incus: MemoryIncus,
 ) -> None:
@@ -372,20 +411,22 @@ async def test_a_backup_made_after_the_mark_imports(incus: MemoryIncus) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 @pytest.mark.parametrize("command", [REPLACE, AS_COPY], ids=["replace", "as"])
 async def test_a_backup_altered_after_its_manifest_is_refused_before_the_original_is_touched(
-    incus: MemoryIncus, command: ImportCommand
+    incus: MemoryIncus, command: ImportCommand, encrypted: bool
 ) -> None:
     plan = planned(incus, command)
     temp, _ = names(plan)
-    job = MemoryJob(
-        incus, backups=MemoryBackups(backup_file(VOLUME), "imported data", altered=True)
-    )
+    backup = replace(backup_file(VOLUME), encrypted=encrypted)
+    job = MemoryJob(incus, backups=MemoryBackups(backup, "imported data", altered=True))
 
     with pytest.raises(IntegrityFailure, match="differs from the manifest"):
         await import_volume.execute(command, plan, job.context)
 
-    # The upload failed on its last read: no instance stopped, nothing renamed.
+    # The upload failed on its last read (encrypted), or the hash after it while Incus
+    # made the volume (plain): the temporary volume removed, no instance stopped,
+    # nothing renamed.
     assert incus.changes == [("import_backup", temp), ("delete_volume", temp)]
     assert incus.volumes == {VOLUME: Volume("old data")}
     assert incus.instances[INSTANCE].status == "Running"
