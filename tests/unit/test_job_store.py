@@ -81,11 +81,8 @@ def test_agent_facts_are_kept_across_a_reopen(tmp_path: Path) -> None:
     assert Store(tmp_path / "db").agent_facts() == {"session_lost": 2, "mqtt_session": "h:1/c"}
 
 
-@pytest.mark.anyio
-async def test_a_new_job_is_synced_before_the_call_returns_and_a_state_change_soon_after(
-    tmp_path: Path,
-) -> None:
-    store = Store(tmp_path / "db")
+def count_syncs(store: Store) -> list[int]:
+    """A list that gets an item each time `store.sync_to_disk` runs (it still syncs)."""
     synced: list[int] = []
     real_sync = store.sync_to_disk
 
@@ -94,6 +91,15 @@ async def test_a_new_job_is_synced_before_the_call_returns_and_a_state_change_so
         real_sync()
 
     store.sync_to_disk = counted_sync  # type: ignore[method-assign]
+    return synced
+
+
+@pytest.mark.anyio
+async def test_a_new_job_is_synced_before_the_call_returns_and_a_state_change_soon_after(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "db")
+    synced = count_syncs(store)
     row = job("j1", admin=False).to_row()
     async with anyio.create_task_group() as tg:
         tg.start_soon(keep_synced, store)
@@ -121,14 +127,7 @@ async def test_a_durable_commit_within_the_batch_window_spares_the_lazy_commits_
     tmp_path: Path,
 ) -> None:
     store = Store(tmp_path / "db")
-    synced: list[int] = []
-    real_sync = store.sync_to_disk
-
-    def counted_sync() -> None:
-        synced.append(1)
-        real_sync()
-
-    store.sync_to_disk = counted_sync  # type: ignore[method-assign]
+    synced = count_syncs(store)
     first = job("j1", admin=False).to_row()
     async with anyio.create_task_group() as tg:
         tg.start_soon(keep_synced, store, 0.2)
