@@ -16,10 +16,11 @@ is meant for a disaster-recovery drill and `close()` stops its agent.
 
 The passphrase goes to gpg on its stdin (`--passphrase-fd 0`, ahead of the data), never in
 argv, a log line, an exception message or a file.
+
+`decrypting` runs gpg without python-gnupg, the file as its stdin and the plaintext on a
+pipe, for a consumer that moves it with `splice()`: see `agent.crypto.gpg_process`.
 """
 
-import contextlib
-import fcntl
 import io
 import logging
 import os
@@ -27,7 +28,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,18 +38,18 @@ import gnupg
 
 from agent.backups.paths import ensure_private_dir, open_backup_file
 from agent.backups.streams import CHUNK_SIZE, ChunkChannel, Readable, Source, Writable, as_reader
-from agent.crypto.gpg_args import DECRYPT_ARGS, public_key_args, symmetric_args
+from agent.crypto import gpg_process
+from agent.crypto.gpg_args import DECRYPT_ARGS, isolation_options, public_key_args, symmetric_args
+from agent.crypto.gpg_process import Decryption, widen_pipe
 from agent.crypto.gpg_status import (
     GpgStatus,
     KeyRecord,
     cipher_used,
-    decryption_failure,
-    decryption_succeeded,
+    decryption_outcome,
     encryption_failure,
     encryption_succeeded,
     parse_key_listing,
     parse_status,
-    recipient_key_ids,
 )
 from agent.crypto.keys import (
     DecryptionInfo,
@@ -58,7 +59,7 @@ from agent.crypto.keys import (
     PassphraseFile,
     Recipients,
 )
-from schemas.errors import AtlasError, CryptoFailure
+from schemas.errors import CryptoFailure
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,6 @@ class _GuardedReader:
 
     def stop(self) -> None:
         self._stopped.set()
-
-
-def _labelled(error: AtlasError, label: str) -> AtlasError:
-    return type(error)(f"{label}: {error}") if label else error
 
 
 class GpgHome:
@@ -265,18 +262,37 @@ class GpgHome:
             channel.close()
             worker.join()
 
+    def decrypting(
+        self, file_fd: int, passphrase: PassphraseFile | None, *, label: str = ""
+    ) -> AbstractContextManager[Decryption]:
+        """`gpg --decrypt` reading the open file `file_fd` itself (as its stdin, from the
+        caller's offset), its plaintext on the pipe `Decryption.stdout`: no copy through
+        Python (see `agent.crypto.gpg_process`). Read `stdout` to its end, then call
+        `finish()`; leaving the block stops and reaps gpg and closes its pipes."""
+        secret = passphrase.read() if passphrase is not None else None
+        return gpg_process.decrypting(
+            file_fd,
+            secret,
+            binary=self.gpg_binary,
+            home=self.path,
+            use_agent=self.use_agent,
+            env=self._env(),
+            label=label,
+        )
+
     # -- running gpg ------------------------------------------------------------------
 
     def _decrypt(
         self, source: Source, sink: Callable[[bytes], object], secret: str | None, label: str
     ) -> DecryptionInfo:
         run = self._run(DECRYPT_ARGS, source, sink, passphrase=secret)
-        if not decryption_succeeded(run.status, run.returncode):
-            failure = decryption_failure(run.status, run.returncode, secret is not None)
-            raise _labelled(failure, label)
-        key_ids = recipient_key_ids(run.status)
-        method: KeyMethod = "public-key" if key_ids else "symmetric"
-        return DecryptionInfo(method, key_ids, run.output_size)
+        return decryption_outcome(
+            run.status,
+            run.returncode,
+            passphrase_given=secret is not None,
+            plaintext_size=run.output_size,
+            label=label,
+        )
 
     def _capture(self, args: list[str], source: Source) -> str:
         output = io.BytesIO()
@@ -291,14 +307,11 @@ class GpgHome:
 
     def _client(self) -> Any:
         """A python-gnupg client for one run (its `on_data` hook is per instance)."""
-        options = ["--no-options", "--disable-dirmngr", "--no-symkey-cache"]
-        if not self.use_agent:
-            options.append("--no-autostart")
         try:
             client = _WidePipesGPG(
                 gpgbinary=self.gpg_binary,
                 gnupghome=str(self.path),
-                options=options,
+                options=isolation_options(self.use_agent),
                 env=self._env(),
                 encoding="latin-1",
             )
@@ -353,11 +366,6 @@ class GpgHome:
         return _Run(status, getattr(result, "returncode", None), feed.size, output_size)
 
 
-# Linux's F_SETPIPE_SZ; 1 MiB is the most an unprivileged process may ask for by default.
-_F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20
-
-
 class _WidePipesGPG(gnupg.GPG):  # type: ignore[misc]
     """python-gnupg with 1 MiB pipes to and from gpg: with the default 64 KiB, the copy
     threads wake up sixteen times as often and streamed encryption runs at half speed."""
@@ -366,8 +374,7 @@ class _WidePipesGPG(gnupg.GPG):  # type: ignore[misc]
         process: subprocess.Popen[bytes] = super()._open_subprocess(*args, **kwargs)
         for pipe in (process.stdin, process.stdout):
             if pipe is not None:
-                with contextlib.suppress(OSError):  # a smaller pipe only costs speed
-                    fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
+                widen_pipe(pipe.fileno())
         return process
 
 

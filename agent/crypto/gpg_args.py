@@ -37,3 +37,28 @@ def public_key_args(fingerprints: tuple[str, ...]) -> list[str]:
 
 
 DECRYPT_ARGS = ["--decrypt"]
+
+
+def isolation_options(use_agent: bool) -> list[str]:
+    """Every run: no gpg.conf, no dirmngr, no cached passphrase, and no gpg-agent started
+    unless the home is a recovery home that needs one for its secret keys."""
+    options = ["--no-options", "--disable-dirmngr", "--no-symkey-cache"]
+    if not use_agent:
+        options.append("--no-autostart")
+    return options
+
+
+def gpg_command(
+    binary: str, home: str, args: list[str], *, use_agent: bool, passphrase_fd: int | None
+) -> list[str]:
+    """The argv python-gnupg's `make_args` builds for the same run (status lines on stderr,
+    so `parse_status` sees the same text), with the passphrase on descriptor
+    `passphrase_fd` instead of ahead of the data on stdin."""
+    command = [binary]
+    if passphrase_fd is not None:
+        command += ["--pinentry-mode", "loopback"]
+    command += ["--status-fd", "2", "--no-tty", "--no-verbose", "--fixed-list-mode",
+                "--batch", "--with-colons", "--homedir", home]  # fmt: skip
+    if passphrase_fd is not None:
+        command += ["--passphrase-fd", str(passphrase_fd)]
+    return command + isolation_options(use_agent) + args

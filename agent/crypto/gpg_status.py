@@ -6,6 +6,7 @@ Messages quote gpg's own diagnostics, which never contain the passphrase.
 
 from dataclasses import dataclass
 
+from agent.crypto.keys import DecryptionInfo, KeyMethod
 from schemas.errors import AtlasError, CryptoFailure, IntegrityFailure
 
 _PREFIX = "[GNUPG:] "
@@ -119,6 +120,28 @@ def decryption_failure(
     if status.has("BEGIN_DECRYPTION"):
         return IntegrityFailure(_with_detail("the encrypted file is truncated or damaged", status))
     return CryptoFailure(_with_detail(f"gpg decryption failed (exit code {returncode})", status))
+
+
+def decryption_outcome(
+    status: GpgStatus,
+    returncode: int | None,
+    *,
+    passphrase_given: bool,
+    plaintext_size: int,
+    label: str,
+) -> DecryptionInfo:
+    """What a finished `gpg --decrypt` run gave, or its `decryption_failure` (prefixed
+    with `label`) raised."""
+    if not decryption_succeeded(status, returncode):
+        failure = decryption_failure(status, returncode, passphrase_given)
+        raise labelled(failure, label)
+    key_ids = recipient_key_ids(status)
+    method: KeyMethod = "public-key" if key_ids else "symmetric"
+    return DecryptionInfo(method, key_ids, plaintext_size)
+
+
+def labelled(error: AtlasError, label: str) -> AtlasError:
+    return type(error)(f"{label}: {error}") if label else error
 
 
 @dataclass(frozen=True)
