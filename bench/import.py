@@ -13,8 +13,9 @@ The ratios compare the agent with the Incus CLI importing the same file:
 - `cli gpg | import`: `gpg --decrypt <file> | incus storage volume import <pool>
   /dev/stdin <name>` (the CLI takes a pipe as /dev/stdin; nothing written to disk).
 - `agent`: the agent's `import` with `as` (over MQTT, command to final state) of the
-  same file: its sha256 checked against the manifest (an encrypted file while it is
-  decrypted and uploaded, a plain one hashed again while Incus unpacks the upload), the
+  same file: sent to Incus by the kernel (a plain file by `sendfile`; an encrypted one
+  read by gpg itself, its plaintext `splice`d from gpg's pipe), its sha256 checked
+  against the manifest (`pread` beside gpg, or while Incus unpacks a plain upload), the
   temporary volume renamed to the new name once it matched.
 
 Memory is the agent process's VmHWM (its peak resident set since it started) after each

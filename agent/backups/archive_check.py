@@ -13,16 +13,13 @@ the `zstd` CLI over pipes.
 import contextlib
 import gzip
 import hashlib
-import io
 import logging
-import os
 import posixpath
 import re
 import shutil
 import subprocess
 import tarfile
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +33,7 @@ from agent.backups.paths import open_backup_file
 from agent.backups.streams import CHUNK_SIZE, Readable, iter_chunks
 from commands.ports import ArchiveIndex, Checkpoint, ProgressCallback
 from schemas.commands import INCUS_NAME_PATTERN, Compression
-from schemas.errors import IntegrityFailure, JobCancelled, StorageFailure
+from schemas.errors import IntegrityFailure, StorageFailure
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +102,10 @@ def verify_checksum(
                 checkpoint()
     except OSError as exc:
         raise StorageFailure(f"{label}: cannot read: {exc.strerror}") from None
-    _require_recorded(done, digest.hexdigest(), size, sha256, label)
+    require_recorded_bytes(done, digest.hexdigest(), size, sha256, label)
 
 
-def _require_recorded(done: int, actual: str, size: int, sha256: str, label: str) -> None:
+def require_recorded_bytes(done: int, actual: str, size: int, sha256: str, label: str) -> None:
     if done != size:
         raise IntegrityFailure(
             f"{label}: {done} bytes, the manifest records {size}: "
@@ -119,182 +116,6 @@ def _require_recorded(done: int, actual: str, size: int, sha256: str, label: str
             f"{label}: sha256 {actual} differs from the manifest's {sha256}:"
             " the file is damaged or was altered"
         )
-
-
-class ChecksummedReader:
-    """Reads `inner` (the backup file as it is on disk) while hashing it, for a check in
-    the same pass as the upload: `require_recorded` once it is read to its end. A read
-    past the manifest's `size` raises at once, so no longer file reaches anyone whole.
-
-    For encrypted files: sha256 runs inline, on gpg's feed thread, beside gpg (the slow
-    stage). Hashing on a thread of its own *during* the transfer cost 25 % more CPU (1.9 s
-    against 1.5 s per GiB uploaded, hash included) and gained no wall time on two cores
-    that incusd shares. Plain files are read for the upload without a hash and hashed
-    after it, while Incus unpacks (`RehashedReader`). Read on one thread (gpg's feed) and
-    checked on another: `reached_end` is set once the end of the file was read."""
-
-    def __init__(self, inner: Readable, size: int, sha256: str, *, label: str) -> None:
-        self._inner = inner
-        self._size = size
-        self._sha256 = sha256
-        self._label = label
-        self._digest = hashlib.sha256()
-        self.done = 0
-        self.reached_end = threading.Event()
-
-    def read(self, size: int = -1, /) -> bytes:
-        try:
-            chunk = self._inner.read(size)
-        except OSError as exc:
-            raise StorageFailure(f"{self._label}: cannot read: {exc.strerror}") from None
-        if not chunk:
-            self.reached_end.set()
-            return chunk
-        self._digest.update(chunk)
-        self.done += len(chunk)
-        if self.done > self._size:
-            raise IntegrityFailure(
-                f"{self._label}: longer than the {self._size} bytes the manifest records:"
-                " the file was altered"
-            )
-        return chunk
-
-    def fileno(self) -> int:
-        fileno = getattr(self._inner, "fileno", None)
-        if fileno is None:
-            raise io.UnsupportedOperation("fileno")
-        return int(fileno())
-
-    def tell(self) -> int:
-        return self.done
-
-    def require_recorded(self) -> None:
-        """`IntegrityFailure` unless the whole file was read and matches the manifest."""
-        if not self.reached_end.is_set():
-            raise IntegrityFailure(f"{self._label}: was not read to its end: refused as unverified")
-        _require_recorded(
-            self.done, self._digest.hexdigest(), self._size, self._sha256, self._label
-        )
-
-
-def _file_state(fd: int) -> tuple[int, int, int, int, int]:
-    """What any write to the file changes: its size, times (the kernel sets ctime on
-    every change, and nobody can set it back) and identity."""
-    info = os.fstat(fd)
-    return info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_dev, info.st_ino
-
-
-class RehashedReader:
-    """Reads a plain backup file (`inner`, an open file) at full speed for an upload, only
-    counting: a read past the manifest's `size` raises at once. Once the upload read the
-    end, a worker thread hashes the same open file again (`pread` from offset 0: the page
-    cache is hot) while Incus unpacks what it received; `require_recorded` waits for it.
-
-    Refused (`IntegrityFailure`) unless the upload read exactly `size` bytes to the end,
-    the second read the same, with the manifest's sha256, and the file's size, times and
-    identity are the same after the hash as when it was opened: a write between the two
-    reads would change its ctime, so the bytes hashed are the bytes uploaded.
-
-    Why not inline: sha256 (0.6-0.7 CPU s per GiB) on the upload's reading thread is on the
-    upload's critical path, while after the upload the job only waits for Incus."""
-
-    def __init__(self, inner: Readable, size: int, sha256: str, *, label: str) -> None:
-        self._inner = inner
-        self._fd = _fileno(inner)
-        self._size = size
-        self._sha256 = sha256
-        self._label = label
-        self._opened = _file_state(self._fd)
-        self.done = 0
-        self.reached_end = threading.Event()
-        self._stop = threading.Event()
-        self._hasher: threading.Thread | None = None
-        self._outcome: list[BaseException | None] = []
-
-    def read(self, size: int = -1, /) -> bytes:
-        try:
-            chunk = self._inner.read(size)
-        except OSError as exc:
-            raise StorageFailure(f"{self._label}: cannot read: {exc.strerror}") from None
-        if not chunk:
-            if not self.reached_end.is_set():
-                self.reached_end.set()
-                self._hasher = threading.Thread(target=self._hash, name="rehash", daemon=True)
-                self._hasher.start()
-            return chunk
-        self.done += len(chunk)
-        if self.done > self._size:
-            raise IntegrityFailure(
-                f"{self._label}: longer than the {self._size} bytes the manifest records:"
-                " the file was altered"
-            )
-        return chunk
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def tell(self) -> int:
-        return self.done
-
-    def _hash(self) -> None:
-        started = time.monotonic()
-        try:
-            self._outcome.append(self._check())
-        except BaseException as exc:
-            self._outcome.append(exc)
-        log.debug("%s: hashed after its upload in %.2f s", self._label, time.monotonic() - started)
-
-    def _check(self) -> BaseException | None:
-        digest = hashlib.sha256()
-        offset = 0
-        try:
-            # One byte past the recorded size: the file must end there.
-            while chunk := os.pread(self._fd, min(CHUNK_SIZE, self._size + 1 - offset), offset):
-                if self._stop.is_set():
-                    return JobCancelled("stopped before the checksum was complete")
-                digest.update(chunk)
-                offset += len(chunk)
-                if offset > self._size:
-                    break
-            changed = _file_state(self._fd) != self._opened
-        except OSError as exc:
-            return StorageFailure(f"{self._label}: cannot read: {exc.strerror}")
-        if changed:
-            return IntegrityFailure(
-                f"{self._label}: the file changed while it was imported: refused as unverified"
-            )
-        try:
-            _require_recorded(self.done, digest.hexdigest(), self._size, self._sha256, self._label)
-            _require_recorded(offset, digest.hexdigest(), self._size, self._sha256, self._label)
-        except IntegrityFailure as exc:
-            return exc
-        return None
-
-    def require_recorded(self, checkpoint: Checkpoint | None = None) -> None:
-        """Wait for the hash; `IntegrityFailure` unless the whole file was uploaded and
-        matches the manifest. `checkpoint` is called while waiting (a cancel stops it)."""
-        if not self.reached_end.is_set() or self._hasher is None:
-            raise IntegrityFailure(f"{self._label}: was not read to its end: refused as unverified")
-        while self._hasher.is_alive():
-            if checkpoint is not None:
-                checkpoint()
-            self._hasher.join(0.05)
-        (failure,) = self._outcome
-        if failure is not None:
-            raise failure
-
-    def close(self) -> None:
-        """Stop the hash if it still runs (the upload failed, the job was cancelled)."""
-        self._stop.set()
-        if self._hasher is not None:
-            self._hasher.join()
-
-
-def _fileno(inner: Readable) -> int:
-    fileno = getattr(inner, "fileno", None)
-    if fileno is None:
-        raise io.UnsupportedOperation("fileno")
-    return int(fileno())
 
 
 # -- the one archive reader

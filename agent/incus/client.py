@@ -2,7 +2,9 @@
 
 `IncusClient` does the work through pylxd's raw `api` tree (its model objects list
 snapshots as volumes and force-stop by default); `agent.incus.facade.AsyncIncus` runs it in
-worker threads for the event loop. Nothing from pylxd or requests leaves this package:
+worker threads for the event loop. A backup upload to the local socket is the exception:
+its bytes are moved by the kernel (`agent.incus.kernel_upload`) when the source allows
+it. Nothing from pylxd or requests leaves this package:
 callers get the dataclasses of `commands.ports` and the errors of `schemas.errors`.
 """
 
@@ -18,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Self
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 import msgspec
 import requests
@@ -29,6 +31,7 @@ from pylxd.client import get_session_for_url
 
 from agent.backups.streams import CHUNK_SIZE
 from agent.config import IncusConfig
+from agent.incus import kernel_upload
 from agent.incus.convert import (
     backup_info,
     backup_progress_bytes,
@@ -45,6 +48,8 @@ from commands.ports import (
     ExecResult,
     ImportSource,
     InstanceDefinition,
+    KernelBody,
+    KernelReadable,
     ProgressCallback,
     ServerInfo,
     VolumeInfo,
@@ -276,7 +281,20 @@ class IncusClient:
         by default); a failed, cancelled or late operation is an `IncusFailure`, and one
         that `creates` something whose name is taken a `Conflict`. The operation's
         metadata (empty for a synchronous answer)."""
-        body = response.json()
+        return self._finish(
+            response.json(), call, budget_s=budget_s, on_progress=on_progress, creates=creates
+        )
+
+    def _finish(
+        self,
+        body: Json,
+        call: str,
+        *,
+        budget_s: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        creates: bool = False,
+    ) -> Json:
+        """`_complete` for an answer already read."""
         if body.get("type") != "async":
             return {}
         budget = budget_s or self._config.timeout_s
@@ -605,11 +623,51 @@ class IncusClient:
             raise Conflict(f"cannot import a backup as volume {name!r}: it exists in pool {pool!r}")
         call = f"import a backup as volume {name!r}"
         headers = {"Content-Type": "application/octet-stream", "X-Incus-name": name}
+        body = source.kernel_body() if isinstance(source, KernelReadable) else None
         with self._calling(call, missing=f"pool {pool!r}"):
-            response = self._volumes().post(
-                data=_upload_chunks(source, on_progress), headers=headers
+            if body is not None and not self._config.url:
+                answer = self._post_moved(call, headers, body, on_progress)
+            else:
+                answer = (
+                    self._volumes()
+                    .post(data=_upload_chunks(source, on_progress), headers=headers)
+                    .json()
+                )
+            self._finish(answer, call, budget_s=self._transfer_s, creates=True)
+
+    def _post_moved(
+        self,
+        call: str,
+        headers: dict[str, str],
+        body: KernelBody,
+        on_progress: ProgressCallback | None,
+    ) -> Json:
+        """A backup upload the kernel moves (`kernel_upload`), to the local socket; its
+        answer, the errors `_calling` gives for pylxd's."""
+        pool, project = url_segment("pool", self._config.pool), self._config.project
+        target = f"/1.0/storage-pools/{pool}/volumes/custom?{urlencode({'project': project})}"
+        try:
+            answer = kernel_upload.post(
+                self._config.socket,
+                target,
+                headers,
+                body,
+                timeout_s=self._config.timeout_s,
+                on_progress=on_progress,
             )
-            self._complete(response, call, budget_s=self._transfer_s, creates=True)
+        except kernel_upload.UploadBroken as exc:
+            raise IncusFailure(f"cannot {call}: {exc}") from None
+        try:
+            parsed: Json = msgspec.json.decode(answer.body)
+        except msgspec.DecodeError:
+            parsed = {}
+        if answer.status < 400 and isinstance(parsed, dict):
+            return parsed
+        why = parsed.get("error") if isinstance(parsed, dict) else None
+        why = why or f"HTTP {answer.status}"
+        if answer.status == 404:
+            raise NotFound(f"pool {self._config.pool!r} not found in Incus project {project!r}")
+        raise (Conflict if answer.status == 409 else IncusFailure)(f"cannot {call}: {why}")
 
     # -- storage buckets (the Terraform/OpenTofu state bucket)
 

@@ -52,6 +52,8 @@ from commands.ports.streams import (
     BinaryReader,
     Checkpoint,
     ImportSource,
+    KernelBody,
+    KernelReadable,
     ProgressCallback,
     VerifiedReader,
 )
@@ -81,6 +83,8 @@ __all__ = [
     "ImportSource",
     "Incus",
     "InstanceDefinition",
+    "KernelBody",
+    "KernelReadable",
     "ProgressCallback",
     "Sandbox",
     "SavedDashboards",

@@ -79,8 +79,10 @@ class BackupFiles(Protocol):
         `IntegrityFailure` (from a read, or from `verified()`). Whatever was made of the
         bytes read must then be thrown away.
 
-        An encrypted file's ciphertext is hashed as gpg is fed, and the read that would
-        end the plaintext raises already, so an Incus upload never completes. A plain
+        An encrypted file is read by gpg itself and its ciphertext hashed meanwhile
+        (`pread`); the read that would end the plaintext raises already, so an Incus
+        upload never completes. The reader may also give its bytes for the kernel to
+        move (`KernelReadable`), with the same checks. A plain
         file is read at full speed, and hashed again in a worker thread once read to its
         end (`pread`, page cache hot), while Incus unpacks what it received;
         `verified()` waits for that hash. A read past the manifest's size raises at once

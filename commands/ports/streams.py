@@ -2,6 +2,7 @@
 checkpoints, readers."""
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 # Called with (bytes_done, bytes_total); bytes_total is 0 when unknown.
@@ -27,6 +28,27 @@ class VerifiedReader(BinaryReader, Protocol):
     a file read whole, and found damaged, is refused, naming the cause of the failure."""
 
     async def verified(self, *, read_whole: bool = True) -> None: ...
+
+
+@dataclass(frozen=True)
+class KernelBody:
+    """Bytes an adapter may have the kernel move (sendfile, splice) instead of reading
+    them: the open descriptor `fd`, a regular file read from offset 0 for `length` bytes,
+    or a pipe read to its end (`length` None)."""
+
+    fd: int
+    length: int | None
+    moved: Callable[[int], None]  # after each slice, its size; raises to stop (a cancel)
+    # Once the source ended, with the bytes moved; raises (`IntegrityFailure`, a gpg
+    # failure) to leave the upload incomplete.
+    ended: Callable[[int], None]
+
+
+@runtime_checkable
+class KernelReadable(BinaryReader, Protocol):
+    """A reader that can also give its bytes as a `KernelBody` (None: read it)."""
+
+    def kernel_body(self) -> KernelBody | None: ...
 
 
 # What an import streams to Incus: a binary file, or its bytes in chunks; never read whole.

@@ -20,7 +20,7 @@ from agent.backups.atomic_file import WrittenFile
 from agent.backups.backup_reader import LocalBackupFiles
 from agent.backups.manifests import new_entry, record_backup
 from agent.crypto.gpg import GpgHome
-from commands.ports import BinaryReader
+from commands.ports import BinaryReader, KernelReadable
 from schemas.commands import Compression
 from schemas.errors import IntegrityFailure, InvalidCommand, JobCancelled, NotFound
 from tests.support.incus_tarball import INDEX_YAML, compress, incus_backup, tar_bytes
@@ -444,3 +444,76 @@ async def test_a_verified_read_stops_on_a_cancel(files: LocalBackupFiles, root: 
 
     with files.open_verified(backup, cancelled) as plaintext, pytest.raises(JobCancelled):
         drain(plaintext)
+
+
+# The same file for an upload the kernel moves (tests/unit/test_kernel_upload.py): the
+# transport calls `moved` after each slice and `ended` at the end, as here.
+
+
+@pytest.mark.anyio
+async def test_a_plain_files_kernel_body_is_the_located_file_hashed_once_it_ended(
+    files: LocalBackupFiles, root: Path
+) -> None:
+    path = catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+    with files.open_verified(backup) as plaintext:
+        assert isinstance(plaintext, KernelReadable)
+        body = plaintext.kernel_body()
+        assert body is not None
+        assert os.fstat(body.fd).st_ino == path.stat().st_ino
+        assert body.length == backup.size == path.stat().st_size
+        body.moved(backup.size)
+        body.ended(backup.size)
+        await plaintext.verified()
+
+
+@pytest.mark.anyio
+async def test_a_plain_file_altered_before_its_kernel_upload_is_refused_once_hashed(
+    files: LocalBackupFiles, root: Path
+) -> None:
+    path = catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+    flip(path, 5000)
+    with files.open_verified(backup) as plaintext:
+        assert isinstance(plaintext, KernelReadable)
+        body = plaintext.kernel_body()
+        assert body is not None
+        body.moved(backup.size)
+        body.ended(backup.size)
+        with pytest.raises(IntegrityFailure, match="differs from the manifest"):
+            await plaintext.verified()
+
+
+@pytest.mark.anyio
+async def test_a_kernel_upload_that_ended_short_is_refused_as_truncated(
+    files: LocalBackupFiles, root: Path
+) -> None:
+    catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+    with files.open_verified(backup) as plaintext:
+        assert isinstance(plaintext, KernelReadable)
+        body = plaintext.kernel_body()
+        assert body is not None
+        body.moved(backup.size - 10)
+        with pytest.raises(IntegrityFailure, match="truncated"):
+            body.ended(backup.size - 10)
+        with pytest.raises(IntegrityFailure, match="not read to its end"):
+            await plaintext.verified()
+
+
+@pytest.mark.anyio
+async def test_a_kernel_upload_stops_on_a_cancel_after_a_slice(
+    files: LocalBackupFiles, root: Path
+) -> None:
+    catalogued(root, data=compress(incus_backup(os.urandom(1 << 20)), "zstd"))
+    backup = await files.locate(f"{SET}/grafana01-data", None)
+
+    def cancelled() -> None:
+        raise JobCancelled("cancelled")
+
+    with files.open_verified(backup, cancelled) as plaintext:
+        assert isinstance(plaintext, KernelReadable)
+        body = plaintext.kernel_body()
+        assert body is not None
+        with pytest.raises(JobCancelled):
+            body.moved(1 << 16)
